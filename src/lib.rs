@@ -1,0 +1,9 @@
+//! wschat: an RFC 6455 WebSocket server written from scratch, and a chat built on it.
+#![forbid(unsafe_code)]
+
+pub mod close;
+pub mod frame;
+pub mod mask;
+pub mod outbox;
+pub mod protocol;
+pub mod utf8;

@@ -1,0 +1,920 @@
+//! The connection state machine, RFC 6455 §5 (framing), §6 (sending and receiving data), §7
+//! (closing) — sans-IO.
+//!
+//! A [`Connection`] is fed the bytes that arrived ([`Connection::receive`]) and the passage of time
+//! ([`Connection::handle_timeout`]); it reports what the peer said as [`Event`]s and leaves what must
+//! be sent in its [`Outbox`]. It never touches a socket or reads a clock, so every rule below is
+//! unit-tested by feeding bytes, and the same code drives the server and (with [`Role::Client`]) the
+//! test and benchmark clients.
+//!
+//! Input may be split at any byte: a header cut short is kept (at most 14 bytes), a payload cut
+//! short is unmasked and validated as far as it goes. A message that fits in the bytes at hand is
+//! delivered straight from them, unmasked in place; only a message spread over several reads is
+//! copied into a buffer, which is released as soon as the message is delivered.
+//!
+//! States (§4.1 "OPEN", §7.1.3 "CLOSING", §7.1.4 "CLOSED"):
+//!
+//! ```text
+//!            we send Close                      peer's Close arrives / close timeout
+//!   Open ────────────────────► ClosingByUs ─────────────────────────────────────────► Closed
+//!     │  peer's Close arrives: we answer it at once                                    ▲
+//!     └────────────────────────────────────────────────────────────────────────────────┤
+//!     │  the peer breaks a rule: we send Close with the rule's code ("Fail the          │
+//!     └──────────────────────── WebSocket Connection", §7.1.7) ────────────────────────┘
+//! ```
+//!
+//! There is no lasting "closing by peer" state: we answer a peer's Close in the same call that
+//! receives it, so the handshake is complete as soon as the peer's Close is read. In `Closed` the
+//! connection accepts no input and emits nothing; the transport flushes the outbox and closes TCP
+//! (the server first, §7.1.1).
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::close::{self, CloseCode, CloseError};
+use crate::frame::{self, FrameError, FrameHeader, OpCode};
+use crate::mask::apply_mask;
+use crate::outbox::{Outbox, SharedBytes};
+use crate::utf8::Utf8Validator;
+
+/// Which end of the connection we are. It decides the masking direction (§5.1, §5.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Server,
+    Client,
+}
+
+/// The close handshake's progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Messages flow both ways.
+    Open,
+    /// We sent Close and wait for the peer's, reading and discarding its data frames meanwhile.
+    ClosingByUs,
+    /// Nothing more is read or sent.
+    Closed,
+}
+
+/// Size limits on what the peer may send. Each is checked against a frame's header, before any of
+/// its payload is buffered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest payload of one frame.
+    pub max_frame_size: usize,
+    /// Largest message, summed over its fragments.
+    pub max_message_size: usize,
+    /// Most frames one message may be split into.
+    pub max_fragments: usize,
+}
+
+impl Default for Limits {
+    /// Chat-sized: a chat line is a few hundred bytes and browsers never fragment what they send.
+    fn default() -> Self {
+        Self {
+            max_frame_size: 64 * 1024,
+            max_message_size: 64 * 1024,
+            max_fragments: 128,
+        }
+    }
+}
+
+/// Timers a connection runs. Durations are measured on the `now` values the caller passes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Send a Ping this often (`None`: never).
+    pub ping_interval: Option<Duration>,
+    /// Close a connection that has sent nothing for this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// After sending Close, wait this long for the peer's Close before giving up.
+    pub close_timeout: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            ping_interval: Some(Duration::from_secs(30)),
+            idle_timeout: Some(Duration::from_secs(90)),
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Everything a connection needs to know about its limits and timers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Config {
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+}
+
+/// What the peer did. Payloads borrow the input (or the connection's message buffer) and live only
+/// for the callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A complete text message, valid UTF-8 (§5.6).
+    Text(&'a str),
+    /// A complete binary message.
+    Binary(&'a [u8]),
+    /// A Ping; its Pong is already queued (§5.5.2).
+    Ping(&'a [u8]),
+    /// A Pong (§5.5.3).
+    Pong(&'a [u8]),
+    /// The peer's Close, with its code and reason (`None`: it had no body, 1005). If we had not
+    /// sent Close yet, the answer is already queued.
+    Close(Option<(CloseCode, &'a str)>),
+}
+
+/// A message to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    Text(&'a str),
+    Binary(&'a [u8]),
+}
+
+/// A rule of RFC 6455 the peer broke. Each maps to the close code we answer with in exactly one
+/// place, [`ProtocolError::close_code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// A header that breaks a wire-format rule.
+    Frame(FrameError),
+    /// §5.2: "RSV1, RSV2, RSV3: MUST be 0 unless an extension is negotiated".
+    ReservedBits(u8),
+    /// §5.1: "a client MUST mask all frames that it sends to the server".
+    UnmaskedClientFrame,
+    /// §5.1: "A server MUST NOT mask any frames that it sends to the client."
+    MaskedServerFrame,
+    /// §5.4: a continuation frame with no fragmented message to continue.
+    UnexpectedContinuation,
+    /// §5.4: a new data frame while a fragmented message is still open.
+    ExpectedContinuation,
+    /// §5.5.1: a Close frame with a malformed body.
+    Close(CloseError),
+    /// §8.1: text that is not UTF-8.
+    InvalidUtf8,
+    /// A frame larger than [`Limits::max_frame_size`].
+    FrameTooBig { len: u64, max: usize },
+    /// A message larger than [`Limits::max_message_size`].
+    MessageTooBig { len: u64, max: usize },
+    /// A message in more than [`Limits::max_fragments`] frames.
+    TooManyFragments { max: usize },
+}
+
+impl ProtocolError {
+    /// The status code of the Close frame that fails the connection (§7.4.1).
+    pub fn close_code(self) -> CloseCode {
+        match self {
+            Self::Frame(_)
+            | Self::ReservedBits(_)
+            | Self::UnmaskedClientFrame
+            | Self::MaskedServerFrame
+            | Self::UnexpectedContinuation
+            | Self::ExpectedContinuation
+            | Self::Close(CloseError::OneBytePayload | CloseError::InvalidCode(_)) => {
+                CloseCode::ProtocolError
+            }
+            Self::InvalidUtf8 | Self::Close(CloseError::ReasonNotUtf8) => CloseCode::InvalidPayload,
+            Self::FrameTooBig { .. } | Self::MessageTooBig { .. } | Self::TooManyFragments { .. } => {
+                CloseCode::MessageTooBig
+            }
+        }
+    }
+
+    /// The section of RFC 6455 that states the rule.
+    pub fn rfc_section(self) -> &'static str {
+        match self {
+            Self::Frame(FrameError::ReservedOpcode(_) | FrameError::LengthHighBitSet) => "§5.2",
+            Self::Frame(_) => "§5.5",
+            Self::ReservedBits(_) => "§5.2",
+            Self::UnmaskedClientFrame | Self::MaskedServerFrame => "§5.1",
+            Self::UnexpectedContinuation | Self::ExpectedContinuation => "§5.4",
+            Self::Close(_) => "§5.5.1",
+            Self::InvalidUtf8 => "§8.1",
+            Self::FrameTooBig { .. } | Self::MessageTooBig { .. } | Self::TooManyFragments { .. } => "§10.4",
+        }
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Frame(error) => error.fmt(f),
+            Self::ReservedBits(bits) => write!(f, "reserved bits {bits:03b} set without an extension"),
+            Self::UnmaskedClientFrame => f.write_str("client frame is not masked"),
+            Self::MaskedServerFrame => f.write_str("server frame is masked"),
+            Self::UnexpectedContinuation => f.write_str("continuation frame without a message"),
+            Self::ExpectedContinuation => f.write_str("new message inside a fragmented message"),
+            Self::Close(error) => error.fmt(f),
+            Self::InvalidUtf8 => f.write_str("text is not valid UTF-8"),
+            Self::FrameTooBig { len, max } => write!(f, "frame of {len} bytes exceeds {max}"),
+            Self::MessageTooBig { len, max } => write!(f, "message of {len} bytes exceeds {max}"),
+            Self::TooManyFragments { max } => write!(f, "message in more than {max} fragments"),
+        }
+    }
+}
+
+impl From<FrameError> for ProtocolError {
+    fn from(error: FrameError) -> Self {
+        Self::Frame(error)
+    }
+}
+
+/// Why sending was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// §5.5.1: after sending a Close frame, "the endpoint MUST NOT send any more data frames".
+    Closing,
+    /// A client must mask every frame with a fresh key, so it cannot send bytes shared with others.
+    SharedFrameFromClient,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Closing => f.write_str("the connection is closing"),
+            Self::SharedFrameFromClient => f.write_str("a client cannot send a shared frame"),
+        }
+    }
+}
+
+/// Who ended the connection, and how, for logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseStatus {
+    /// The code of the Close frame that ended the conversation (1005 if the peer's had none, 1006
+    /// if the connection ended without one).
+    pub code: CloseCode,
+    pub reason: String,
+    /// Whether the Close (or the failure) came from our side.
+    pub by_us: bool,
+    /// The rule the peer broke, when we failed the connection.
+    pub error: Option<ProtocolError>,
+}
+
+/// An unmasked data frame encoded once, to be queued on many server connections.
+#[derive(Debug, Clone)]
+pub struct SharedFrame(SharedBytes);
+
+impl SharedFrame {
+    /// Encodes `message` as a single unmasked, final frame (§5.1: server frames are not masked).
+    pub fn new(message: Message<'_>) -> Self {
+        let (opcode, payload) = message.parts();
+        let mut bytes = Vec::new();
+        frame::encode_frame(&mut bytes, true, opcode, payload, None);
+        Self(bytes.into())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Message<'_> {
+    fn parts(&self) -> (OpCode, &[u8]) {
+        match *self {
+            Message::Text(text) => (OpCode::Text, text.as_bytes()),
+            Message::Binary(data) => (OpCode::Binary, data),
+        }
+    }
+}
+
+/// Masking keys for a client: xorshift64* over a seed. §10.3 wants keys an intermediary cannot
+/// predict; the seed should come from the OS (see [`random_seed`]). Only clients mask.
+#[derive(Debug, Clone)]
+struct MaskKeys(u64);
+
+impl MaskKeys {
+    fn next(&mut self) -> [u8; 4] {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let value = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        ((value >> 32) as u32).to_ne_bytes()
+    }
+}
+
+/// A seed from the standard library's per-process random hasher keys, which come from the OS.
+pub fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0x5eed);
+    hasher.finish() | 1
+}
+
+/// The sending half: the outbox and the close handshake's state. Split from the receiving half so
+/// that a callback can answer a message while the message still borrows the receive buffer.
+#[derive(Debug)]
+struct Tx {
+    role: Role,
+    state: State,
+    outbox: Outbox,
+    mask_keys: Option<MaskKeys>,
+    close_timeout: Duration,
+    close_deadline: Option<Instant>,
+    status: Option<CloseStatus>,
+}
+
+impl Tx {
+    fn mask(&mut self) -> Option<[u8; 4]> {
+        self.mask_keys.as_mut().map(MaskKeys::next)
+    }
+
+    fn queue_frame(&mut self, opcode: OpCode, payload: &[u8]) {
+        let mask = self.mask();
+        self.outbox
+            .append_with(|out| frame::encode_frame(out, true, opcode, payload, mask));
+    }
+
+    /// Sends Close (once, §5.5.1) and moves to `next`.
+    fn send_close(&mut self, payload: &[u8], next: State, now: Instant) {
+        if self.state == State::Open {
+            self.queue_frame(OpCode::Close, payload);
+            if next == State::ClosingByUs {
+                self.close_deadline = Some(now + self.close_timeout);
+            }
+            self.state = next;
+        }
+    }
+
+    /// Starts the close handshake (§7.1.2).
+    fn close(&mut self, code: CloseCode, reason: &str, now: Instant) {
+        if self.state == State::Open {
+            self.status = Some(CloseStatus {
+                code,
+                reason: reason.to_owned(),
+                by_us: true,
+                error: None,
+            });
+            self.send_close(
+                &close::encode_close_payload(code, reason),
+                State::ClosingByUs,
+                now,
+            );
+        }
+    }
+
+    /// "Fail the WebSocket Connection" (§7.1.7): send Close with the rule's code if we still may,
+    /// then stop reading. In `ClosingByUs` our Close is already out, so nothing more is sent.
+    fn fail(&mut self, error: ProtocolError, now: Instant) {
+        if self.state == State::Open {
+            let reason = error.to_string();
+            let payload = close::encode_close_payload(error.close_code(), &reason);
+            self.status = Some(CloseStatus {
+                code: error.close_code(),
+                reason,
+                by_us: true,
+                error: Some(error),
+            });
+            self.send_close(&payload, State::Closed, now);
+        }
+        self.state = State::Closed;
+    }
+
+    /// The peer's Close arrived (§5.5.1): answer it with the same code unless we started the
+    /// handshake, and the handshake is done.
+    fn on_peer_close(&mut self, body: Option<(CloseCode, &str)>, payload: &[u8], now: Instant) {
+        if self.state == State::Open {
+            let echo = &payload[..payload.len().min(2)];
+            self.status = Some(CloseStatus {
+                code: body.map_or(CloseCode::NoStatus, |(code, _)| code),
+                reason: body.map_or(String::new(), |(_, reason)| reason.to_owned()),
+                by_us: false,
+                error: None,
+            });
+            self.send_close(echo, State::Closed, now);
+        }
+        self.state = State::Closed;
+    }
+}
+
+/// A handle for sending on a connection, given to the event callback and returned by
+/// [`Connection::sender`].
+pub struct Sender<'a> {
+    tx: &'a mut Tx,
+    now: Instant,
+}
+
+impl Sender<'_> {
+    /// Queues a message as one final frame.
+    pub fn send(&mut self, message: Message<'_>) -> Result<(), SendError> {
+        self.check_open()?;
+        let (opcode, payload) = message.parts();
+        self.tx.queue_frame(opcode, payload);
+        Ok(())
+    }
+
+    pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
+        self.send(Message::Text(text))
+    }
+
+    pub fn send_binary(&mut self, data: &[u8]) -> Result<(), SendError> {
+        self.send(Message::Binary(data))
+    }
+
+    /// Queues a frame encoded once for many connections, without copying it.
+    pub fn send_shared(&mut self, frame: &SharedFrame) -> Result<(), SendError> {
+        self.check_open()?;
+        if self.tx.role == Role::Client {
+            return Err(SendError::SharedFrameFromClient);
+        }
+        self.tx.outbox.push_shared(frame.0.clone());
+        Ok(())
+    }
+
+    /// Sends a Ping (§5.5.2).
+    pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.check_open()?;
+        let payload = &payload[..payload.len().min(frame::MAX_CONTROL_PAYLOAD)];
+        self.tx.queue_frame(OpCode::Ping, payload);
+        Ok(())
+    }
+
+    /// Starts the close handshake with `code` and `reason` (cut to fit a control frame).
+    pub fn close(&mut self, code: CloseCode, reason: &str) {
+        self.tx.close(code, reason, self.now);
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.tx.outbox.len()
+    }
+
+    fn check_open(&self) -> Result<(), SendError> {
+        match self.tx.state {
+            State::Open => Ok(()),
+            _ => Err(SendError::Closing),
+        }
+    }
+}
+
+/// Where the parser is in the byte stream.
+#[derive(Debug, Clone, Copy)]
+enum ReadState {
+    /// Reading a header; `len` bytes of it are kept in `Rx::header`.
+    Header { len: usize },
+    /// Reading the payload of `header`, `remaining` bytes to go; `mask_offset` is the position in
+    /// the masking key the next byte uses.
+    Payload {
+        header: FrameHeader,
+        remaining: u64,
+        mask_offset: usize,
+    },
+}
+
+/// The receiving half: frame parser and message assembly.
+#[derive(Debug)]
+struct Rx {
+    limits: Limits,
+    read: ReadState,
+    header: [u8; frame::MAX_HEADER_LEN],
+    /// The data type of the message being assembled (`Text` or `Binary`), if one is open.
+    message_kind: Option<OpCode>,
+    /// Bytes of the open message that arrived in earlier reads.
+    message: Vec<u8>,
+    message_len: u64,
+    fragments: usize,
+    utf8: Utf8Validator,
+    /// A control frame's payload cut across reads.
+    control: Vec<u8>,
+}
+
+impl Rx {
+    fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            read: ReadState::Header { len: 0 },
+            header: [0; frame::MAX_HEADER_LEN],
+            message_kind: None,
+            message: Vec::new(),
+            message_len: 0,
+            fragments: 0,
+            utf8: Utf8Validator::new(),
+            control: Vec::new(),
+        }
+    }
+
+    /// Consumes bytes from the front of `input` and returns how many.
+    fn step<F>(
+        &mut self,
+        input: &mut [u8],
+        tx: &mut Tx,
+        now: Instant,
+        on_event: &mut F,
+    ) -> Result<usize, ProtocolError>
+    where
+        F: FnMut(Event<'_>, &mut Sender<'_>),
+    {
+        match self.read {
+            ReadState::Header { len } => self.read_header(input, len, tx, now, on_event),
+            ReadState::Payload {
+                header,
+                remaining,
+                mask_offset,
+            } => {
+                let take = remaining.min(input.len() as u64) as usize;
+                let piece = &mut input[..take];
+                let mask_offset = match header.mask {
+                    Some(key) => apply_mask(piece, key, mask_offset),
+                    None => mask_offset,
+                };
+                let remaining = remaining - take as u64;
+                self.read = if remaining == 0 {
+                    ReadState::Header { len: 0 }
+                } else {
+                    ReadState::Payload {
+                        header,
+                        remaining,
+                        mask_offset,
+                    }
+                };
+                self.on_payload(&header, piece, remaining == 0, tx, now, on_event)?;
+                Ok(take)
+            }
+        }
+    }
+
+    /// Parses a header, from `input` directly when it holds a whole one, else from the bytes kept
+    /// in `self.header` plus `input`.
+    fn read_header<F>(
+        &mut self,
+        input: &mut [u8],
+        kept: usize,
+        tx: &mut Tx,
+        now: Instant,
+        on_event: &mut F,
+    ) -> Result<usize, ProtocolError>
+    where
+        F: FnMut(Event<'_>, &mut Sender<'_>),
+    {
+        let parsed = if kept == 0 {
+            FrameHeader::parse(input)?
+        } else {
+            let take = (frame::MAX_HEADER_LEN - kept).min(input.len());
+            self.header[kept..kept + take].copy_from_slice(&input[..take]);
+            FrameHeader::parse(&self.header[..kept + take])?
+        };
+        let Some((header, header_len)) = parsed else {
+            // Fewer bytes than a whole header: keep them for the next read.
+            let take = input.len().min(frame::MAX_HEADER_LEN - kept);
+            self.header[kept..kept + take].copy_from_slice(&input[..take]);
+            self.read = ReadState::Header { len: kept + take };
+            return Ok(take);
+        };
+        let used = header_len - kept;
+        self.begin_frame(&header, tx.role)?;
+        if header.payload_len == 0 {
+            self.read = ReadState::Header { len: 0 };
+            self.on_payload(&header, &mut [], true, tx, now, on_event)?;
+        } else {
+            self.read = ReadState::Payload {
+                header,
+                remaining: header.payload_len,
+                mask_offset: 0,
+            };
+        }
+        Ok(used)
+    }
+
+    /// Checks a header against the rules that depend on the connection, before any payload.
+    fn begin_frame(&mut self, header: &FrameHeader, role: Role) -> Result<(), ProtocolError> {
+        if header.rsv != 0 {
+            return Err(ProtocolError::ReservedBits(header.rsv));
+        }
+        match (role, header.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedClientFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedServerFrame),
+            _ => {}
+        }
+        let max_frame = self.limits.max_frame_size;
+        if header.payload_len > max_frame as u64 {
+            return Err(ProtocolError::FrameTooBig {
+                len: header.payload_len,
+                max: max_frame,
+            });
+        }
+        match header.opcode {
+            OpCode::Continuation => {
+                if self.message_kind.is_none() {
+                    return Err(ProtocolError::UnexpectedContinuation);
+                }
+                if self.fragments >= self.limits.max_fragments {
+                    return Err(ProtocolError::TooManyFragments {
+                        max: self.limits.max_fragments,
+                    });
+                }
+            }
+            OpCode::Text | OpCode::Binary => {
+                if self.message_kind.is_some() {
+                    return Err(ProtocolError::ExpectedContinuation);
+                }
+                self.message_kind = Some(header.opcode);
+            }
+            OpCode::Close | OpCode::Ping | OpCode::Pong => return Ok(()),
+        }
+        let message_len = self.message_len + header.payload_len;
+        if message_len > self.limits.max_message_size as u64 {
+            return Err(ProtocolError::MessageTooBig {
+                len: message_len,
+                max: self.limits.max_message_size,
+            });
+        }
+        self.message_len = message_len;
+        self.fragments += 1;
+        Ok(())
+    }
+
+    /// Handles a piece of unmasked payload of the current frame.
+    fn on_payload<F>(
+        &mut self,
+        header: &FrameHeader,
+        piece: &mut [u8],
+        frame_done: bool,
+        tx: &mut Tx,
+        now: Instant,
+        on_event: &mut F,
+    ) -> Result<(), ProtocolError>
+    where
+        F: FnMut(Event<'_>, &mut Sender<'_>),
+    {
+        if header.opcode.is_control() {
+            return self.on_control_payload(header, piece, frame_done, tx, now, on_event);
+        }
+        let kind = self.message_kind.unwrap_or(OpCode::Binary);
+        let message_done = frame_done && header.fin;
+        if tx.state != State::Open {
+            // §7.1.3: after our Close, data is read only to find the peer's Close.
+            if message_done {
+                self.end_message();
+            }
+            return Ok(());
+        }
+        if message_done && self.message.is_empty() && piece.len() as u64 == header.payload_len {
+            // The whole message is in this read: deliver it from the input, no copy.
+            deliver(kind, piece, tx, now, on_event)?;
+            self.end_message();
+            return Ok(());
+        }
+        if kind == OpCode::Text {
+            self.utf8.feed(piece).map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        self.message.extend_from_slice(piece);
+        if message_done {
+            if kind == OpCode::Text {
+                self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            let message = std::mem::take(&mut self.message);
+            deliver(kind, &message, tx, now, on_event)?;
+            self.end_message();
+        }
+        Ok(())
+    }
+
+    fn on_control_payload<F>(
+        &mut self,
+        header: &FrameHeader,
+        piece: &[u8],
+        frame_done: bool,
+        tx: &mut Tx,
+        now: Instant,
+        on_event: &mut F,
+    ) -> Result<(), ProtocolError>
+    where
+        F: FnMut(Event<'_>, &mut Sender<'_>),
+    {
+        if !frame_done {
+            self.control.extend_from_slice(piece);
+            return Ok(());
+        }
+        if self.control.is_empty() {
+            return on_control_frame(header.opcode, piece, tx, now, on_event);
+        }
+        let mut payload = std::mem::take(&mut self.control);
+        payload.extend_from_slice(piece);
+        on_control_frame(header.opcode, &payload, tx, now, on_event)
+    }
+
+    /// Resets message assembly and gives its buffer back.
+    fn end_message(&mut self) {
+        self.message_kind = None;
+        self.message = Vec::new();
+        self.message_len = 0;
+        self.fragments = 0;
+        self.utf8 = Utf8Validator::new();
+    }
+}
+
+/// Hands a complete data message to the callback.
+fn deliver<F>(
+    kind: OpCode,
+    payload: &[u8],
+    tx: &mut Tx,
+    now: Instant,
+    on_event: &mut F,
+) -> Result<(), ProtocolError>
+where
+    F: FnMut(Event<'_>, &mut Sender<'_>),
+{
+    let event = if kind == OpCode::Text {
+        Event::Text(std::str::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?)
+    } else {
+        Event::Binary(payload)
+    };
+    on_event(event, &mut Sender { tx, now });
+    Ok(())
+}
+
+/// Acts on a complete control frame (§5.5).
+fn on_control_frame<F>(
+    opcode: OpCode,
+    payload: &[u8],
+    tx: &mut Tx,
+    now: Instant,
+    on_event: &mut F,
+) -> Result<(), ProtocolError>
+where
+    F: FnMut(Event<'_>, &mut Sender<'_>),
+{
+    let event = match opcode {
+        OpCode::Ping => {
+            if tx.state == State::Open {
+                // §5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in
+                // response ... [with] identical Application data".
+                tx.queue_frame(OpCode::Pong, payload);
+            }
+            Event::Ping(payload)
+        }
+        // §5.5.3: a Pong may be unsolicited; no response is expected.
+        OpCode::Pong => Event::Pong(payload),
+        _ => {
+            let body = close::parse_close_payload(payload).map_err(ProtocolError::Close)?;
+            tx.on_peer_close(body, payload, now);
+            Event::Close(body)
+        }
+    };
+    on_event(event, &mut Sender { tx, now });
+    Ok(())
+}
+
+/// One WebSocket connection, after the opening handshake.
+#[derive(Debug)]
+pub struct Connection {
+    rx: Rx,
+    tx: Tx,
+    timeouts: Timeouts,
+    /// When the peer last sent anything.
+    last_heard: Instant,
+    next_ping: Option<Instant>,
+}
+
+impl Connection {
+    /// A connection that has just completed its opening handshake at `now`.
+    pub fn new(role: Role, config: Config, now: Instant) -> Self {
+        Self::with_mask_seed(role, config, now, random_seed())
+    }
+
+    /// Like [`Connection::new`], with the client's masking keys drawn from `seed` (tests use a
+    /// fixed seed to get repeatable bytes).
+    pub fn with_mask_seed(role: Role, config: Config, now: Instant, seed: u64) -> Self {
+        Self {
+            rx: Rx::new(config.limits),
+            tx: Tx {
+                role,
+                state: State::Open,
+                outbox: Outbox::new(),
+                mask_keys: (role == Role::Client).then_some(MaskKeys(seed | 1)),
+                close_timeout: config.timeouts.close_timeout,
+                close_deadline: None,
+                status: None,
+            },
+            timeouts: config.timeouts,
+            last_heard: now,
+            next_ping: config.timeouts.ping_interval.map(|interval| now + interval),
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.tx.state
+    }
+
+    pub fn role(&self) -> Role {
+        self.tx.role
+    }
+
+    /// How the connection ended (or is ending): set once a Close was sent or received.
+    pub fn close_status(&self) -> Option<&CloseStatus> {
+        self.tx.status.as_ref()
+    }
+
+    /// Bytes waiting to be written to the peer.
+    pub fn outbox(&mut self) -> &mut Outbox {
+        &mut self.tx.outbox
+    }
+
+    pub fn queued(&self) -> usize {
+        self.tx.outbox.len()
+    }
+
+    /// A handle for sending outside the event callback.
+    pub fn sender(&mut self, now: Instant) -> Sender<'_> {
+        Sender {
+            tx: &mut self.tx,
+            now,
+        }
+    }
+
+    /// Bytes of a partial message or frame held between reads: the connection's own memory.
+    pub fn buffered(&self) -> usize {
+        self.rx.message.capacity() + self.rx.control.capacity()
+    }
+
+    /// Feeds bytes that arrived from the peer. All of `input` is consumed; it is unmasked in place.
+    /// `on_event` is called for every complete message and control frame, with a [`Sender`] to
+    /// answer. A broken rule fails the connection: the Close is queued and the state becomes
+    /// [`State::Closed`].
+    pub fn receive<F>(&mut self, mut input: &mut [u8], now: Instant, mut on_event: F)
+    where
+        F: FnMut(Event<'_>, &mut Sender<'_>),
+    {
+        if input.is_empty() || self.tx.state == State::Closed {
+            return;
+        }
+        self.last_heard = now;
+        while !input.is_empty() && self.tx.state != State::Closed {
+            match self.rx.step(input, &mut self.tx, now, &mut on_event) {
+                Ok(used) => input = &mut std::mem::take(&mut input)[used..],
+                Err(error) => self.tx.fail(error, now),
+            }
+        }
+    }
+
+    /// The transport reached end of stream. Without a completed close handshake this is an
+    /// abnormal closure (1006, §7.1.5).
+    pub fn receive_eof(&mut self) {
+        if self.tx.state != State::Closed {
+            if self.tx.status.is_none() || self.tx.state == State::Open {
+                self.tx.status = Some(CloseStatus {
+                    code: CloseCode::Abnormal,
+                    reason: "connection dropped without a close frame".into(),
+                    by_us: false,
+                    error: None,
+                });
+            }
+            self.tx.state = State::Closed;
+        }
+    }
+
+    /// Starts the close handshake (§7.1.2).
+    pub fn close(&mut self, code: CloseCode, reason: &str, now: Instant) {
+        self.tx.close(code, reason, now);
+    }
+
+    /// When [`Connection::handle_timeout`] next has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.tx.state {
+            State::Open => {
+                let idle = self.timeouts.idle_timeout.map(|idle| self.last_heard + idle);
+                [idle, self.next_ping].into_iter().flatten().min()
+            }
+            State::ClosingByUs => self.tx.close_deadline,
+            State::Closed => None,
+        }
+    }
+
+    /// Runs the timers that are due at `now`: close an idle peer, ping a quiet one, give up on a
+    /// peer that never answers our Close.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.tx.state {
+            State::Open => {
+                if let Some(idle) = self.timeouts.idle_timeout
+                    && now >= self.last_heard + idle
+                {
+                    self.tx.close(CloseCode::GoingAway, "idle timeout", now);
+                    return;
+                }
+                if let (Some(due), Some(interval)) = (self.next_ping, self.timeouts.ping_interval)
+                    && now >= due
+                {
+                    self.tx.queue_frame(OpCode::Ping, b"");
+                    self.next_ping = Some(now + interval);
+                }
+            }
+            State::ClosingByUs => {
+                if self.tx.close_deadline.is_some_and(|deadline| now >= deadline) {
+                    if let Some(status) = self.tx.status.as_mut() {
+                        status.reason = format!("{} (no close from peer)", status.reason);
+                    }
+                    self.tx.state = State::Closed;
+                }
+            }
+            State::Closed => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,675 @@
+//! One test per rule of RFC 6455 §5-§7. Every input is fed twice, whole and one byte at a time, and
+//! both runs must produce the same events, output bytes and final state.
+
+use super::*;
+
+const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+const FIN: bool = true;
+const MORE: bool = false;
+
+/// An owned copy of an [`Event`], for comparing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    Text(String),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    Close(Option<(u16, String)>),
+}
+
+impl From<Event<'_>> for Seen {
+    fn from(event: Event<'_>) -> Self {
+        match event {
+            Event::Text(text) => Seen::Text(text.to_owned()),
+            Event::Binary(data) => Seen::Binary(data.to_vec()),
+            Event::Ping(data) => Seen::Ping(data.to_vec()),
+            Event::Pong(data) => Seen::Pong(data.to_vec()),
+            Event::Close(body) => Seen::Close(body.map(|(code, reason)| (code.as_u16(), reason.to_owned()))),
+        }
+    }
+}
+
+/// A frame as the server wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Out {
+    fin: bool,
+    opcode: OpCode,
+    payload: Vec<u8>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Run {
+    events: Vec<Seen>,
+    output: Vec<Out>,
+    state: State,
+}
+
+impl Run {
+    /// The close code in the last Close frame the server sent.
+    fn sent_close_code(&self) -> Option<u16> {
+        self.output
+            .iter()
+            .rev()
+            .find(|frame| frame.opcode == OpCode::Close)
+            .map(|frame| u16::from_be_bytes([frame.payload[0], frame.payload[1]]))
+    }
+}
+
+/// A client frame with full control over every header field; masked with [`KEY`].
+fn raw_frame(fin: bool, rsv: u8, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![(u8::from(fin) << 7) | (rsv << 4) | opcode];
+    match payload.len() {
+        len @ 0..=125 => out.push(0x80 | len as u8),
+        len @ 126..=0xFFFF => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&KEY);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    crate::mask::apply_mask_bytewise(&mut out[start..], KEY, 0);
+    out
+}
+
+fn frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+    raw_frame(fin, 0, opcode as u8, payload)
+}
+
+fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(reason.as_bytes());
+    frame(FIN, OpCode::Close, &payload)
+}
+
+fn parse_output(mut bytes: &[u8]) -> Vec<Out> {
+    let mut frames = Vec::new();
+    while !bytes.is_empty() {
+        let (header, len) = FrameHeader::parse(bytes).unwrap().expect("whole frame");
+        assert_eq!(header.mask, None, "server frames are never masked");
+        let end = len + header.payload_len as usize;
+        frames.push(Out {
+            fin: header.fin,
+            opcode: header.opcode,
+            payload: bytes[len..end].to_vec(),
+        });
+        bytes = &bytes[end..];
+    }
+    frames
+}
+
+fn test_config(limits: Limits) -> Config {
+    Config {
+        limits,
+        timeouts: Timeouts {
+            ping_interval: None,
+            idle_timeout: None,
+            close_timeout: Duration::from_secs(5),
+        },
+    }
+}
+
+/// Feeds `input` in pieces of `piece` bytes to a server connection that echoes data messages.
+fn run_in_pieces(input: &[u8], piece: usize, limits: Limits) -> Run {
+    let now = Instant::now();
+    let mut conn = Connection::new(Role::Server, test_config(limits), now);
+    let mut events = Vec::new();
+    let mut data = input.to_vec();
+    for chunk in data.chunks_mut(piece) {
+        conn.receive(chunk, now, |event, sender| {
+            match event {
+                Event::Text(text) => sender.send_text(text).unwrap(),
+                Event::Binary(data) => sender.send_binary(data).unwrap(),
+                _ => {}
+            }
+            events.push(Seen::from(event));
+        });
+    }
+    let mut output = Vec::new();
+    conn.outbox().write_to(&mut output).unwrap();
+    Run {
+        events,
+        output: parse_output(&output),
+        state: conn.state(),
+    }
+}
+
+/// Feeds `input` whole and one byte at a time; both must agree.
+fn run_with(input: &[u8], limits: Limits) -> Run {
+    let whole = run_in_pieces(input, input.len().max(1), limits);
+    let bytewise = run_in_pieces(input, 1, limits);
+    assert_eq!(whole, bytewise, "whole and byte-at-a-time runs differ");
+    whole
+}
+
+fn run(input: &[u8]) -> Run {
+    run_with(input, Limits::default())
+}
+
+fn concat(frames: &[Vec<u8>]) -> Vec<u8> {
+    frames.concat()
+}
+
+fn assert_fails_with(input: &[u8], code: u16) {
+    let result = run(input);
+    assert_eq!(result.sent_close_code(), Some(code), "{result:?}");
+    assert_eq!(result.state, State::Closed);
+}
+
+// §5.2, §5.7: messages
+
+#[test]
+fn rfc_5_7_masked_text_message_is_delivered() {
+    let input = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+    let result = run(&input);
+    assert_eq!(result.events, [Seen::Text("Hello".into())]);
+    assert_eq!(result.output[0].payload, b"Hello");
+}
+
+#[test]
+fn binary_message_with_16_bit_length_is_delivered() {
+    let payload = vec![0xAB; 300];
+    let result = run(&frame(FIN, OpCode::Binary, &payload));
+    assert_eq!(result.events, [Seen::Binary(payload)]);
+}
+
+#[test]
+fn empty_messages_are_delivered() {
+    let result = run(&concat(&[
+        frame(FIN, OpCode::Text, b""),
+        frame(FIN, OpCode::Binary, b""),
+    ]));
+    assert_eq!(
+        result.events,
+        [Seen::Text(String::new()), Seen::Binary(Vec::new())]
+    );
+}
+
+#[test]
+fn many_messages_in_one_read_are_all_delivered_in_order() {
+    let frames: Vec<Vec<u8>> = (0..20)
+        .map(|i| frame(FIN, OpCode::Text, format!("m{i}").as_bytes()))
+        .collect();
+    let result = run(&concat(&frames));
+    let expected: Vec<Seen> = (0..20).map(|i| Seen::Text(format!("m{i}"))).collect();
+    assert_eq!(result.events, expected);
+}
+
+// §5.1, §5.2: header rules
+
+#[test]
+fn unmasked_client_frame_fails_with_1002() {
+    assert_fails_with(&[0x81, 0x02, b'h', b'i'], 1002);
+}
+
+#[test]
+fn reserved_bits_without_extension_fail_with_1002() {
+    for rsv in 1..=7 {
+        assert_fails_with(&raw_frame(FIN, rsv, 0x1, b"hi"), 1002);
+    }
+}
+
+#[test]
+fn reserved_opcodes_fail_with_1002() {
+    for opcode in [3, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF] {
+        assert_fails_with(&raw_frame(FIN, 0, opcode, b""), 1002);
+    }
+}
+
+#[test]
+fn sixty_four_bit_length_with_high_bit_fails_with_1002() {
+    let mut input = vec![0x82, 0x80 | 127];
+    input.extend_from_slice(&(1u64 << 63).to_be_bytes());
+    input.extend_from_slice(&KEY);
+    assert_fails_with(&input, 1002);
+}
+
+// §5.5: control frames
+
+#[test]
+fn control_frame_over_125_bytes_fails_with_1002() {
+    assert_fails_with(&frame(FIN, OpCode::Ping, &[0; 126]), 1002);
+}
+
+#[test]
+fn fragmented_control_frame_fails_with_1002() {
+    assert_fails_with(&frame(MORE, OpCode::Ping, b"x"), 1002);
+}
+
+#[test]
+fn ping_is_answered_with_pong_carrying_the_same_payload() {
+    let result = run(&frame(FIN, OpCode::Ping, b"are you there"));
+    assert_eq!(result.events, [Seen::Ping(b"are you there".to_vec())]);
+    assert_eq!(
+        result.output,
+        [Out {
+            fin: true,
+            opcode: OpCode::Pong,
+            payload: b"are you there".to_vec()
+        }]
+    );
+}
+
+#[test]
+fn ping_with_125_byte_payload_is_answered() {
+    let result = run(&frame(FIN, OpCode::Ping, &[7; 125]));
+    assert_eq!(result.output[0].payload, [7; 125]);
+}
+
+#[test]
+fn unsolicited_pong_is_ignored() {
+    let result = run(&frame(FIN, OpCode::Pong, b"hi"));
+    assert_eq!(result.events, [Seen::Pong(b"hi".to_vec())]);
+    assert!(result.output.is_empty());
+    assert_eq!(result.state, State::Open);
+}
+
+// §5.4: fragmentation
+
+#[test]
+fn rfc_5_7_fragmented_text_is_assembled() {
+    let input = concat(&[
+        frame(MORE, OpCode::Text, b"Hel"),
+        frame(FIN, OpCode::Continuation, b"lo"),
+    ]);
+    let result = run(&input);
+    assert_eq!(result.events, [Seen::Text("Hello".into())]);
+}
+
+#[test]
+fn empty_fragments_are_allowed() {
+    let input = concat(&[
+        frame(MORE, OpCode::Binary, b""),
+        frame(MORE, OpCode::Continuation, b"ab"),
+        frame(FIN, OpCode::Continuation, b""),
+    ]);
+    assert_eq!(run(&input).events, [Seen::Binary(b"ab".to_vec())]);
+}
+
+#[test]
+fn control_frames_between_fragments_are_handled_at_once() {
+    let input = concat(&[
+        frame(MORE, OpCode::Text, b"fragment "),
+        frame(FIN, OpCode::Ping, b"p"),
+        frame(FIN, OpCode::Continuation, b"done"),
+    ]);
+    let result = run(&input);
+    assert_eq!(
+        result.events,
+        [Seen::Ping(b"p".to_vec()), Seen::Text("fragment done".into())]
+    );
+    assert_eq!(result.output[0].opcode, OpCode::Pong, "pong precedes the echo");
+}
+
+#[test]
+fn continuation_without_a_message_fails_with_1002() {
+    assert_fails_with(&frame(FIN, OpCode::Continuation, b"orphan"), 1002);
+}
+
+#[test]
+fn new_data_frame_inside_a_fragmented_message_fails_with_1002() {
+    let input = concat(&[frame(MORE, OpCode::Text, b"a"), frame(FIN, OpCode::Text, b"b")]);
+    assert_fails_with(&input, 1002);
+}
+
+// §8.1: UTF-8
+
+#[test]
+fn invalid_utf8_text_fails_with_1007() {
+    assert_fails_with(
+        &frame(
+            FIN,
+            OpCode::Text,
+            b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80",
+        ),
+        1007,
+    );
+}
+
+#[test]
+fn character_split_across_fragments_is_valid() {
+    let input = concat(&[
+        frame(MORE, OpCode::Text, b"\xce"),
+        frame(FIN, OpCode::Continuation, b"\xba"),
+    ]);
+    assert_eq!(run(&input).events, [Seen::Text("κ".into())]);
+}
+
+#[test]
+fn message_ending_inside_a_character_fails_with_1007() {
+    let input = concat(&[
+        frame(MORE, OpCode::Text, b"ok\xf0\x9f"),
+        frame(FIN, OpCode::Continuation, b""),
+    ]);
+    assert_fails_with(&input, 1007);
+}
+
+#[test]
+fn invalid_utf8_fails_before_the_frame_is_complete() {
+    // Autobahn 6.4.x: the frame announces 20 bytes; the invalid byte is detected among the first
+    // ones, so the Close goes out before the rest arrives.
+    let mut payload = b"\xce\xba\xf4\x90".to_vec();
+    payload.resize(20, b'a');
+    let input = frame(FIN, OpCode::Text, &payload);
+    let header_and_bad_bytes = &input[..6 + 4];
+    let result = run(header_and_bad_bytes);
+    assert_eq!(result.sent_close_code(), Some(1007));
+}
+
+#[test]
+fn invalid_utf8_in_a_later_fragment_fails_before_it_is_complete() {
+    let mut input = frame(MORE, OpCode::Text, "κόσμε".as_bytes());
+    let second = frame(FIN, OpCode::Continuation, b"\xed\xa0\x80 and more text");
+    input.extend_from_slice(&second[..6 + 2]);
+    assert_eq!(run(&input).sent_close_code(), Some(1007));
+}
+
+// §10.4: limits, decided from the header
+
+fn small_limits() -> Limits {
+    Limits {
+        max_frame_size: 10,
+        max_message_size: 16,
+        max_fragments: 3,
+    }
+}
+
+#[test]
+fn frame_over_the_limit_fails_with_1009_from_its_header_alone() {
+    let input = frame(FIN, OpCode::Binary, &[0; 11]);
+    let result = run_with(&input[..6], small_limits());
+    assert_eq!(result.sent_close_code(), Some(1009));
+}
+
+#[test]
+fn message_over_the_limit_fails_with_1009_at_the_fragment_that_crosses_it() {
+    let input = concat(&[
+        frame(MORE, OpCode::Binary, &[0; 10]),
+        frame(FIN, OpCode::Continuation, &[0; 7]),
+    ]);
+    let result = run_with(&input, small_limits());
+    assert_eq!(result.sent_close_code(), Some(1009));
+    assert!(result.events.is_empty());
+}
+
+#[test]
+fn message_in_too_many_fragments_fails_with_1009() {
+    let input = concat(&[
+        frame(MORE, OpCode::Binary, b"a"),
+        frame(MORE, OpCode::Continuation, b"b"),
+        frame(MORE, OpCode::Continuation, b"c"),
+        frame(FIN, OpCode::Continuation, b"d"),
+    ]);
+    assert_eq!(run_with(&input, small_limits()).sent_close_code(), Some(1009));
+}
+
+#[test]
+fn message_at_the_limits_is_accepted() {
+    let input = concat(&[
+        frame(MORE, OpCode::Binary, &[1; 10]),
+        frame(MORE, OpCode::Continuation, &[2; 5]),
+        frame(FIN, OpCode::Continuation, &[3; 1]),
+    ]);
+    assert_eq!(run_with(&input, small_limits()).events.len(), 1);
+}
+
+// §5.5.1, §7: closing
+
+#[test]
+fn close_is_answered_with_the_same_code() {
+    let result = run(&close_frame(1000, "bye"));
+    assert_eq!(result.events, [Seen::Close(Some((1000, "bye".into())))]);
+    assert_eq!(result.sent_close_code(), Some(1000));
+    assert_eq!(result.state, State::Closed);
+}
+
+#[test]
+fn empty_close_is_answered_with_an_empty_close() {
+    let result = run(&frame(FIN, OpCode::Close, b""));
+    assert_eq!(result.events, [Seen::Close(None)]);
+    assert_eq!(
+        result.output,
+        [Out {
+            fin: true,
+            opcode: OpCode::Close,
+            payload: Vec::new()
+        }]
+    );
+}
+
+#[test]
+fn close_codes_table() {
+    // (received code, code we answer with): valid codes are echoed, others fail with 1002.
+    let table = [
+        (1000, 1000),
+        (1001, 1001),
+        (1002, 1002),
+        (1003, 1003),
+        (1004, 1002),
+        (1005, 1002),
+        (1006, 1002),
+        (1007, 1007),
+        (1008, 1008),
+        (1009, 1009),
+        (1010, 1010),
+        (1011, 1011),
+        (1012, 1012),
+        (1013, 1013),
+        (1014, 1014),
+        (1015, 1002),
+        (1016, 1002),
+        (2000, 1002),
+        (2999, 1002),
+        (3000, 3000),
+        (3999, 3999),
+        (4000, 4000),
+        (4999, 4999),
+        (5000, 1002),
+        (65535, 1002),
+        (0, 1002),
+        (999, 1002),
+    ];
+    for (received, answered) in table {
+        assert_eq!(
+            run(&close_frame(received, "")).sent_close_code(),
+            Some(answered),
+            "code {received}"
+        );
+    }
+}
+
+#[test]
+fn one_byte_close_payload_fails_with_1002() {
+    assert_fails_with(&frame(FIN, OpCode::Close, &[0x03]), 1002);
+}
+
+#[test]
+fn close_reason_that_is_not_utf8_fails_with_1007() {
+    assert_fails_with(&frame(FIN, OpCode::Close, b"\x03\xe8\xff\xfe"), 1007);
+}
+
+#[test]
+fn nothing_is_read_or_sent_after_close() {
+    let input = concat(&[
+        close_frame(1000, ""),
+        frame(FIN, OpCode::Ping, b"late"),
+        frame(FIN, OpCode::Text, b"late"),
+    ]);
+    let result = run(&input);
+    assert_eq!(result.events.len(), 1);
+    assert_eq!(result.output.len(), 1);
+}
+
+#[test]
+fn nothing_is_sent_after_failing_the_connection() {
+    let input = concat(&[
+        frame(FIN, OpCode::Continuation, b"bad"),
+        frame(FIN, OpCode::Ping, b"late"),
+    ]);
+    let result = run(&input);
+    assert_eq!(result.output.len(), 1);
+    assert_eq!(result.output[0].opcode, OpCode::Close);
+}
+
+/// A server connection that has sent Close and waits for the peer's.
+fn closing_by_us(now: Instant) -> Connection {
+    let mut conn = Connection::new(Role::Server, test_config(Limits::default()), now);
+    conn.close(CloseCode::GoingAway, "shutting down", now);
+    assert_eq!(conn.state(), State::ClosingByUs);
+    conn
+}
+
+fn drain(conn: &mut Connection) -> Vec<Out> {
+    let mut bytes = Vec::new();
+    conn.outbox().write_to(&mut bytes).unwrap();
+    parse_output(&bytes)
+}
+
+#[test]
+fn our_close_carries_code_and_reason() {
+    let now = Instant::now();
+    let mut conn = closing_by_us(now);
+    let out = drain(&mut conn);
+    assert_eq!(out[0].opcode, OpCode::Close);
+    assert_eq!(out[0].payload, b"\x03\xe9shutting down");
+}
+
+#[test]
+fn peer_close_after_ours_completes_the_handshake_without_a_second_close() {
+    let now = Instant::now();
+    let mut conn = closing_by_us(now);
+    drain(&mut conn);
+    let mut input = concat(&[frame(FIN, OpCode::Text, b"in flight"), close_frame(1001, "")]);
+    let mut events = Vec::new();
+    conn.receive(&mut input, now, |event, _| events.push(Seen::from(event)));
+    assert_eq!(
+        events,
+        [Seen::Close(Some((1001, String::new())))],
+        "data after our Close is dropped"
+    );
+    assert_eq!(conn.state(), State::Closed);
+    assert!(drain(&mut conn).is_empty());
+}
+
+#[test]
+fn data_frames_cannot_be_sent_after_close() {
+    let now = Instant::now();
+    let mut conn = closing_by_us(now);
+    assert_eq!(conn.sender(now).send_text("late"), Err(SendError::Closing));
+    assert_eq!(conn.sender(now).ping(b""), Err(SendError::Closing));
+}
+
+#[test]
+fn peer_that_never_answers_our_close_is_dropped_after_the_close_timeout() {
+    let now = Instant::now();
+    let mut conn = closing_by_us(now);
+    let deadline = conn.poll_timeout().unwrap();
+    assert_eq!(deadline, now + Duration::from_secs(5));
+    conn.handle_timeout(deadline - Duration::from_millis(1));
+    assert_eq!(conn.state(), State::ClosingByUs);
+    conn.handle_timeout(deadline);
+    assert_eq!(conn.state(), State::Closed);
+}
+
+#[test]
+fn end_of_stream_without_close_is_abnormal_1006() {
+    let now = Instant::now();
+    let mut conn = Connection::new(Role::Server, test_config(Limits::default()), now);
+    conn.receive_eof();
+    assert_eq!(conn.state(), State::Closed);
+    assert_eq!(conn.close_status().unwrap().code, CloseCode::Abnormal);
+}
+
+// Timers: keep-alive and idle
+
+fn with_timers(now: Instant) -> Connection {
+    let config = Config {
+        limits: Limits::default(),
+        timeouts: Timeouts {
+            ping_interval: Some(Duration::from_secs(10)),
+            idle_timeout: Some(Duration::from_secs(25)),
+            close_timeout: Duration::from_secs(5),
+        },
+    };
+    Connection::new(Role::Server, config, now)
+}
+
+#[test]
+fn server_pings_every_interval() {
+    let start = Instant::now();
+    let mut conn = with_timers(start);
+    assert_eq!(conn.poll_timeout(), Some(start + Duration::from_secs(10)));
+    conn.handle_timeout(start + Duration::from_secs(10));
+    let out = drain(&mut conn);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].opcode, OpCode::Ping);
+    assert_eq!(conn.poll_timeout(), Some(start + Duration::from_secs(20)));
+}
+
+#[test]
+fn silent_peer_is_closed_after_the_idle_timeout() {
+    let start = Instant::now();
+    let mut conn = with_timers(start);
+    conn.handle_timeout(start + Duration::from_secs(25));
+    assert_eq!(conn.state(), State::ClosingByUs);
+    assert_eq!(conn.close_status().unwrap().code, CloseCode::GoingAway);
+}
+
+#[test]
+fn any_bytes_from_the_peer_reset_the_idle_timer() {
+    let start = Instant::now();
+    let mut conn = with_timers(start);
+    let later = start + Duration::from_secs(20);
+    conn.receive(&mut frame(FIN, OpCode::Pong, b""), later, |_, _| {});
+    conn.handle_timeout(start + Duration::from_secs(25));
+    assert_eq!(conn.state(), State::Open);
+}
+
+// Client role
+
+#[test]
+fn client_masks_what_it_sends_and_rejects_masked_server_frames() {
+    let now = Instant::now();
+    let mut client = Connection::with_mask_seed(Role::Client, test_config(Limits::default()), now, 42);
+    client.sender(now).send_text("Hello").unwrap();
+    let mut bytes = Vec::new();
+    client.outbox().write_to(&mut bytes).unwrap();
+    let (header, len) = FrameHeader::parse(&bytes).unwrap().unwrap();
+    let key = header.mask.expect("client frames are masked");
+    let mut payload = bytes[len..].to_vec();
+    crate::mask::apply_mask(&mut payload, key, 0);
+    assert_eq!(payload, b"Hello");
+
+    client.receive(&mut frame(FIN, OpCode::Text, b"masked"), now, |_, _| {});
+    assert_eq!(
+        client.close_status().unwrap().error,
+        Some(ProtocolError::MaskedServerFrame)
+    );
+}
+
+#[test]
+fn client_cannot_send_shared_frames() {
+    let now = Instant::now();
+    let mut client = Connection::new(Role::Client, test_config(Limits::default()), now);
+    let shared = SharedFrame::new(Message::Text("hi"));
+    assert_eq!(
+        client.sender(now).send_shared(&shared),
+        Err(SendError::SharedFrameFromClient)
+    );
+}
+
+#[test]
+fn partial_message_memory_is_released_after_delivery() {
+    let now = Instant::now();
+    let mut conn = Connection::new(Role::Server, test_config(Limits::default()), now);
+    let mut input = frame(FIN, OpCode::Binary, &[5; 1000]);
+    let (first, second) = input.split_at_mut(500);
+    conn.receive(first, now, |_, _| {});
+    assert!(conn.buffered() > 0);
+    conn.receive(second, now, |_, _| {});
+    assert_eq!(conn.buffered(), 0);
+}

@@ -351,10 +351,8 @@ mod tests {
             parse_all(&[0x89, 0x7E]),
             Err(FrameError::ControlFrameTooLong(126))
         );
-        assert!(
-            parse_all(&[0x89, 0x7D]).unwrap().is_none(),
-            "125 is allowed, payload pending"
-        );
+        let (header, _) = parse_all(&[0x89, 0x7D]).unwrap().unwrap();
+        assert_eq!(header.payload_len, 125, "125 bytes is allowed");
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 pub mod close;
 pub mod frame;
+pub mod handshake;
+pub mod http;
 pub mod mask;
 pub mod outbox;
 pub mod protocol;

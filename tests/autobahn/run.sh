@@ -81,7 +81,7 @@ install_venv() {
     local want
     want="$(cat "$HERE/requirements.txt" "$HERE/bootstrap-requirements.txt" | sha256sum | cut -d' ' -f1)"
     if venv_ok "$want"; then
-        log "reusing $VENV ($(PYTHONWARNINGS=ignore "$VENV/bin/wstest" -a 2>/dev/null | tr '\n' ' '))"
+        log "reusing $VENV ($(PYTHONWARNINGS=ignore "$VENV/bin/wstest" -a 2>/dev/null | paste -sd" "))"
         return 0
     fi
 
@@ -112,7 +112,7 @@ install_venv() {
     step "$VENV/bin/pip" check
     step env PYTHONWARNINGS=ignore "$VENV/bin/wstest" -a
     echo "$want" > "$VENV/.requirements.sha256"
-    log "installed $(PYTHONWARNINGS=ignore "$VENV/bin/wstest" -a 2>/dev/null | tr '\n' ' ')in $(fmt_ms $(( $(now_ms) - t0 )))"
+    log "installed $(PYTHONWARNINGS=ignore "$VENV/bin/wstest" -a 2>/dev/null | paste -sd" ")in $(fmt_ms $(( $(now_ms) - t0 )))"
 }
 
 install_venv

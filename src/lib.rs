@@ -1,11 +1,15 @@
 //! wschat: an RFC 6455 WebSocket server written from scratch, and a chat built on it.
 #![forbid(unsafe_code)]
 
+pub mod chat;
 pub mod close;
+pub mod config;
 pub mod frame;
 pub mod handshake;
 pub mod http;
 pub mod mask;
 pub mod outbox;
+pub mod page;
 pub mod protocol;
+pub mod server;
 pub mod utf8;

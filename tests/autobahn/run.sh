@@ -173,6 +173,14 @@ else
 fi
 
 SERVER_PID=""
+WSTEST_PID=""
+cleanup() {
+    if [[ -n "$WSTEST_PID" ]]; then
+        kill -TERM "$WSTEST_PID" 2>/dev/null || true
+        wait "$WSTEST_PID" 2>/dev/null || true
+    fi
+    stop_server
+}
 stop_server() {
     [[ -n "$SERVER_PID" ]] || return 0
     local pid="$SERVER_PID" i
@@ -187,7 +195,7 @@ stop_server() {
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
 }
-trap stop_server EXIT
+trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -215,16 +223,16 @@ log "server is up (pid $SERVER_PID), testing $URL as agent '$AGENT'"
 rm -rf "$REPORTS"
 t0="$(now_ms)"
 wstest_rc=0
-(
-    cd "$WORK"
-    export PYTHONWARNINGS=ignore
-    if [[ "${AUTOBAHN_VERBOSE:-0}" == 1 ]]; then
-        timeout "$TIMEOUT" "$VENV/bin/wstest" -m fuzzingclient -s "$SPEC" 2>&1 | tee "$WORK/wstest.log"
-        exit "${PIPESTATUS[0]}"
-    else
-        timeout "$TIMEOUT" "$VENV/bin/wstest" -m fuzzingclient -s "$SPEC" >"$WORK/wstest.log" 2>&1
-    fi
-) || wstest_rc=$?
+# In the background so that INT/TERM traps fire at once (bash defers traps
+# while a foreground child runs); `timeout` passes TERM on to wstest.
+(cd "$WORK" && PYTHONWARNINGS=ignore exec timeout "$TIMEOUT" \
+    "$VENV/bin/wstest" -m fuzzingclient -s "$SPEC") >"$WORK/wstest.log" 2>&1 </dev/null &
+WSTEST_PID=$!
+if [[ "${AUTOBAHN_VERBOSE:-0}" == 1 ]]; then
+    tail -n +1 -f --pid="$WSTEST_PID" "$WORK/wstest.log" &
+fi
+wait "$WSTEST_PID" || wstest_rc=$?
+WSTEST_PID=""
 log "wstest wall time: $(fmt_ms $(( $(now_ms) - t0 ))) (log: $WORK/wstest.log)"
 if [[ $wstest_rc -ne 0 ]]; then
     tail -n 20 "$WORK/wstest.log" >&2 || true

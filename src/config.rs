@@ -1,0 +1,140 @@
+//! Command-line configuration. Every limit is a named field with a chat-sized default; the README
+//! explains each one.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::handshake::Policy;
+use crate::protocol::{self, Limits, Timeouts};
+
+/// wschat: an RFC 6455 WebSocket server and chat, on one thread.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "wschat", version, about)]
+pub struct Config {
+    /// Address to listen on. The chat page and its WebSocket are served at `/`.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Also serve `/echo`, which sends every text and binary message back to its sender
+    /// (for Autobahn|Testsuite and benchmarks).
+    #[arg(long)]
+    pub echo: bool,
+
+    /// Largest message a client may send, in bytes, summed over its fragments (over it: close 1009).
+    #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
+    pub max_message_size: usize,
+
+    /// Largest single frame a client may send, in bytes (over it: close 1009).
+    #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
+    pub max_frame_size: usize,
+
+    /// Most frames one message may be split into (over it: close 1009).
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    pub max_fragments: usize,
+
+    /// Most simultaneous connections; further handshakes get 503.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub max_connections: usize,
+
+    /// Bytes queued for one client before it counts as slow: an echo client stops being read until
+    /// it drains, a chat client is closed with 1008.
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    pub max_queued_output: usize,
+
+    /// Seconds a client has to complete the HTTP handshake (defeats slowloris).
+    #[arg(long, default_value = "10", value_name = "SECS", value_parser = parse_seconds)]
+    pub handshake_timeout: Duration,
+
+    /// Seconds between server pings to each client; 0 disables pings.
+    #[arg(long, default_value = "30", value_name = "SECS", value_parser = parse_seconds)]
+    pub ping_interval: Duration,
+
+    /// Seconds of silence after which a client is closed (1001); 0 disables. Answered pings count
+    /// as activity, so only dead peers (half-open TCP) reach it.
+    #[arg(long, default_value = "90", value_name = "SECS", value_parser = parse_seconds)]
+    pub idle_timeout: Duration,
+
+    /// Seconds to wait for the client's Close after ours, and for TCP to wind down, before dropping it.
+    #[arg(long, default_value = "5", value_name = "SECS", value_parser = parse_seconds)]
+    pub close_timeout: Duration,
+
+    /// An Origin allowed to open a WebSocket (repeatable). When given, browsers from other origins
+    /// get 403; clients that send no Origin are not browsers and are let through.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    pub allowed_origins: Vec<String>,
+
+    #[command(flatten)]
+    pub chat: crate::chat::ChatConfig,
+}
+
+/// Seconds as an integer or decimal (`0.5`).
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is not a valid duration"))
+}
+
+impl Config {
+    /// Defaults, as if no flag was given.
+    pub fn defaults() -> Self {
+        Self::parse_from(["wschat"])
+    }
+
+    /// What each WebSocket connection enforces.
+    pub fn connection(&self) -> protocol::Config {
+        let optional = |duration: Duration| (!duration.is_zero()).then_some(duration);
+        protocol::Config {
+            limits: Limits {
+                max_frame_size: self.max_frame_size,
+                max_message_size: self.max_message_size,
+                max_fragments: self.max_fragments,
+            },
+            timeouts: Timeouts {
+                ping_interval: optional(self.ping_interval),
+                idle_timeout: optional(self.idle_timeout),
+                close_timeout: self.close_timeout,
+            },
+        }
+    }
+
+    /// Who may open a WebSocket.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            allowed_origins: self.allowed_origins.clone(),
+            protocols: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_chat_sized() {
+        let config = Config::defaults();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.max_message_size, 65536);
+        assert!(!config.echo);
+        assert_eq!(
+            config.connection().timeouts.ping_interval,
+            Some(Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn zero_disables_pings_and_fractional_seconds_parse() {
+        let config = Config::parse_from(["wschat", "--ping-interval", "0", "--close-timeout", "0.25"]);
+        assert_eq!(config.connection().timeouts.ping_interval, None);
+        assert_eq!(config.close_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn allowed_origin_repeats() {
+        let config = Config::parse_from(["wschat", "--allowed-origin", "a", "--allowed-origin", "b"]);
+        assert_eq!(config.policy().allowed_origins, ["a", "b"]);
+    }
+}

@@ -398,9 +398,10 @@ impl Server {
         if !rest.is_empty() {
             // Frames that came in the same read as the request head (§4.1: the client may send
             // as soon as it has sent the handshake).
-            let len = rest.len();
-            self.scratch[..len].copy_from_slice(&rest);
-            self.on_bytes(key, len, now);
+            for chunk in rest.chunks(SCRATCH_LEN) {
+                self.scratch[..chunk.len()].copy_from_slice(chunk);
+                self.on_bytes(key, chunk.len(), now);
+            }
         }
     }
 
@@ -452,9 +453,11 @@ impl Server {
     /// Carries out what the chat asked for: deliveries (closing slow consumers) and closes.
     fn apply_actions(&mut self, now: Instant) {
         let cap = self.config.max_queued_output;
+        let mut touched = Vec::new();
         for action in std::mem::take(&mut self.actions) {
             match action {
                 Action::Send { to, frame } => {
+                    touched.extend_from_slice(&to);
                     for client in to {
                         let Some(conn) = self.websocket(client) else {
                             continue;
@@ -471,11 +474,18 @@ impl Server {
                     }
                 }
                 Action::Close { client, code, reason } => {
+                    touched.push(client);
                     if let Some(conn) = self.websocket(client) {
                         conn.close(code, &reason, now);
                     }
                 }
             }
+        }
+        // Write first: each recipient gets its bytes now; only what its socket refuses stays queued.
+        touched.sort_unstable();
+        touched.dedup();
+        for key in touched {
+            self.settle(key, now);
         }
     }
 

@@ -2,7 +2,12 @@
 # Autobahn|Testsuite conformance run for wschat.
 #
 # wstest runs in "fuzzingclient" mode (it is the WebSocket client, wschat is
-# the server under test, echoing on /echo). Everything lives under
+# the server under test, echoing on /echo). Inputs beside this script:
+#   requirements.txt           wstest and its whole dependency closure, pinned
+#   bootstrap-requirements.txt virtualenv==20.15.1 and its deps, pinned
+#   build-constraints.txt      pins for sdist build environments (Cython, ...)
+#   fuzzingclient.json         spec template; check.py judges the report
+# Everything generated lives under
 # <repo>/target/autobahn:
 #   bootstrap/         virtualenv==20.15.1 (pip --target), only to make venv/
 #   venv/              Python 2.7 venv with wstest (cached; rebuilt only when
@@ -79,7 +84,8 @@ venv_ok() {
 
 install_venv() {
     local want
-    want="$(cat "$HERE/requirements.txt" "$HERE/bootstrap-requirements.txt" | sha256sum | cut -d' ' -f1)"
+    want="$(cat "$HERE/requirements.txt" "$HERE/bootstrap-requirements.txt" \
+        "$HERE/build-constraints.txt" | sha256sum | cut -d' ' -f1)"
     if venv_ok "$want"; then
         log "reusing $VENV ($(PYTHONWARNINGS=ignore "$VENV/bin/wstest" -a 2>/dev/null | paste -sd" "))"
         return 0
@@ -108,11 +114,13 @@ install_venv() {
     step env PYTHONPATH="$BOOT" VIRTUALENV_OVERRIDE_APP_DATA="$WORK/virtualenv-appdata" \
         "$py27" -m virtualenv --no-download "$VENV"
     # Exact pins, no resolution: requirements.txt lists the whole closure.
-    step "$VENV/bin/pip" install --no-deps -r "$HERE/requirements.txt"
+    # PIP_CONSTRAINT reaches the isolated build environments of sdists.
+    step env PIP_CONSTRAINT="$HERE/build-constraints.txt" \
+        "$VENV/bin/pip" install --no-deps -r "$HERE/requirements.txt"
     step "$VENV/bin/pip" check
     step env PYTHONWARNINGS=ignore "$VENV/bin/wstest" -a
     echo "$want" > "$VENV/.requirements.sha256"
-    log "installed $(PYTHONWARNINGS=ignore "$VENV/bin/wstest" -a 2>/dev/null | paste -sd" ")in $(fmt_ms $(( $(now_ms) - t0 )))"
+    log "installed $(PYTHONWARNINGS=ignore "$VENV/bin/wstest" -a 2>/dev/null | paste -sd" ") in $(fmt_ms $(( $(now_ms) - t0 )))"
 }
 
 install_venv

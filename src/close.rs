@@ -269,4 +269,29 @@ mod tests {
         assert!(payload.len() <= crate::frame::MAX_CONTROL_PAYLOAD);
         assert!(parse_close_payload(&payload).is_ok());
     }
+
+    mod round_trip {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_sendable_code_and_reason_round_trip(
+                code in prop_oneof![1000u16..=1003, 1007u16..=1014, 3000u16..=4999],
+                reason in ".{0,200}",
+            ) {
+                let code = CloseCode::from_u16(code);
+                let payload = encode_close_payload(code, &reason);
+                let (parsed_code, parsed_reason) = parse_close_payload(&payload).unwrap().unwrap();
+                prop_assert_eq!(parsed_code, code);
+                prop_assert!(reason.starts_with(parsed_reason), "the reason is only ever cut short");
+                prop_assert!(payload.len() <= crate::frame::MAX_CONTROL_PAYLOAD);
+            }
+
+            #[test]
+            fn any_payload_parses_or_is_rejected_without_panic(payload in proptest::collection::vec(any::<u8>(), 0..130)) {
+                let _ = parse_close_payload(&payload);
+            }
+        }
+    }
 }

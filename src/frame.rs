@@ -402,4 +402,56 @@ mod tests {
             [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
         );
     }
+
+    mod round_trip {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn opcode() -> impl Strategy<Value = OpCode> {
+            prop_oneof![
+                Just(OpCode::Continuation),
+                Just(OpCode::Text),
+                Just(OpCode::Binary),
+                Just(OpCode::Close),
+                Just(OpCode::Ping),
+                Just(OpCode::Pong),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_header_round_trips(
+                fin in any::<bool>(),
+                rsv in 0u8..8,
+                opcode in opcode(),
+                mask in proptest::option::of(any::<[u8; 4]>()),
+                payload_len in prop_oneof![0u64..=125, 126u64..=0xFFFF, 0x10000u64..(1 << 63)],
+            ) {
+                // Control frames are final and short by definition (§5.5).
+                let (fin, payload_len) = if opcode.is_control() { (true, payload_len % 126) } else { (fin, payload_len) };
+                let header = FrameHeader { fin, rsv, opcode, mask, payload_len, length_form: LengthForm::minimal(payload_len) };
+                let mut bytes = Vec::new();
+                header.encode(&mut bytes);
+                prop_assert_eq!(bytes.len(), header.encoded_len());
+                prop_assert_eq!(FrameHeader::parse(&bytes), Ok(Some((header, bytes.len()))));
+            }
+
+            #[test]
+            fn any_frame_round_trips_with_its_payload(
+                opcode in prop_oneof![Just(OpCode::Text), Just(OpCode::Binary)],
+                payload in proptest::collection::vec(any::<u8>(), 0..1_000),
+                mask in proptest::option::of(any::<[u8; 4]>()),
+            ) {
+                let mut bytes = Vec::new();
+                encode_frame(&mut bytes, true, opcode, &payload, mask);
+                let (header, len) = FrameHeader::parse(&bytes).unwrap().unwrap();
+                prop_assert_eq!(header.payload_len as usize, payload.len());
+                let mut body = bytes[len..].to_vec();
+                if let Some(key) = header.mask {
+                    crate::mask::apply_mask(&mut body, key, 0);
+                }
+                prop_assert_eq!(body, payload);
+            }
+        }
+    }
 }

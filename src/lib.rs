@@ -5,6 +5,8 @@ pub mod chat;
 pub mod close;
 pub mod config;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handshake;
 pub mod http;
 pub mod mask;

@@ -1,0 +1,351 @@
+//! Entry points for the `cargo fuzz` targets in `fuzz/`: each takes arbitrary bytes and panics only
+//! when an invariant is broken. They live in the crate (hidden from the docs) so that the targets
+//! stay one-liners and the invariants are compiled, linted and unit-tested with everything else.
+//!
+//! Split points, where a target needs them, are taken from the input itself: the fuzzer then
+//! explores "the same bytes, cut differently" as readily as new bytes.
+
+use std::time::Instant;
+
+use crate::frame::{FrameHeader, LengthForm, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
+use crate::handshake::{self, Policy};
+use crate::mask::{apply_mask, apply_mask_bytewise};
+use crate::protocol::{Config, Connection, Event, Limits, Role, State, Timeouts};
+use crate::utf8::Utf8Validator;
+
+/// Cuts `data` into a prefix of split instructions and the stream: the first byte says how many
+/// cut points follow (0-15), each a little-endian `u16` taken modulo the stream length. Returns the
+/// stream and the cut points, sorted and deduplicated.
+pub fn split_input(data: &[u8]) -> (&[u8], Vec<usize>) {
+    let Some((&count, rest)) = data.split_first() else {
+        return (data, Vec::new());
+    };
+    let count = usize::from(count & 0x0f).min(rest.len() / 2);
+    let (cuts, stream) = rest.split_at(count * 2);
+    let mut points: Vec<usize> = cuts
+        .chunks_exact(2)
+        .map(|pair| usize::from(u16::from_le_bytes([pair[0], pair[1]])))
+        .filter(|_| !stream.is_empty())
+        .map(|point| point % stream.len())
+        .collect();
+    points.sort_unstable();
+    points.dedup();
+    (stream, points)
+}
+
+/// The pieces of `stream` between the cut points.
+fn pieces<'a>(stream: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+    let mut pieces = Vec::with_capacity(cuts.len() + 1);
+    let mut start = 0;
+    for &cut in cuts {
+        pieces.push(&stream[start..cut]);
+        start = cut;
+    }
+    pieces.push(&stream[start..]);
+    pieces
+}
+
+/// `frame` target: headers parse within bounds, re-encode to the same bytes when the sender used
+/// the minimal length form, and the fast mask agrees with the definition.
+pub fn frame(data: &[u8]) {
+    let mut rest = data;
+    while let Ok(Some((header, len))) = FrameHeader::parse(rest) {
+        assert!(len <= MAX_HEADER_LEN && len <= rest.len());
+        assert!(header.rsv <= 0b111);
+        if header.opcode.is_control() {
+            assert!(header.fin && header.payload_len <= MAX_CONTROL_PAYLOAD as u64);
+        }
+        let mut encoded = Vec::new();
+        header.encode(&mut encoded);
+        assert_eq!(encoded.len(), header.encoded_len());
+        let (reparsed, reparsed_len) = FrameHeader::parse(&encoded)
+            .expect("our own encoding parses")
+            .expect("our own encoding is complete");
+        assert_eq!(reparsed_len, encoded.len());
+        assert_eq!(
+            (
+                reparsed.fin,
+                reparsed.rsv,
+                reparsed.opcode,
+                reparsed.mask,
+                reparsed.payload_len
+            ),
+            (
+                header.fin,
+                header.rsv,
+                header.opcode,
+                header.mask,
+                header.payload_len
+            )
+        );
+        if header.length_form == LengthForm::minimal(header.payload_len) {
+            assert_eq!(encoded, rest[..len], "minimal headers round-trip byte for byte");
+        }
+        rest = &rest[len..];
+        let payload_len = rest
+            .len()
+            .min(usize::try_from(header.payload_len).unwrap_or(usize::MAX));
+        if let Some(key) = header.mask {
+            let offset = usize::from(rest.first().copied().unwrap_or(0) & 3);
+            let mut fast = rest[..payload_len].to_vec();
+            let mut slow = fast.clone();
+            assert_eq!(
+                apply_mask(&mut fast, key, offset),
+                apply_mask_bytewise(&mut slow, key, offset)
+            );
+            assert_eq!(fast, slow);
+        }
+        rest = &rest[payload_len..];
+    }
+}
+
+/// `handshake` target: the parser stays within its bounds, and every outcome renders a response
+/// that parses as HTTP with the status the outcome claims.
+pub fn handshake(data: &[u8]) {
+    let policy = Policy {
+        allowed_origins: vec!["http://allowed.example".into()],
+        protocols: vec!["chat".into()],
+    };
+    let (status, response) = match handshake::parse_request(data) {
+        Ok(None) => {
+            assert!(data.len() <= handshake::MAX_HEAD_BYTES);
+            return;
+        }
+        Ok(Some((request, head_len))) => {
+            assert!(head_len <= data.len() && head_len <= handshake::MAX_HEAD_BYTES);
+            match request.validate(&policy) {
+                Ok(accepted) => {
+                    if let Some(protocol) = &accepted.protocol {
+                        assert!(
+                            request.protocols.contains(protocol),
+                            "only an offered subprotocol"
+                        );
+                    }
+                    (101, accepted.response())
+                }
+                Err(error) => (error.status().code(), error.response()),
+            }
+        }
+        Err(error) => (error.status().code(), error.response()),
+    };
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let complete = parsed.parse(&response).expect("our response is valid HTTP");
+    assert!(complete.is_complete());
+    assert_eq!(parsed.code, Some(status));
+}
+
+/// An owned event, for comparing runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    Text(String),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    Close(Option<(u16, String)>),
+}
+
+impl From<Event<'_>> for Seen {
+    fn from(event: Event<'_>) -> Self {
+        match event {
+            Event::Text(text) => Seen::Text(text.to_owned()),
+            Event::Binary(data) => Seen::Binary(data.to_vec()),
+            Event::Ping(data) => Seen::Ping(data.to_vec()),
+            Event::Pong(data) => Seen::Pong(data.to_vec()),
+            Event::Close(body) => Seen::Close(body.map(|(code, reason)| (code.as_u16(), reason.to_owned()))),
+        }
+    }
+}
+
+/// Small limits, so the fuzzer reaches them.
+const FUZZ_LIMITS: Limits = Limits {
+    max_frame_size: 1024,
+    max_message_size: 4096,
+    max_fragments: 16,
+};
+
+fn fuzz_config() -> Config {
+    Config {
+        limits: FUZZ_LIMITS,
+        timeouts: Timeouts {
+            ping_interval: None,
+            idle_timeout: None,
+            close_timeout: std::time::Duration::from_secs(5),
+        },
+    }
+}
+
+/// What a server connection that echoes every message did with a stream fed in `pieces`.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    events: Vec<Seen>,
+    output: Vec<u8>,
+    state: State,
+}
+
+fn serve(pieces: &[&[u8]], now: Instant) -> Outcome {
+    let mut conn = Connection::new(Role::Server, fuzz_config(), now);
+    let mut events = Vec::new();
+    let mut output = Vec::new();
+    for piece in pieces {
+        let mut input = piece.to_vec();
+        conn.receive(&mut input, now, |event, sender| {
+            match event {
+                Event::Text(text) => {
+                    let _ = sender.send_text(text);
+                }
+                Event::Binary(data) => {
+                    let _ = sender.send_binary(data);
+                }
+                _ => {}
+            }
+            events.push(Seen::from(event));
+        });
+        // Memory stays bounded by the limits: at most one message and one control frame, with
+        // room for the vector's growth.
+        let bound = 2 * (FUZZ_LIMITS.max_message_size + MAX_CONTROL_PAYLOAD);
+        assert!(conn.buffered() <= bound, "{} bytes buffered", conn.buffered());
+        conn.outbox()
+            .write_to(&mut output)
+            .expect("writing to a Vec cannot fail");
+    }
+    Outcome {
+        events,
+        output,
+        state: conn.state(),
+    }
+}
+
+/// `connection` target: a server connection fed arbitrary bytes split at arbitrary points.
+/// - the same stream split differently yields the same events, output and state;
+/// - every byte the server emits parses, with our own parser in client role, as valid unmasked
+///   server frames, without any protocol error;
+/// - nothing follows a Close;
+/// - buffered memory stays within the limits (checked in `serve`).
+pub fn connection(data: &[u8]) {
+    let (stream, cuts) = split_input(data);
+    let now = Instant::now();
+    let whole = serve(&[stream], now);
+    let split = serve(&pieces(stream, &cuts), now);
+    assert_eq!(whole, split, "split at {cuts:?}");
+    check_server_output(&whole.output, now);
+}
+
+/// Reads the server's output as a client would, with limits generous enough for any echo.
+fn check_server_output(output: &[u8], now: Instant) {
+    let mut rest = output;
+    while !rest.is_empty() {
+        let (header, len) = FrameHeader::parse(rest)
+            .expect("server frames are well formed")
+            .expect("server frames are complete");
+        assert!(header.mask.is_none(), "server frames are not masked");
+        let end = len + usize::try_from(header.payload_len).expect("payload fits in memory");
+        assert!(end <= rest.len(), "server frames are complete");
+        rest = &rest[end..];
+        if header.opcode == OpCode::Close {
+            assert!(rest.is_empty(), "nothing after Close");
+        }
+    }
+    let mut config = fuzz_config();
+    config.limits.max_frame_size = usize::MAX;
+    config.limits.max_message_size = usize::MAX;
+    let mut client = Connection::new(Role::Client, config, now);
+    client.receive(&mut output.to_vec(), now, |_, _| {});
+    let error = client.close_status().and_then(|status| status.error);
+    assert_eq!(
+        error, None,
+        "the client found a protocol error in the server's output"
+    );
+}
+
+/// `utf8` target: the streaming validator agrees with `std::str::from_utf8` for every split, and
+/// fails exactly at the piece where the input stops being a prefix of valid UTF-8 — never earlier,
+/// never later.
+pub fn utf8(data: &[u8]) {
+    let (stream, cuts) = split_input(data);
+    let mut validator = Utf8Validator::new();
+    // The byte range of the piece the validator rejected.
+    let mut failed_in = None;
+    let mut offset = 0;
+    for piece in pieces(stream, &cuts) {
+        if validator.feed(piece).is_err() {
+            failed_in = Some(offset..offset + piece.len());
+            break;
+        }
+        offset += piece.len();
+    }
+    match std::str::from_utf8(stream) {
+        Ok(_) => {
+            assert_eq!(failed_in, None);
+            assert!(validator.finish().is_ok());
+        }
+        Err(error) => match (error.error_len(), failed_in) {
+            // Cut short inside a character: only `finish` can tell.
+            (None, None) => assert!(validator.finish().is_err()),
+            (None, Some(_)) => panic!("failed on a valid prefix"),
+            (Some(len), Some(piece)) => {
+                let detect = first_invalid_prefix_end(stream, error.valid_up_to() + len);
+                assert!(
+                    piece.contains(&detect),
+                    "bad byte at {detect}, failed in {piece:?}"
+                );
+            }
+            (Some(_), None) => panic!("invalid UTF-8 accepted"),
+        },
+    }
+}
+
+/// The index of the byte at which `stream` stops being a prefix of valid UTF-8, given the end of
+/// the invalid sequence `from_utf8` reported: either its last byte (a byte that can never appear
+/// there) or the byte after it (a byte that cannot continue it).
+fn first_invalid_prefix_end(stream: &[u8], invalid_end: usize) -> usize {
+    match std::str::from_utf8(&stream[..invalid_end]) {
+        Err(error) if error.error_len().is_some() => invalid_end - 1,
+        _ => invalid_end,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_input_takes_cut_points_from_the_front() {
+        let data = [2, 1, 0, 3, 0, b'a', b'b', b'c', b'd'];
+        let (stream, cuts) = split_input(&data);
+        assert_eq!(stream, b"abcd");
+        assert_eq!(cuts, [1, 3]);
+        assert_eq!(pieces(stream, &cuts), [&b"a"[..], b"bc", b"d"]);
+    }
+
+    #[test]
+    fn targets_accept_the_rfc_examples() {
+        let hello = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        frame(&hello);
+        let mut split = vec![3, 1, 0, 5, 0, 9, 0];
+        split.extend_from_slice(&hello);
+        split.extend_from_slice(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]);
+        connection(&split);
+        handshake(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+        utf8(&[1, 2, 0, 0xce, 0xba, 0xf4, 0x90]);
+    }
+
+    #[test]
+    fn garbage_does_not_break_any_invariant() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for len in 0..400 {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            frame(&data);
+            handshake(&data);
+            connection(&data);
+            utf8(&data);
+        }
+    }
+}

@@ -43,7 +43,7 @@ pub struct ChatConfig {
     pub max_text_chars: usize,
 
     /// Messages per second a client may send, sustained (token bucket refill rate).
-    #[arg(long, default_value_t = 5.0, value_name = "PER_SEC")]
+    #[arg(long, default_value_t = 5.0, value_name = "PER_SEC", value_parser = parse_rate)]
     pub rate_limit: f64,
 
     /// Messages a client may send in a burst (token bucket size).
@@ -57,6 +57,14 @@ pub struct ChatConfig {
     /// Most rooms that exist at once; joining a new room beyond it is refused.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_rooms: usize,
+}
+
+/// A rate: a finite number above zero.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{text:?} is not a rate above zero")),
+    }
 }
 
 impl Default for ChatConfig {
@@ -191,12 +199,17 @@ impl Rejection {
 
 /// Reads the envelope, then the payload its type calls for.
 fn parse_inbound(text: &str) -> Result<Inbound, Rejection> {
-    let envelope: Envelope = serde_json::from_str(text).map_err(|error| {
+    let bad_json = |error: &dyn std::fmt::Display| {
         Rejection::new(
             ErrorCode::BadJson,
             format!("expected {{\"type\": ..., \"payload\": ...}}: {error}"),
         )
-    })?;
+    };
+    // Serde reads a struct from a JSON array too (`["message", "hi"]`); the protocol is objects.
+    if !text.trim_start().starts_with('{') {
+        return Err(bad_json(&"not a JSON object"));
+    }
+    let envelope: Envelope = serde_json::from_str(text).map_err(|error| bad_json(&error))?;
     let string_payload = |what: &str| match &envelope.payload {
         Value::String(text) => Ok(text.clone()),
         _ => Err(Rejection::new(
@@ -208,9 +221,13 @@ fn parse_inbound(text: &str) -> Result<Inbound, Rejection> {
         "nickname" => string_payload("nickname").map(Inbound::Nickname),
         "message" => string_payload("message").map(Inbound::Message),
         "join" => string_payload("join").map(Inbound::Join),
-        "history" => serde_json::from_value::<HistoryRequest>(envelope.payload.clone())
-            .map(|request| Inbound::History { since: request.since })
-            .map_err(|_| Rejection::new(ErrorCode::BadPayload, "history payload must be {\"since\": <id>}")),
+        "history" => match &envelope.payload {
+            // As above: `[41]` would otherwise be read as `{"since": 41}`.
+            Value::Object(_) => serde_json::from_value::<HistoryRequest>(envelope.payload.clone()).ok(),
+            _ => None,
+        }
+        .map(|request| Inbound::History { since: request.since })
+        .ok_or_else(|| Rejection::new(ErrorCode::BadPayload, "history payload must be {\"since\": <id>}")),
         other => Err(Rejection::new(
             ErrorCode::UnknownType,
             format!("unknown message type {other:?}"),
@@ -444,6 +461,14 @@ impl Chat {
         if text.trim().is_empty() {
             return Err(Rejection::new(ErrorCode::BadPayload, "message must not be empty"));
         }
+        // Line breaks and tabs are text; other control characters only garble the page (and
+        // cost six bytes each once escaped in JSON).
+        if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+            return Err(Rejection::new(
+                ErrorCode::BadPayload,
+                "message must not contain control characters other than newline and tab",
+            ));
+        }
         let chars = text.chars().count();
         if chars > self.config.max_text_chars {
             return Err(Rejection::new(
@@ -497,6 +522,15 @@ impl Chat {
             return Ok(());
         };
         let (old_room, nickname) = (client.room.clone(), client.nickname.clone());
+        if old_room == room {
+            // Already there: a fresh welcome, without telling the room they left and came back.
+            let welcome = self.welcome(&room, &nickname);
+            actions.push(Action::Send {
+                to: vec![id],
+                frame: welcome,
+            });
+            return Ok(());
+        }
         self.leave_room(id, &old_room, &nickname, actions);
         self.enter_room(id, room, actions);
         Ok(())
@@ -523,14 +557,7 @@ impl Chat {
         client.room = room.clone();
         let nickname = client.nickname.clone();
         self.rooms.entry(room.clone()).or_default().members.insert(id);
-        let online = self.online(&room);
-        let welcome = Outbound::Welcome {
-            nickname: &nickname,
-            room: &room,
-            online,
-            history: self.history_since(&room, 0),
-        }
-        .frame();
+        let welcome = self.welcome(&room, &nickname);
         actions.push(Action::Send {
             to: vec![id],
             frame: welcome,
@@ -544,6 +571,17 @@ impl Chat {
             to: self.members(&room, Some(id)),
             frame: joined,
         });
+    }
+
+    /// What a client is told on entering `room`: its name, who is there, the room's history.
+    fn welcome(&self, room: &str, nickname: &str) -> SharedFrame {
+        Outbound::Welcome {
+            nickname,
+            room,
+            online: self.online(room),
+            history: self.history_since(room, 0),
+        }
+        .frame()
     }
 
     fn leave_room(&mut self, id: ClientId, room: &str, nickname: &str, actions: &mut Vec<Action>) {

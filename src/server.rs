@@ -391,6 +391,7 @@ impl Server {
             peer.id, peer.addr, request.path, endpoint
         );
         peer.phase = Phase::WebSocket { conn, endpoint };
+        peer.flush();
         if endpoint == Endpoint::Chat {
             self.chat.connect(key, chat::Now::system(), &mut self.actions);
             self.apply_actions(now);
@@ -462,7 +463,9 @@ impl Server {
                         let Some(conn) = self.websocket(client) else {
                             continue;
                         };
-                        if conn.queued() + frame.len() > cap {
+                        // The cap is about falling behind: a frame that meets an empty queue
+                        // is sent whatever its size.
+                        if conn.queued() > 0 && conn.queued() + frame.len() > cap {
                             // Never skip a message silently: a client that cannot keep up is told
                             // why and let go.
                             let reason = format!("slow consumer: over {cap} bytes queued");

@@ -1,0 +1,320 @@
+// Browser test of the chat page: two people in two browser contexts of Debian's headless Chromium,
+// driven by playwright-core. Run through ./run.sh, which builds and starts the server and passes:
+//   WSCHAT_BIN      the server binary (the test restarts it)
+//   WSCHAT_ADDR     host:port it listens on
+//   WSCHAT_PIDFILE  holds the running server's pid; the test rewrites it on restart so that
+//                   run.sh's cleanup stops whichever server is running
+//   WSCHAT_LOG      server log, appended to by the restarted server
+//   WSCHAT_OUT      where screenshots go (target/browser)
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { chromium } from 'playwright-core';
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set: run tests/browser/run.sh`);
+  return value;
+};
+const BIN = env('WSCHAT_BIN');
+const ADDR = env('WSCHAT_ADDR');
+const PIDFILE = env('WSCHAT_PIDFILE');
+const LOG = env('WSCHAT_LOG');
+const OUT = env('WSCHAT_OUT');
+const URL = `http://${ADDR}/`;
+const [HOST, PORT] = [ADDR.slice(0, ADDR.lastIndexOf(':')), Number(ADDR.slice(ADDR.lastIndexOf(':') + 1))];
+
+// Every wait is bounded so that a broken page fails in seconds rather than hanging the run.
+const WAIT_MS = 10_000;
+const XSS = '<img src=x onerror=alert(1)>';
+
+const started = Date.now();
+const log = (line) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${line}`);
+
+let browser;
+let profile;
+const people = {};
+
+before(async () => {
+  profile = mkdtempSync(path.join(os.tmpdir(), 'wschat-chromium-'));
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    // Playwright refuses --user-data-dir in `args` for launch() (it wants launchPersistentContext,
+    // which gives a single context); it makes its own fresh temporary profile instead, and the
+    // directory below holds Chromium's other scratch files (crash dumps, disk cache).
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      `--disk-cache-dir=${path.join(profile, 'cache')}`,
+      `--crash-dumps-dir=${path.join(profile, 'crashes')}`,
+    ],
+    timeout: 30_000,
+  });
+  log(`chromium ${browser.version()}`);
+});
+
+after(async () => {
+  await browser?.close();
+  if (profile) rmSync(profile, { recursive: true, force: true });
+});
+
+/** Opens the chat in a fresh browser context and records dialogs, page errors and CSP reports. */
+async function openChat(name) {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 640 }, locale: 'en-GB' });
+  const page = await context.newPage();
+  const person = { name, context, page, dialogs: [], errors: [] };
+  page.on('dialog', (dialog) => {
+    person.dialogs.push(dialog.message());
+    dialog.dismiss().catch(() => {});
+  });
+  page.on('pageerror', (error) => person.errors.push(`page error: ${error.message}`));
+  page.on('console', (message) => {
+    // Failed reconnect attempts are logged as console errors too; only CSP reports count.
+    if (/content.security.policy/i.test(message.text())) person.errors.push(message.text());
+  });
+  await page.goto(URL);
+  await waitStatus(person, 'online');
+  people[name] = person;
+  return person;
+}
+
+/** Waits for `predicate(arg)` to hold in the page; names `what` on timeout. */
+async function waitUntil(person, what, predicate, arg) {
+  try {
+    await person.page.waitForFunction(predicate, arg, { timeout: WAIT_MS });
+  } catch (error) {
+    const shot = path.join(OUT, `failure-${person.name}.png`);
+    await person.page.screenshot({ path: shot }).catch(() => {});
+    throw new Error(`${person.name}: timed out waiting for ${what} (screenshot: ${shot})`, { cause: error });
+  }
+}
+
+const waitStatus = (person, state) =>
+  waitUntil(person, `status ${state}`, (want) => document.querySelector('#status').dataset.state === want, state);
+
+/** Waits until the online list is exactly `names`, with `me` marked as ourselves. */
+const waitOnline = (person, names, me) =>
+  waitUntil(
+    person,
+    `online list ${names.join(', ')} with ${me} as me`,
+    ({ names, me }) => {
+      const items = [...document.querySelectorAll('#online li')];
+      const shown = items.map((li) => li.firstChild.textContent);
+      const mine = items.filter((li) => li.classList.contains('me')).map((li) => li.firstChild.textContent);
+      return JSON.stringify(shown) === JSON.stringify(names) && mine.length === 1 && mine[0] === me;
+    },
+    { names, me },
+  );
+
+/** Waits for a message with exactly this nickname and text; `mine` also requires it to be acked. */
+const waitMessage = (person, { nick, text, mine = false }) =>
+  waitUntil(
+    person,
+    `${mine ? 'own acked' : 'incoming'} message ${JSON.stringify(text)} from ${nick}`,
+    ({ nick, text, mine }) =>
+      [...document.querySelectorAll('#messages li.msg')].some(
+        (li) =>
+          li.querySelector('.nick').textContent === nick &&
+          li.querySelector('.text').textContent === text &&
+          li.classList.contains('mine') === mine &&
+          (!mine || li.classList.contains('sent')),
+      ),
+    { nick, text, mine },
+  );
+
+async function setNickname(person, nick) {
+  await person.page.fill('#nick', nick);
+  await person.page.click('#nick-form button');
+}
+
+async function joinRoom(person, room) {
+  await person.page.fill('#room', room);
+  await person.page.click('#room-form button');
+  await waitUntil(person, `room ${room}`, (room) => document.querySelector('#room-name').textContent === room, room);
+}
+
+async function say(person, text) {
+  await person.page.fill('#text', text);
+  await person.page.click('#send-form button');
+}
+
+/** Sends `text` from one person and waits until the sender sees it acked and the other sees it. */
+async function exchange(from, to, text) {
+  await say(from, text);
+  await waitMessage(from, { nick: from.name, text, mine: true });
+  await waitMessage(to, { nick: from.name, text });
+}
+
+// ---- the server, for the restart ----
+
+function portOpen() {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: HOST, port: PORT });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+async function waitPort(open) {
+  for (let i = 0; i < 100; i++) {
+    if ((await portOpen()) === open) return;
+    await sleep(100);
+  }
+  throw new Error(`port ${PORT} still ${open ? 'closed' : 'open'} after 10 s`);
+}
+
+async function killServer() {
+  const pid = Number(readFileSync(PIDFILE, 'utf8'));
+  // SIGKILL: a crash, not a polite shutdown; the pages get no Close frame.
+  process.kill(pid, 'SIGKILL');
+  await waitPort(false);
+}
+
+async function startServer() {
+  const out = openSync(LOG, 'a');
+  const child = spawn(BIN, ['--listen', ADDR], { detached: true, stdio: ['ignore', out, out] });
+  child.unref();
+  writeFileSync(PIDFILE, `${child.pid}\n`);
+  await waitPort(true);
+}
+
+// ---- the test ----
+
+test('two people chat in headless Chromium, through a server restart', { timeout: 90_000 }, async (t) => {
+  // Steps build on each other: after a failure, skip the rest rather than pile up timeouts.
+  let failed = false;
+  const step = async (name, body) => {
+    await t.test(name, { skip: failed && 'an earlier step failed' }, async () => {
+      try {
+        await body();
+      } catch (error) {
+        failed = true;
+        throw error;
+      }
+      log(`ok: ${name}`);
+    });
+  };
+
+  await step('alice and bob open the page and pick nicknames', async () => {
+    const alice = await openChat('alice');
+    const bob = await openChat('bob');
+    await setNickname(alice, 'alice');
+    await waitUntil(alice, 'own nickname alice', () => document.querySelector('#online li.me')?.firstChild.textContent === 'alice');
+    // Nicknames are unique regardless of case: the page shows the server's refusal.
+    await setNickname(bob, 'ALICE');
+    await waitUntil(bob, 'nickname_taken error', () => /taken/i.test(document.querySelector('#nick-error').textContent));
+    await setNickname(bob, 'bob');
+    await waitOnline(bob, ['alice', 'bob'], 'bob');
+    await waitOnline(alice, ['alice', 'bob'], 'alice');
+    assert.equal(await bob.page.textContent('#nick-error'), '');
+  });
+
+  await step('both move to the room rust and see each other there', async () => {
+    const { alice, bob } = people;
+    await joinRoom(alice, 'rust');
+    await waitOnline(alice, ['alice'], 'alice');
+    await waitOnline(bob, ['bob'], 'bob');
+    await joinRoom(bob, 'rust');
+    await waitOnline(alice, ['alice', 'bob'], 'alice');
+    await waitOnline(bob, ['alice', 'bob'], 'bob');
+  });
+
+  await step('messages go both ways, with nickname and time; own ones are acked', async () => {
+    const { alice, bob } = people;
+    await exchange(alice, bob, 'Hi bob! Fancy a WebSocket written from scratch?');
+    await exchange(bob, alice, 'Hello alice. Only if the frames are masked properly.');
+    const times = await alice.page.$$eval('#messages li.msg time', (nodes) => nodes.map((n) => n.textContent));
+    assert.equal(times.length, 2);
+    for (const time of times) assert.match(time, /^\d{1,2}:\d{2}/);
+  });
+
+  await step('markup in a message is shown as text, never run', async () => {
+    const { alice, bob } = people;
+    await exchange(alice, bob, XSS);
+    // Give a would-be <img> the time to load, fail and fire its onerror.
+    await sleep(300);
+    for (const person of [alice, bob]) {
+      const texts = await person.page.$$eval('#messages .text', (nodes) => nodes.map((n) => n.textContent));
+      assert.ok(texts.includes(XSS), `${person.name} shows the literal text`);
+      assert.equal(await person.page.locator('img').count(), 0, `${person.name}: no img element`);
+      assert.deepEqual(person.dialogs, [], `${person.name}: no dialog`);
+    }
+  });
+
+  await step('after a server crash both pages reconnect and restore nickname and room', async () => {
+    const { alice, bob } = people;
+    log('killing the server');
+    await killServer();
+    await waitStatus(alice, 'reconnecting');
+    await waitStatus(bob, 'reconnecting');
+    await startServer();
+    log('server restarted');
+    await waitStatus(alice, 'online');
+    await waitStatus(bob, 'online');
+    for (const person of [alice, bob]) {
+      await waitOnline(person, ['alice', 'bob'], person.name);
+      assert.equal(await person.page.textContent('#room-name'), 'rust');
+    }
+  });
+
+  await step('they chat again after the restart', async () => {
+    const { alice, bob } = people;
+    // The restarted server numbers messages from 1 again: these must not be taken for duplicates.
+    await exchange(bob, alice, 'Back again: the server restarted.');
+    await exchange(alice, bob, 'And we never had to reload the page.');
+    await alice.page.screenshot({ path: path.join(OUT, 'chat.png') });
+    await bob.page.screenshot({ path: path.join(OUT, 'chat-bob.png') });
+  });
+
+  await step('acks and errors stay matched to their messages under the rate limit', async () => {
+    const { alice, bob } = people;
+    // 30 messages at once exceed the burst of 20: some are refused with rate_limited, which names
+    // no message. The page matches replies to requests by order; check it marked the right ones.
+    await alice.page.evaluate(() => {
+      const form = document.querySelector('#send-form');
+      const input = document.querySelector('#text');
+      for (let i = 0; i < 30; i++) {
+        input.value = `burst ${i}`;
+        form.requestSubmit();
+      }
+    });
+    await waitUntil(alice, 'every burst message answered', () => !document.querySelector('#messages .pending'));
+    const burst = (nodes) =>
+      nodes
+        .filter((li) => li.querySelector('.text').textContent.startsWith('burst '))
+        .map((li) => ({ id: li.dataset.id, text: li.querySelector('.text').textContent, failed: li.classList.contains('failed') }));
+    const sent = await alice.page.$$eval('#messages li.msg.mine', burst);
+    const accepted = sent.filter((m) => !m.failed).map(({ id, text }) => ({ id, text }));
+    assert.ok(accepted.length >= 15 && accepted.length < 30, `${accepted.length} of 30 accepted`);
+    await waitUntil(
+      bob,
+      'the accepted burst',
+      (n) => [...document.querySelectorAll('#messages .text')].filter((p) => p.textContent.startsWith('burst ')).length >= n,
+      accepted.length,
+    );
+    const received = (await bob.page.$$eval('#messages li.msg', burst)).map(({ id, text }) => ({ id, text }));
+    assert.deepEqual(received, accepted, 'bob got exactly the messages alice saw acked, with the same ids');
+  });
+
+  await step('no page errors, CSP violations or dialogs', async () => {
+    for (const person of Object.values(people)) {
+      assert.deepEqual(person.errors, [], `${person.name}: errors`);
+      assert.deepEqual(person.dialogs, [], `${person.name}: dialogs`);
+    }
+  });
+});

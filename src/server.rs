@@ -47,6 +47,9 @@ const SCRATCH_LEN: usize = 64 * 1024;
 /// Connections accepted past `--max-connections` only to be told 503; beyond this many they are
 /// dropped at once.
 const OVERFLOW_SLACK: usize = 64;
+/// Reads from one peer per turn of the loop (up to 1 MiB): a peer that sends as fast as we read
+/// must not keep every other peer, and the timers, waiting.
+const READS_PER_TURN: usize = 16;
 /// How long a shutdown waits for Close handshakes to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
@@ -93,6 +96,9 @@ struct Peer {
     timer: Option<Instant>,
     /// Past `--max-connections`: answer 503 once the request head is read.
     over_capacity: bool,
+    /// The WebSocket is closed but its last bytes (our Close) are still queued: if the peer has not
+    /// read them by then, it is dropped.
+    flush_deadline: Option<Instant>,
 }
 
 impl Peer {
@@ -132,7 +138,7 @@ impl Peer {
             Phase::Handshake { deadline, .. }
             | Phase::Responding { deadline, .. }
             | Phase::Draining { deadline } => Some(*deadline),
-            Phase::WebSocket { conn, .. } => conn.poll_timeout(),
+            Phase::WebSocket { conn, .. } => conn.poll_timeout().or(self.flush_deadline),
         }
     }
 }
@@ -146,6 +152,9 @@ pub struct Server {
     peers: Slab<Peer>,
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     scratch: Vec<u8>,
+    /// Peers (key, id) that used up their reads before their socket would block: read again on the
+    /// next turn, without waiting for an event (readiness is edge-triggered).
+    more_input: Vec<(usize, u64)>,
     chat: Chat,
     /// Actions the chat produced, applied after the connection that caused them is done.
     actions: Vec<Action>,
@@ -172,6 +181,7 @@ impl Server {
             peers: Slab::new(),
             timers: BinaryHeap::new(),
             scratch: vec![0; SCRATCH_LEN],
+            more_input: Vec::new(),
             chat,
             actions: Vec::new(),
             next_peer_id: 1,
@@ -197,7 +207,11 @@ impl Server {
                 info!("shutdown complete, {} connection(s) cut off", self.peers.len());
                 return Ok(());
             }
-            let timeout = self.poll_timeout(now);
+            let timeout = if self.more_input.is_empty() {
+                self.poll_timeout(now)
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(error) = self.poll.poll(&mut events, timeout) {
                 if error.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -213,17 +227,15 @@ impl Server {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.read(key, now);
                         }
-                        if event.is_writable()
-                            && let Some(peer) = self.peers.get_mut(key)
-                        {
-                            peer.flush();
-                            if peer.read_paused && peer.queued() < self.config.max_queued_output {
-                                peer.read_paused = false;
-                                self.read(key, now);
-                            }
-                        }
+                        // A writable socket is flushed (and a paused peer resumed) by `settle`.
                         self.settle(key, now);
                     }
+                }
+            }
+            for (key, id) in std::mem::take(&mut self.more_input) {
+                if self.peers.get(key).is_some_and(|peer| peer.id == id) {
+                    self.read(key, now);
+                    self.settle(key, now);
                 }
             }
             self.fire_timers(Instant::now());
@@ -287,15 +299,17 @@ impl Server {
                 writable_registered: false,
                 timer: None,
                 over_capacity,
+                flush_deadline: None,
             });
             debug!("#{id} {addr} accepted");
             self.settle(key, now);
         }
     }
 
-    /// Reads until the socket would block, handing each read to the peer's current phase.
+    /// Reads until the socket would block (or the peer's turn is used up), handing each read to the
+    /// peer's current phase.
     fn read(&mut self, key: usize, now: Instant) {
-        loop {
+        for _ in 0..READS_PER_TURN {
             let Some(peer) = self.peers.get_mut(key) else {
                 return;
             };
@@ -326,6 +340,11 @@ impl Server {
             if peer.queued() >= self.config.max_queued_output {
                 peer.read_paused = true;
             }
+        }
+        if let Some(peer) = self.peers.get(key)
+            && !self.more_input.contains(&(key, peer.id))
+        {
+            self.more_input.push((key, peer.id));
         }
     }
 
@@ -506,6 +525,16 @@ impl Server {
             return;
         };
         peer.flush();
+        // Whatever flush brought the queue under the cap (a WRITABLE event, or a timer's or a
+        // read's flush that found room without one) resumes reading: once the queue is empty no
+        // WRITABLE event will come to do it.
+        if peer.read_paused && peer.queued() < self.config.max_queued_output {
+            peer.read_paused = false;
+            self.read(key, now);
+        }
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
         let close_timeout = self.config.close_timeout;
         let mut leave_chat = false;
         let mut remove = peer.broken;
@@ -525,6 +554,9 @@ impl Server {
                         deadline: now + close_timeout,
                     };
                     let _ = peer.stream.shutdown(Shutdown::Write);
+                } else if conn.state() == State::Closed {
+                    // A peer that never reads would otherwise hold the connection forever.
+                    peer.flush_deadline.get_or_insert(now + close_timeout);
                 }
             }
             Phase::Responding { out, .. } => {
@@ -619,6 +651,11 @@ impl Server {
                     continue;
                 }
                 Phase::Responding { .. } | Phase::Draining { .. } => {
+                    self.remove(key);
+                    continue;
+                }
+                Phase::WebSocket { conn, .. } if conn.state() == State::Closed => {
+                    // The flush deadline: our last bytes never left, the peer stopped reading.
                     self.remove(key);
                     continue;
                 }

@@ -569,7 +569,10 @@ fn control_characters_other_than_newline_and_tab_are_bad_payload() {
         assert_error(&h.send(1, "message", json!(text)), 1, "bad_payload");
     }
     let text = "two\nlines\tand a tab";
-    assert_eq!(only(&h.send(1, "message", json!(text)), 2, "message")["text"], text);
+    assert_eq!(
+        only(&h.send(1, "message", json!(text)), 2, "message")["text"],
+        text
+    );
 }
 
 #[test]

@@ -39,7 +39,9 @@ impl TestServer {
                 lines.lock().unwrap().push(line);
             }
         });
-        let addr = addr_rx.recv_timeout(Duration::from_secs(10)).expect("server did not start");
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("server did not start");
         Self { child, addr, log }
     }
 
@@ -109,14 +111,21 @@ pub fn read_response_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
             return (String::from_utf8_lossy(&buf).into_owned(), rest);
         }
         let n = stream.read(&mut chunk).expect("read response");
-        assert!(n > 0, "connection closed before the response head: {:?}", String::from_utf8_lossy(&buf));
+        assert!(
+            n > 0,
+            "connection closed before the response head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.extend_from_slice(&chunk[..n]);
     }
 }
 
 /// The status code of an HTTP response head.
 pub fn status_of(head: &str) -> u16 {
-    head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).expect("status line")
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("status line")
 }
 
 /// Sends `request` raw and returns the response's status and whole text (until the server closes).
@@ -160,7 +169,8 @@ pub struct ServerFrame {
 impl ServerFrame {
     /// The status code of a Close frame.
     pub fn close_code(&self) -> Option<u16> {
-        (self.opcode == 0x8 && self.payload.len() >= 2).then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+        (self.opcode == 0x8 && self.payload.len() >= 2)
+            .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
     }
 }
 

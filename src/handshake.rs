@@ -15,6 +15,8 @@ use sha1::{Digest, Sha1};
 
 use crate::http::{self, Status};
 
+pub mod client;
+
 /// Largest request head we read. Browsers send well under 2 KiB; 8 KiB is what common proxies allow.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// Most header fields in a request head. A browser's handshake has about 15.

@@ -1,0 +1,734 @@
+//! `wschat-bench`: a load generator on `mio` that speaks WebSocket with wschat's own sans-IO core
+//! in client role (every frame masked with a fresh key), against any server.
+//!
+//! - `echo`: C connections, K messages of S bytes in flight each; messages/s and round-trip latency.
+//! - `broadcast`: C receivers in one chat room and one sender at R messages/s; deliveries/s,
+//!   delivery latency, and whether every receiver got every message in order.
+//! - `hold`: C idle connections for T seconds (answering pings), for memory measurement.
+//!
+//! Each run prints one line of `key=value` figures (or JSON with `--json`); progress goes to stderr.
+//! With `--server-pid`, the server's CPU time (utime+stime from /proc) over the measured window and
+//! its resident memory are reported too: CPU per message stays meaningful on a noisy machine where
+//! messages/s does not.
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use wschat::handshake::client::ClientHandshake;
+use wschat::protocol::{Config, Connection, Event, Limits, Message, Role, Sender, Timeouts, random_seed};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "wschat-bench",
+    about = "Load generator for WebSocket servers (echo, chat broadcast, idle hold)"
+)]
+struct Args {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:8080", global = true)]
+    addr: String,
+    /// PID of the server, to report its CPU time and memory.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// Print the figures as one JSON object instead of key=value pairs.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+enum Mode {
+    /// Round trips through an echo endpoint.
+    Echo {
+        /// Path of the echo endpoint.
+        #[arg(long, default_value = "/echo")]
+        path: String,
+        /// Connections.
+        #[arg(short = 'c', long, default_value_t = 100)]
+        connections: usize,
+        /// Messages in flight per connection.
+        #[arg(short = 'k', long, default_value_t = 1)]
+        in_flight: usize,
+        /// Message size in bytes.
+        #[arg(short = 's', long, default_value_t = 16)]
+        size: usize,
+        /// Measured seconds.
+        #[arg(short = 't', long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Unmeasured seconds before.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        /// Send text frames instead of binary.
+        #[arg(long)]
+        text: bool,
+    },
+    /// One sender, many receivers in one chat room.
+    Broadcast {
+        /// Path of the chat endpoint.
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// Receivers.
+        #[arg(short = 'c', long, default_value_t = 1000)]
+        connections: usize,
+        /// Messages per second from the sender.
+        #[arg(short = 'r', long, default_value_t = 100.0)]
+        rate: f64,
+        /// Measured seconds.
+        #[arg(short = 't', long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Unmeasured seconds before.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+    },
+    /// Idle connections that only answer pings.
+    Hold {
+        #[arg(long, default_value = "/echo")]
+        path: String,
+        #[arg(short = 'c', long, default_value_t = 10_000)]
+        connections: usize,
+        #[arg(short = 't', long, default_value_t = 10.0)]
+        seconds: f64,
+    },
+}
+
+/// What a workload keeps per connection.
+#[derive(Debug, Default)]
+struct PerClient {
+    /// Echo: send times of the messages in flight, oldest first (echo preserves order).
+    in_flight: VecDeque<Instant>,
+    /// Broadcast: the next sequence number this receiver expects.
+    next_seq: u64,
+    /// Broadcast: a message arrived out of order or was missed.
+    out_of_order: bool,
+}
+
+/// One client connection: the handshake, then the protocol core in client role.
+struct Client {
+    stream: TcpStream,
+    /// Until the 101 arrives: the handshake and the response bytes read so far.
+    handshake: Option<(ClientHandshake, Vec<u8>)>,
+    request_sent: bool,
+    conn: Connection,
+    state: PerClient,
+    writable_registered: bool,
+}
+
+fn client_config() -> Config {
+    Config {
+        limits: Limits {
+            max_frame_size: 64 << 20,
+            max_message_size: 64 << 20,
+            max_fragments: 1 << 20,
+        },
+        // The load generator answers pings but sends none and never times out by itself.
+        timeouts: Timeouts {
+            ping_interval: None,
+            idle_timeout: None,
+            close_timeout: Duration::from_secs(5),
+        },
+    }
+}
+
+impl Client {
+    fn connect(addr: SocketAddr, host: &str, path: &str, seed: u64) -> io::Result<Self> {
+        let stream = TcpStream::connect(addr)?;
+        let nonce: [u8; 16] = std::array::from_fn(|i| (seed.rotate_left(i as u32 * 8) >> 3) as u8);
+        Ok(Self {
+            stream,
+            handshake: Some((ClientHandshake::new(host, path, nonce), Vec::new())),
+            request_sent: false,
+            conn: Connection::with_mask_seed(Role::Client, client_config(), Instant::now(), seed),
+            state: PerClient::default(),
+            writable_registered: true,
+        })
+    }
+}
+
+/// What a mode does with the events of its clients.
+trait Workload {
+    /// The handshake of client `i` completed.
+    fn on_open(&mut self, i: usize, state: &mut PerClient, sender: &mut Sender<'_>, now: Instant);
+    /// A message arrived on client `i`.
+    fn on_message(
+        &mut self,
+        i: usize,
+        state: &mut PerClient,
+        message: &[u8],
+        sender: &mut Sender<'_>,
+        now: Instant,
+    );
+}
+
+/// The shared machinery: a poll, the clients, and one read buffer.
+struct Bench {
+    poll: Poll,
+    events: Events,
+    clients: Vec<Client>,
+    scratch: Vec<u8>,
+    addr: SocketAddr,
+    host: String,
+}
+
+impl Bench {
+    fn new(addr: &str) -> io::Result<Self> {
+        let resolved = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing"))?;
+        Ok(Self {
+            poll: Poll::new()?,
+            events: Events::with_capacity(4096),
+            clients: Vec::new(),
+            scratch: vec![0; 256 * 1024],
+            addr: resolved,
+            host: addr.to_owned(),
+        })
+    }
+
+    /// Opens `count` more connections to `path`, a batch at a time, and runs the loop until every
+    /// handshake is done.
+    fn open(&mut self, count: usize, path: &str, workload: &mut dyn Workload) -> io::Result<()> {
+        let seed = random_seed();
+        let target = self.clients.len() + count;
+        while self.clients.len() < target {
+            let start = self.clients.len();
+            for i in start..(start + 250).min(target) {
+                let mut client =
+                    Client::connect(self.addr, &self.host, path, seed.wrapping_add(i as u64 * 0x9e37))?;
+                self.poll.registry().register(
+                    &mut client.stream,
+                    Token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+                self.clients.push(client);
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while self.clients.iter().any(|client| client.handshake.is_some()) {
+                if Instant::now() > deadline {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "handshakes did not complete",
+                    ));
+                }
+                self.turn(Some(Duration::from_millis(100)), workload)?;
+            }
+            if self.clients.len() >= 1000 || self.clients.len() == target {
+                eprintln!("wschat-bench: {} connections open", self.clients.len());
+            }
+        }
+        Ok(())
+    }
+
+    /// One poll and the handling of its events.
+    fn turn(&mut self, timeout: Option<Duration>, workload: &mut dyn Workload) -> io::Result<()> {
+        match self.poll.poll(&mut self.events, timeout) {
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            other => other?,
+        }
+        let now = Instant::now();
+        let ready: Vec<usize> = self.events.iter().map(|event| event.token().0).collect();
+        for i in ready {
+            self.service(i, now, workload)?;
+        }
+        Ok(())
+    }
+
+    /// Sends the handshake once connected, reads what client `i` has, then writes what it queued.
+    fn service(&mut self, i: usize, now: Instant, workload: &mut dyn Workload) -> io::Result<()> {
+        let Self {
+            clients,
+            scratch,
+            poll,
+            ..
+        } = self;
+        let client = &mut clients[i];
+        if let Some((handshake, _)) = &client.handshake
+            && !client.request_sent
+        {
+            match client.stream.peer_addr() {
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotConnected => return Ok(()),
+                Err(error) => return Err(error),
+            }
+            let request = handshake.request();
+            client
+                .conn
+                .outbox()
+                .append_with(|out| out.extend_from_slice(request));
+            client.request_sent = true;
+        }
+        loop {
+            let len = match client.stream.read(scratch) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("server closed connection {i}"),
+                    ));
+                }
+                Ok(len) => len,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::NotConnected => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
+            };
+            let mut start = 0;
+            if let Some((handshake, buf)) = &mut client.handshake {
+                buf.extend_from_slice(&scratch[..len]);
+                let head_len = match handshake.parse_response(buf) {
+                    Ok(None) => continue,
+                    Ok(Some(head_len)) => head_len,
+                    Err(error) => return Err(io::Error::other(error.to_string())),
+                };
+                // Bytes after the head are frames; they are still at the end of `scratch`.
+                start = len - (buf.len() - head_len);
+                client.handshake = None;
+                workload.on_open(i, &mut client.state, &mut client.conn.sender(now), now);
+            }
+            let Client { conn, state, .. } = client;
+            conn.receive(&mut scratch[start..len], now, |event, sender| match event {
+                Event::Text(text) => workload.on_message(i, state, text.as_bytes(), sender, now),
+                Event::Binary(data) => workload.on_message(i, state, data, sender, now),
+                _ => {}
+            });
+        }
+        // Everything this read produced goes out in one write.
+        client.conn.outbox().write_to(&mut client.stream)?;
+        let wants_write = client.conn.queued() > 0 || !client.request_sent;
+        if wants_write != client.writable_registered {
+            let interest = if wants_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            poll.registry()
+                .reregister(&mut client.stream, Token(i), interest)?;
+            client.writable_registered = wants_write;
+        }
+        Ok(())
+    }
+
+    /// Runs the loop until `until`, calling `tick` after every turn.
+    fn run_until(
+        &mut self,
+        until: Instant,
+        tick_every: Option<Duration>,
+        workload: &mut dyn Workload,
+        tick: &mut dyn FnMut(&mut Self, Instant) -> io::Result<()>,
+    ) -> io::Result<()> {
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return Ok(());
+            }
+            let timeout = tick_every.unwrap_or(Duration::from_millis(100)).min(until - now);
+            self.turn(Some(timeout), workload)?;
+            tick(self, Instant::now())?;
+        }
+    }
+}
+
+/// Server CPU time and memory around the measured window.
+struct ServerProbe {
+    pid: Option<u32>,
+    cpu_at_start: Option<f64>,
+}
+
+impl ServerProbe {
+    fn start(pid: Option<u32>) -> Self {
+        Self {
+            pid,
+            cpu_at_start: pid.and_then(cpu_seconds),
+        }
+    }
+
+    /// Adds `server_cpu_s`, `server_cpu_us_per_<unit>` and `server_rss_kib` to the report.
+    fn finish(&self, report: &mut Report, unit: &'static str, count: u64) {
+        let Some(pid) = self.pid else { return };
+        if let (Some(start), Some(end)) = (self.cpu_at_start, cpu_seconds(pid)) {
+            let cpu = end - start;
+            report.push("server_cpu_s", format!("{cpu:.3}"));
+            if count > 0 {
+                report.push(unit, format!("{:.3}", cpu * 1e6 / count as f64));
+            }
+        }
+        if let Some(rss) = rss_kib(pid) {
+            report.push("server_rss_kib", rss);
+        }
+    }
+}
+
+struct EchoLoad {
+    payload: Vec<u8>,
+    text: bool,
+    in_flight: usize,
+    measuring: bool,
+    count: u64,
+    latencies_us: Vec<u32>,
+}
+
+impl EchoLoad {
+    fn send(&self, state: &mut PerClient, sender: &mut Sender<'_>, now: Instant) {
+        let message = match (self.text, std::str::from_utf8(&self.payload)) {
+            (true, Ok(text)) => Message::Text(text),
+            _ => Message::Binary(&self.payload),
+        };
+        if sender.send(message).is_ok() {
+            state.in_flight.push_back(now);
+        }
+    }
+}
+
+impl Workload for EchoLoad {
+    fn on_open(&mut self, _: usize, state: &mut PerClient, sender: &mut Sender<'_>, now: Instant) {
+        for _ in 0..self.in_flight {
+            self.send(state, sender, now);
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        _: usize,
+        state: &mut PerClient,
+        _: &[u8],
+        sender: &mut Sender<'_>,
+        now: Instant,
+    ) {
+        let Some(sent) = state.in_flight.pop_front() else {
+            return;
+        };
+        if self.measuring {
+            self.count += 1;
+            self.latencies_us.push(
+                now.saturating_duration_since(sent)
+                    .as_micros()
+                    .min(u32::MAX as u128) as u32,
+            );
+        }
+        self.send(state, sender, now);
+    }
+}
+
+struct BroadcastLoad {
+    /// The sender's index; every other client is a receiver.
+    sender: usize,
+    start: Instant,
+    measuring: bool,
+    deliveries: u64,
+    latencies_us: Vec<u32>,
+}
+
+/// Reads `b<seq>:<micros>` out of a chat `message` frame without a JSON parser: the load generator
+/// must stay cheaper than the server it measures.
+fn parse_probe(json: &[u8]) -> Option<(u64, u64)> {
+    const MARK: &[u8] = b"\"text\":\"b";
+    let at = json.windows(MARK.len()).position(|window| window == MARK)? + MARK.len();
+    let rest = &json[at..];
+    let end = rest.iter().position(|&b| b == b'"')?;
+    let (seq, micros) = std::str::from_utf8(&rest[..end]).ok()?.split_once(':')?;
+    Some((seq.parse().ok()?, micros.parse().ok()?))
+}
+
+impl Workload for BroadcastLoad {
+    fn on_open(&mut self, _: usize, _: &mut PerClient, _: &mut Sender<'_>, _: Instant) {}
+
+    fn on_message(
+        &mut self,
+        i: usize,
+        state: &mut PerClient,
+        message: &[u8],
+        _: &mut Sender<'_>,
+        now: Instant,
+    ) {
+        if i == self.sender || !message.starts_with(b"{\"type\":\"message\"") {
+            return;
+        }
+        let Some((seq, sent_us)) = parse_probe(message) else {
+            return;
+        };
+        if seq != state.next_seq {
+            state.out_of_order = true;
+        }
+        state.next_seq = seq + 1;
+        if self.measuring {
+            self.deliveries += 1;
+            let now_us = now.duration_since(self.start).as_micros() as u64;
+            self.latencies_us
+                .push(now_us.saturating_sub(sent_us).min(u64::from(u32::MAX)) as u32);
+        }
+    }
+}
+
+/// Does nothing: pings are answered by the protocol core.
+struct HoldLoad;
+
+impl Workload for HoldLoad {
+    fn on_open(&mut self, _: usize, _: &mut PerClient, _: &mut Sender<'_>, _: Instant) {}
+    fn on_message(&mut self, _: usize, _: &mut PerClient, _: &[u8], _: &mut Sender<'_>, _: Instant) {}
+}
+
+fn add_latencies(report: &mut Report, mut latencies: Vec<u32>) {
+    latencies.sort_unstable();
+    report.push("p50_us", percentile(&latencies, 0.50));
+    report.push("p99_us", percentile(&latencies, 0.99));
+    report.push("max_us", latencies.last().copied().unwrap_or(0));
+}
+
+fn secs(seconds: f64) -> Duration {
+    Duration::from_secs_f64(seconds.max(0.0))
+}
+
+fn run_echo(args: &Args, mode: &Mode) -> io::Result<Report> {
+    let Mode::Echo {
+        path,
+        connections,
+        in_flight,
+        size,
+        seconds,
+        warmup,
+        text,
+    } = mode.clone()
+    else {
+        unreachable!("called for echo")
+    };
+    let mut bench = Bench::new(&args.addr)?;
+    let mut load = EchoLoad {
+        payload: vec![b'x'; size],
+        text,
+        in_flight,
+        measuring: false,
+        count: 0,
+        latencies_us: Vec::new(),
+    };
+    bench.open(connections, &path, &mut load)?;
+    let warm_until = Instant::now() + secs(warmup);
+    bench.run_until(warm_until, None, &mut load, &mut |_, _| Ok(()))?;
+    load.measuring = true;
+    let probe = ServerProbe::start(args.server_pid);
+    let started = Instant::now();
+    bench.run_until(started + secs(seconds), None, &mut load, &mut |_, _| Ok(()))?;
+    load.measuring = false;
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut report = Report(Vec::new());
+    report.push("mode", "echo");
+    report.push("connections", connections);
+    report.push("in_flight", in_flight);
+    report.push("size", size);
+    report.push("seconds", format!("{elapsed:.2}"));
+    report.push("messages", load.count);
+    report.push("msgs_per_sec", format!("{:.0}", load.count as f64 / elapsed));
+    add_latencies(&mut report, std::mem::take(&mut load.latencies_us));
+    probe.finish(&mut report, "server_cpu_us_per_msg", load.count);
+    Ok(report)
+}
+
+fn run_broadcast(args: &Args, mode: &Mode) -> io::Result<Report> {
+    let Mode::Broadcast {
+        path,
+        connections,
+        rate,
+        seconds,
+        warmup,
+    } = mode.clone()
+    else {
+        unreachable!("called for broadcast")
+    };
+    let mut bench = Bench::new(&args.addr)?;
+    let mut load = BroadcastLoad {
+        sender: connections,
+        start: Instant::now(),
+        measuring: false,
+        deliveries: 0,
+        latencies_us: Vec::new(),
+    };
+    bench.open(connections + 1, &path, &mut load)?;
+    // Let the joined notices of the last connections settle before the clock starts.
+    bench.run_until(
+        Instant::now() + Duration::from_millis(500),
+        None,
+        &mut load,
+        &mut |_, _| Ok(()),
+    )?;
+    load.start = Instant::now();
+    let mut sent: u64 = 0;
+    let mut pace = |bench: &mut Bench, now: Instant, start: Instant| -> io::Result<()> {
+        let due = (now.duration_since(start).as_secs_f64() * rate) as u64;
+        let sender = &mut bench.clients[connections];
+        while sent < due {
+            let micros = now.duration_since(start).as_micros();
+            let text = format!("{{\"type\":\"message\",\"payload\":\"b{sent}:{micros}\"}}");
+            sender
+                .conn
+                .sender(now)
+                .send_text(&text)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            sent += 1;
+        }
+        sender.conn.outbox().write_to(&mut sender.stream).map(|_| ())
+    };
+    let start = load.start;
+    let tick = Some(Duration::from_millis(1));
+    bench.run_until(start + secs(warmup), tick, &mut load, &mut |bench, now| {
+        pace(bench, now, start)
+    })?;
+    load.measuring = true;
+    let probe = ServerProbe::start(args.server_pid);
+    let measured_from = Instant::now();
+    bench.run_until(
+        measured_from + secs(seconds),
+        tick,
+        &mut load,
+        &mut |bench, now| pace(bench, now, start),
+    )?;
+    let elapsed = measured_from.elapsed().as_secs_f64();
+    let deliveries = load.deliveries;
+    let total_sent = sent;
+    // Stop sending and wait (bounded) for the last deliveries to arrive.
+    let drain_until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < drain_until
+        && bench.clients[..connections]
+            .iter()
+            .any(|client| client.state.next_seq < total_sent)
+    {
+        bench.turn(Some(Duration::from_millis(50)), &mut load)?;
+    }
+    let receivers = &bench.clients[..connections];
+    let complete = receivers
+        .iter()
+        .all(|client| client.state.next_seq == total_sent && !client.state.out_of_order);
+    let mut report = Report(Vec::new());
+    report.push("mode", "broadcast");
+    report.push("receivers", connections);
+    report.push("rate", rate);
+    report.push("seconds", format!("{elapsed:.2}"));
+    report.push("sent", total_sent);
+    report.push("deliveries", deliveries);
+    report.push(
+        "deliveries_per_sec",
+        format!("{:.0}", deliveries as f64 / elapsed),
+    );
+    report.push("all_in_order", complete);
+    add_latencies(&mut report, std::mem::take(&mut load.latencies_us));
+    probe.finish(&mut report, "server_cpu_us_per_delivery", deliveries);
+    Ok(report)
+}
+
+fn run_hold(args: &Args, mode: &Mode) -> io::Result<Report> {
+    let Mode::Hold {
+        path,
+        connections,
+        seconds,
+    } = mode.clone()
+    else {
+        unreachable!("called for hold")
+    };
+    let mut bench = Bench::new(&args.addr)?;
+    let mut load = HoldLoad;
+    bench.open(connections, &path, &mut load)?;
+    let rss_at_open = args.server_pid.and_then(rss_kib);
+    let started = Instant::now();
+    bench.run_until(started + secs(seconds), None, &mut load, &mut |_, _| Ok(()))?;
+    let mut report = Report(Vec::new());
+    report.push("mode", "hold");
+    report.push("connections", bench.clients.len());
+    report.push("seconds", format!("{:.2}", started.elapsed().as_secs_f64()));
+    if let Some(rss) = rss_at_open {
+        report.push("server_rss_kib_at_open", rss);
+    }
+    ServerProbe::start(args.server_pid).finish(&mut report, "unused", 0);
+    if let (Some(pid), true) = (args.server_pid, connections > 0) {
+        if let Some(rss) = rss_kib(pid) {
+            report.push("server_rss_bytes_per_conn", rss * 1024 / connections as u64);
+        }
+    }
+    Ok(report)
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let result = match &args.mode {
+        mode @ Mode::Echo { .. } => run_echo(&args, mode),
+        mode @ Mode::Broadcast { .. } => run_broadcast(&args, mode),
+        mode @ Mode::Hold { .. } => run_hold(&args, mode),
+    };
+    match result {
+        Ok(report) => {
+            report.print(args.json);
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("wschat-bench: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Figures of one run, printed in order.
+struct Report(Vec<(&'static str, String)>);
+
+impl Report {
+    fn push(&mut self, key: &'static str, value: impl ToString) {
+        self.0.push((key, value.to_string()));
+    }
+
+    fn print(&self, json: bool) {
+        let fields: Vec<String> = if json {
+            self.0
+                .iter()
+                .map(|(key, value)| match value.parse::<f64>() {
+                    Ok(_) => format!("\"{key}\":{value}"),
+                    Err(_) if value == "true" || value == "false" => format!("\"{key}\":{value}"),
+                    Err(_) => format!("\"{key}\":\"{value}\""),
+                })
+                .collect()
+        } else {
+            self.0
+                .iter()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect()
+        };
+        if json {
+            println!("{{{}}}", fields.join(","));
+        } else {
+            println!("{}", fields.join(" "));
+        }
+    }
+}
+
+/// CPU seconds (user + system) the process has used, from /proc/PID/stat.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces: count fields after its closing parenthesis
+    // (utime and stime are fields 14 and 15 of proc(5), the 12th and 13th after it).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Resident memory of the process in KiB, from /proc/PID/status.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}

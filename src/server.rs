@@ -340,6 +340,12 @@ impl Server {
             if peer.queued() >= self.config.max_queued_output {
                 peer.read_paused = true;
             }
+            if len < self.scratch.len() {
+                // A short read emptied the socket's receive queue. Readiness is edge-triggered:
+                // bytes that arrive from now on raise a new event, so the read that would only
+                // say WouldBlock is a syscall we can skip.
+                return;
+            }
         }
         if let Some(peer) = self.peers.get(key)
             && !self.more_input.contains(&(key, peer.id))

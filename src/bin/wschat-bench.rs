@@ -295,6 +295,10 @@ impl Bench {
                 Event::Binary(data) => workload.on_message(i, state, data, sender, now),
                 _ => {}
             });
+            if len < scratch.len() {
+                // A short read emptied the socket (edge-triggered: new bytes raise a new event).
+                break;
+            }
         }
         // Everything this read produced goes out in one write.
         client.conn.outbox().write_to(&mut client.stream)?;

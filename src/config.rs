@@ -65,6 +65,11 @@ pub struct Config {
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
     pub allowed_origins: Vec<String>,
 
+    /// Print the wire trace to stderr: handshake heads and every frame in both directions,
+    /// annotated (same as RUST_LOG=wschat::trace=trace).
+    #[arg(long)]
+    pub trace: bool,
+
     #[command(flatten)]
     pub chat: crate::chat::ChatConfig,
 }

@@ -14,4 +14,5 @@ pub mod outbox;
 pub mod page;
 pub mod protocol;
 pub mod server;
+pub mod trace;
 pub mod utf8;

@@ -7,8 +7,8 @@ use wschat::config::Config;
 use wschat::server::Server;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = Config::parse();
+    init_logging(config.trace);
     let mut server = match Server::bind(config) {
         Ok(server) => server,
         Err(error) => {
@@ -27,4 +27,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `RUST_LOG` (default `info`) to stderr; `--trace` adds the wire trace. Trace lines are printed
+/// bare, so that frames line up in a terminal.
+fn init_logging(trace: bool) {
+    use std::io::Write;
+
+    let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if trace {
+        builder.filter_module(wschat::trace::TARGET, log::LevelFilter::Trace);
+    }
+    builder.format(|out, record| {
+        if record.target() == wschat::trace::TARGET {
+            writeln!(out, "{}", record.args())
+        } else {
+            writeln!(
+                out,
+                "[{} {:<5} {}] {}",
+                out.timestamp_seconds(),
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        }
+    });
+    builder.init();
 }

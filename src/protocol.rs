@@ -35,6 +35,7 @@ use crate::close::{self, CloseCode, CloseError};
 use crate::frame::{self, FrameError, FrameHeader, OpCode};
 use crate::mask::apply_mask;
 use crate::outbox::{Outbox, SharedBytes};
+use crate::trace::{self, Direction, Preview};
 use crate::utf8::Utf8Validator;
 
 /// Which end of the connection we are. It decides the masking direction (§5.1, §5.3).
@@ -317,6 +318,8 @@ struct Tx {
     close_timeout: Duration,
     close_deadline: Option<Instant>,
     status: Option<CloseStatus>,
+    /// The connection's id in the wire trace, when it is traced.
+    trace_id: Option<u64>,
 }
 
 impl Tx {
@@ -326,6 +329,11 @@ impl Tx {
 
     fn queue_frame(&mut self, opcode: OpCode, payload: &[u8]) {
         let mask = self.mask();
+        if let Some(id) = self.trace_id {
+            let header = FrameHeader::new(true, opcode, mask, payload.len());
+            let preview = &payload[..payload.len().min(trace::PREVIEW_LEN)];
+            trace::line(id, &trace::format_frame(Direction::Out, &header, preview));
+        }
         self.outbox
             .append_with(|out| frame::encode_frame(out, true, opcode, payload, mask));
     }
@@ -422,6 +430,12 @@ impl Sender<'_> {
         if self.tx.role == Role::Client {
             return Err(SendError::SharedFrameFromClient);
         }
+        if let Some(id) = self.tx.trace_id
+            && let Ok(Some((header, len))) = FrameHeader::parse(&frame.0)
+        {
+            let preview = &frame.0[len..frame.0.len().min(len + trace::PREVIEW_LEN)];
+            trace::line(id, &trace::format_frame(Direction::Out, &header, preview));
+        }
         self.tx.outbox.push_shared(frame.0.clone());
         Ok(())
     }
@@ -481,6 +495,8 @@ struct Rx {
     utf8: Utf8Validator,
     /// A control frame's payload cut across reads.
     control: Vec<u8>,
+    /// The start of the current frame's payload, kept only while the connection is traced.
+    preview: Option<Preview>,
 }
 
 impl Rx {
@@ -495,6 +511,14 @@ impl Rx {
             fragments: 0,
             utf8: Utf8Validator::new(),
             control: Vec::new(),
+            preview: None,
+        }
+    }
+
+    /// Traces the current incoming frame with the payload seen so far.
+    fn trace_frame(&self, header: &FrameHeader, tx: &Tx) {
+        if let (Some(id), Some(preview)) = (tx.trace_id, &self.preview) {
+            trace::line(id, &trace::format_frame(Direction::In, header, preview.bytes()));
         }
     }
 
@@ -523,6 +547,12 @@ impl Rx {
                     None => mask_offset,
                 };
                 let remaining = remaining - take as u64;
+                if let Some(preview) = &mut self.preview {
+                    preview.extend(piece);
+                    if remaining == 0 {
+                        self.trace_frame(&header, tx);
+                    }
+                }
                 self.read = if remaining == 0 {
                     ReadState::Header { len: 0 }
                 } else {
@@ -566,8 +596,15 @@ impl Rx {
             return Ok(take);
         };
         let used = header_len - kept;
-        self.begin_frame(&header, tx.role)?;
+        if let Some(preview) = &mut self.preview {
+            *preview = Preview::new();
+        }
+        if let Err(error) = self.begin_frame(&header, tx.role) {
+            self.trace_frame(&header, tx);
+            return Err(error);
+        }
         if header.payload_len == 0 {
+            self.trace_frame(&header, tx);
             self.read = ReadState::Header { len: 0 };
             self.on_payload(&header, &mut [], true, tx, now, on_event)?;
         } else {
@@ -790,11 +827,18 @@ impl Connection {
                 close_timeout: config.timeouts.close_timeout,
                 close_deadline: None,
                 status: None,
+                trace_id: None,
             },
             timeouts: config.timeouts,
             last_heard: now,
             next_ping: config.timeouts.ping_interval.map(|interval| now + interval),
         }
+    }
+
+    /// Prints every frame of this connection to the wire trace ([`crate::trace`]) as `#id`.
+    pub fn enable_trace(&mut self, id: u64) {
+        self.tx.trace_id = Some(id);
+        self.rx.preview = Some(Preview::new());
     }
 
     pub fn state(&self) -> State {
@@ -847,7 +891,20 @@ impl Connection {
         while !input.is_empty() && self.tx.state != State::Closed {
             match self.rx.step(input, &mut self.tx, now, &mut on_event) {
                 Ok(used) => input = &mut std::mem::take(&mut input)[used..],
-                Err(error) => self.tx.fail(error, now),
+                Err(error) => {
+                    if let ReadState::Payload {
+                        header, remaining, ..
+                    } = self.rx.read
+                        && remaining > 0
+                    {
+                        // The frame the rule broke in, as far as it came.
+                        self.rx.trace_frame(&header, &self.tx);
+                    }
+                    if let Some(id) = self.tx.trace_id {
+                        trace::line(id, &trace::format_failure(&error));
+                    }
+                    self.tx.fail(error, now)
+                }
             }
         }
     }

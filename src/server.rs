@@ -39,6 +39,7 @@ use crate::handshake::{self, HandshakeError, Request};
 use crate::outbox::Outbox;
 use crate::page;
 use crate::protocol::{Connection, Event, Role, Sender, State};
+use crate::trace::{self, Direction};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -365,7 +366,12 @@ impl Server {
                 head.extend_from_slice(input);
                 match handshake::parse_request(head) {
                     Ok(None) => return,
-                    Ok(Some((request, head_len))) => Ok((request, head.split_off(head_len))),
+                    Ok(Some((request, head_len))) => {
+                        if trace::enabled() {
+                            trace::http_head(peer.id, Direction::In, &head[..head_len]);
+                        }
+                        Ok((request, head.split_off(head_len)))
+                    }
                     Err(error) => Err(error),
                 }
             }
@@ -409,8 +415,12 @@ impl Server {
             Err(error) => return self.reject(key, &error, now),
         };
         let mut conn = Box::new(Connection::new(Role::Server, self.config.connection(), now));
-        conn.outbox()
-            .append_with(|out| out.extend_from_slice(&accepted.response()));
+        let response = accepted.response();
+        if trace::enabled() {
+            trace::http_head(peer.id, Direction::Out, &response);
+            conn.enable_trace(peer.id);
+        }
+        conn.outbox().append_with(|out| out.extend_from_slice(&response));
         info!(
             "#{} {} open {} ({:?})",
             peer.id, peer.addr, request.path, endpoint
@@ -468,6 +478,13 @@ impl Server {
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
+        if trace::enabled() {
+            let head_end = response
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .unwrap_or(response.len());
+            trace::http_head(peer.id, Direction::Out, &response[..head_end]);
+        }
         let mut out = Outbox::new();
         out.append_with(|buf| buf.extend_from_slice(&response));
         peer.phase = Phase::Responding {

@@ -154,6 +154,8 @@ impl fmt::Display for CloseError {
     }
 }
 
+impl std::error::Error for CloseError {}
+
 /// The content of a received Close frame: `None` when it had no body (reported as 1005).
 pub fn parse_close_payload(payload: &[u8]) -> Result<Option<(CloseCode, &str)>, CloseError> {
     match payload {

@@ -113,6 +113,8 @@ impl fmt::Display for FrameError {
     }
 }
 
+impl std::error::Error for FrameError {}
+
 /// How the payload length was written on the wire (§5.2 "Payload length").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LengthForm {

@@ -119,6 +119,8 @@ impl fmt::Display for HandshakeError {
     }
 }
 
+impl std::error::Error for HandshakeError {}
+
 /// The parts of a request head the handshake looks at.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {

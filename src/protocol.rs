@@ -212,6 +212,8 @@ impl fmt::Display for ProtocolError {
     }
 }
 
+impl std::error::Error for ProtocolError {}
+
 impl From<FrameError> for ProtocolError {
     fn from(error: FrameError) -> Self {
         Self::Frame(error)
@@ -235,6 +237,8 @@ impl fmt::Display for SendError {
         }
     }
 }
+
+impl std::error::Error for SendError {}
 
 /// Who ended the connection, and how, for logs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,6 +15,14 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvalidUtf8;
 
+impl std::fmt::Display for InvalidUtf8 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("invalid UTF-8")
+    }
+}
+
+impl std::error::Error for InvalidUtf8 {}
+
 /// Incremental validator: feed pieces with [`Utf8Validator::feed`], then call
 /// [`Utf8Validator::finish`] at the end of the message.
 #[derive(Debug, Default, Clone)]

@@ -36,6 +36,8 @@ impl fmt::Display for ClientHandshakeError {
     }
 }
 
+impl std::error::Error for ClientHandshakeError {}
+
 /// One handshake attempt: the request to send and the accept value to expect.
 #[derive(Debug, Clone)]
 pub struct ClientHandshake {

@@ -1,4 +1,226 @@
-//! wschat: an RFC 6455 WebSocket server written from scratch, and a chat built on it.
+//! # wschat: RFC 6455, read in working code
+//!
+//! wschat is a WebSocket server written from scratch, with a chat built on it. This page walks one
+//! message from the first TCP byte to the closing handshake, section by section of
+//! [RFC 6455](https://www.rfc-editor.org/rfc/rfc6455), and links each step to the code that does
+//! it. Every example below is a doc-test: `cargo test --doc` checks that the code still says what
+//! the RFC says. To watch the same steps on a live connection, run `cargo run --release -- --echo
+//! --trace` and connect a client (see the README).
+//!
+//! The protocol code is *sans-IO*: [`handshake`], [`frame`], [`mask`], [`utf8`], [`close`] and
+//! [`protocol`] are pure functions and state machines over byte slices. Only [`server`] touches
+//! sockets and the clock.
+//!
+//! ## 1. The opening handshake (§4)
+//!
+//! A WebSocket starts as an HTTP/1.1 `GET` with `Upgrade: websocket`. The [`server`] reads bytes
+//! until [`handshake::parse_request`] (built on `httparse`) says the request head is complete; the
+//! head may arrive in any number of pieces. [`handshake::Request::validate`] checks the rules of
+//! §4.2.1 and either accepts, or names the broken rule with its HTTP status (400, 403, 404, 405,
+//! 426, 431, 503).
+//!
+//! To accept, the server proves it read the request: it appends a fixed GUID to the client's
+//! `Sec-WebSocket-Key`, hashes the result with SHA-1 and sends it back base64-encoded as
+//! `Sec-WebSocket-Accept` ([`handshake::accept_key`]). The RFC's own example (§1.3):
+//!
+//! ```
+//! use wschat::handshake::accept_key;
+//! assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+//! ```
+//!
+//! The whole exchange, as the server sees it:
+//!
+//! ```
+//! use wschat::handshake::{parse_request, Policy};
+//!
+//! let request = b"GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\
+//!     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+//!     Sec-WebSocket-Version: 13\r\n\r\n";
+//! let (parsed, head_len) = parse_request(request).unwrap().expect("the head is complete");
+//! assert_eq!(head_len, request.len()); // anything after the head is already WebSocket frames
+//! let response = parsed.validate(&Policy::default()).unwrap().response();
+//! assert!(response.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
+//! ```
+//!
+//! From here on, both sides speak frames.
+//!
+//! ## 2. Frames (§5.2)
+//!
+//! Every message travels in frames. A frame is a 2-to-14-byte header and a payload:
+//!
+//! ```text
+//!  0                   1                   2                   3
+//!  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+//! +-+-+-+-+-------+-+-------------+-------------------------------+
+//! |F|R|R|R| opcode|M| Payload len |    Extended payload length    |
+//! |I|S|S|S|  (4)  |A|     (7)     |             (16/64)           |
+//! |N|V|V|V|       |S|             |   (if payload len==126/127)   |
+//! | |1|2|3|       |K|             |                               |
+//! +-+-+-+-+-------+-+-------------+ - - - - - - - - - - - - - - - +
+//! |     Extended payload length continued, if payload len == 127  |
+//! + - - - - - - - - - - - - - - - +-------------------------------+
+//! |                               |Masking-key, if MASK set to 1  |
+//! +-------------------------------+-------------------------------+
+//! | Masking-key (continued)       |          Payload Data         |
+//! +-------------------------------- - - - - - - - - - - - - - - - +
+//! ```
+//!
+//! [`frame::FrameHeader::parse`] reads one header from the front of a byte slice and answers
+//! `Ok(None)` when the slice ends first, so the caller can wait for more bytes. The §5.7 example
+//! "a single-frame unmasked text message":
+//!
+//! ```
+//! use wschat::frame::{FrameHeader, OpCode};
+//!
+//! let bytes = [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]; // FIN + TEXT, length 5, "Hello"
+//! let (header, header_len) = FrameHeader::parse(&bytes).unwrap().unwrap();
+//! assert!(header.fin);
+//! assert_eq!(header.opcode, OpCode::Text);
+//! assert_eq!(header.payload_len, 5);
+//! assert_eq!(&bytes[header_len..], b"Hello");
+//! ```
+//!
+//! Lengths up to 125 fit in the 7-bit field; 126 announces a 16-bit length and 127 a 64-bit one.
+//! The §5.7 examples of a 256-byte and a 64 KiB binary message:
+//!
+//! ```
+//! use wschat::frame::{FrameHeader, LengthForm};
+//!
+//! let (header, _) = FrameHeader::parse(&[0x82, 0x7E, 0x01, 0x00]).unwrap().unwrap();
+//! assert_eq!((header.payload_len, header.length_form), (256, LengthForm::Bits16));
+//! let (header, _) = FrameHeader::parse(&[0x82, 0x7F, 0, 0, 0, 0, 0, 0x01, 0x00, 0x00]).unwrap().unwrap();
+//! assert_eq!((header.payload_len, header.length_form), (65536, LengthForm::Bits64));
+//! ```
+//!
+//! The rules that concern the header alone (reserved opcodes, the 64-bit length's high bit,
+//! control frames over 125 bytes or fragmented) are checked in [`frame`]; those that depend on the
+//! connection (masking direction, reserved bits without an extension, fragmentation state, size
+//! limits) in [`protocol`].
+//!
+//! ## 3. Masking (§5.3)
+//!
+//! Every frame a client sends is masked: each payload byte is XORed with one of four key bytes,
+//! in turn. A server that receives an unmasked frame must fail the connection (1002). Unmasking is
+//! the same XOR; [`mask::apply_mask`] does it a machine word at a time and carries the position in
+//! the key from one read to the next. The §5.7 "single-frame masked text message":
+//!
+//! ```
+//! use wschat::frame::FrameHeader;
+//! use wschat::mask::apply_mask;
+//!
+//! let mut bytes = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+//! let (header, header_len) = FrameHeader::parse(&bytes).unwrap().unwrap();
+//! let key = header.mask.expect("a client frame is masked");
+//! let payload = &mut bytes[header_len..];
+//! // The payload may arrive in pieces: the key offset returned by one call starts the next.
+//! let offset = apply_mask(&mut payload[..2], key, 0);
+//! apply_mask(&mut payload[2..], key, offset);
+//! assert_eq!(payload, b"Hello");
+//! ```
+//!
+//! ## 4. Messages and fragmentation (§5.4, §6.2)
+//!
+//! A message may be split into fragments: a first frame with `FIN` clear, continuation frames,
+//! and a last one with `FIN` set. [`protocol::Connection`] is the state machine that assembles
+//! them: it is fed whatever bytes arrived ([`protocol::Connection::receive`]) and reports complete
+//! messages as [`protocol::Event`]s. It never reads a socket, so it can play either role; here it
+//! is a client receiving the §5.7 "fragmented unmasked text message":
+//!
+//! ```
+//! use std::time::Instant;
+//! use wschat::protocol::{Config, Connection, Event, Role};
+//!
+//! let mut client = Connection::new(Role::Client, Config::default(), Instant::now());
+//! let mut bytes = [0x01, 0x03, 0x48, 0x65, 0x6c, 0x80, 0x02, 0x6c, 0x6f]; // "Hel" + "lo"
+//! let mut messages = Vec::new();
+//! client.receive(&mut bytes, Instant::now(), |event, _| {
+//!     if let Event::Text(text) = event {
+//!         messages.push(text.to_owned());
+//!     }
+//! });
+//! assert_eq!(messages, ["Hello"]);
+//! ```
+//!
+//! Control frames may come between fragments and are handled at once. A continuation without a
+//! message, or a new message inside a fragmented one, is a protocol error (1002).
+//!
+//! ## 5. Text is UTF-8 (§5.6, §8.1)
+//!
+//! A text message must be valid UTF-8 as a whole, but an endpoint should fail as soon as it sees a
+//! byte that cannot be part of valid UTF-8 — even in the middle of a frame whose rest has not
+//! arrived. [`utf8::Utf8Validator`] is fed each piece as it arrives:
+//!
+//! ```
+//! use wschat::utf8::Utf8Validator;
+//!
+//! let mut validator = Utf8Validator::new();
+//! assert!(validator.feed(b"\xce").is_ok());       // the first byte of "κ": could still be valid
+//! assert!(validator.feed(b"\xba\xf4").is_ok());   // "κ" complete; 0xf4 starts a 4-byte character
+//! assert!(validator.feed(b"\x90").is_err());      // 0xf4 0x90 would be above U+10FFFF: fail now
+//! ```
+//!
+//! A failure closes the connection with 1007.
+//!
+//! ## 6. Ping and pong (§5.5.2, §5.5.3)
+//!
+//! A Ping must be answered with a Pong carrying the same payload. The connection does it by
+//! itself; the answer waits in its [`outbox::Outbox`] for the I/O layer to write. The §5.7 example
+//! "unmasked Ping request and masked Ping response", from the client's side:
+//!
+//! ```
+//! use std::time::Instant;
+//! use wschat::frame::{FrameHeader, OpCode};
+//! use wschat::mask::apply_mask;
+//! use wschat::protocol::{Config, Connection, Role};
+//!
+//! let mut client = Connection::new(Role::Client, Config::default(), Instant::now());
+//! client.receive(&mut [0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f], Instant::now(), |_, _| {});
+//! let mut pong = Vec::new();
+//! client.outbox().write_to(&mut pong).unwrap();
+//! assert_eq!(pong[..2], [0x8a, 0x85]); // FIN + PONG, masked, length 5
+//! let (header, header_len) = FrameHeader::parse(&pong).unwrap().unwrap();
+//! assert_eq!(header.opcode, OpCode::Pong);
+//! apply_mask(&mut pong[header_len..], header.mask.unwrap(), 0);
+//! assert_eq!(&pong[header_len..], b"Hello");
+//! ```
+//!
+//! The [`server`] also pings every connection on a timer and closes those that stay silent: the
+//! connection says when it next needs to wake ([`protocol::Connection::poll_timeout`]) and the
+//! server calls [`protocol::Connection::handle_timeout`] then, passing the time in.
+//!
+//! ## 7. Closing (§5.5.1, §7)
+//!
+//! Either side may send Close, with an optional 2-byte status code ([`close::CloseCode`]) and a
+//! UTF-8 reason. The other side answers with a Close of its own, after which nothing more is sent;
+//! the server then closes TCP first (§7.1.1). [`close::parse_close_payload`] enforces what a
+//! receiver must check:
+//!
+//! ```
+//! use wschat::close::{parse_close_payload, CloseCode, CloseError};
+//!
+//! assert_eq!(parse_close_payload(b"\x03\xe8bye"), Ok(Some((CloseCode::Normal, "bye"))));
+//! assert_eq!(parse_close_payload(b""), Ok(None)); // no code at all: reported as 1005
+//! assert_eq!(parse_close_payload(b"\x03"), Err(CloseError::OneBytePayload));
+//! assert_eq!(parse_close_payload(b"\x03\xed"), Err(CloseError::InvalidCode(1005)));
+//! ```
+//!
+//! A connection that breaks a rule is *failed* (§7.1.7): it sends Close with the code of the rule
+//! ([`protocol::ProtocolError::close_code`]: 1002 protocol error, 1007 invalid data, 1009 too big)
+//! and reads no more.
+//!
+//! ## 8. The event loop and the chat
+//!
+//! [`server::Server`] is one thread and one `mio::Poll`: it reads each socket into a shared
+//! buffer, feeds the connection, hands complete messages to the endpoint (`/echo`, or the
+//! [`chat`]), writes the answers at once and queues only what the socket did not take. The chat
+//! is plain logic too: it answers "send these bytes to these clients", and a broadcast is framed
+//! once ([`protocol::SharedFrame`]) and shared by every recipient's queue.
+//!
+//! ## Where to go next
+//!
+//! - `examples/echo_server.rs` and `examples/client.rs`: the same core in a few dozen lines each.
+//! - [`trace`]: every frame of a live connection, annotated, with `--trace`.
+//! - The unit tests next to each module: one per rule, named for it.
 #![forbid(unsafe_code)]
 
 pub mod chat;

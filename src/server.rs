@@ -1,6 +1,6 @@
 //! The event loop: one thread, one `mio::Poll`. The only module that touches sockets and the clock.
 //!
-//! Each accepted socket is a [`Peer`] that goes through phases:
+//! Each accepted socket is a `Peer` that goes through phases:
 //!
 //! ```text
 //! Handshake ──(101)──► WebSocket ──(Close exchanged / failed)──► Draining ──(EOF / timeout)──► gone

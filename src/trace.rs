@@ -21,7 +21,7 @@ use crate::protocol::ProtocolError;
 /// The log target of trace lines.
 pub const TARGET: &str = "wschat::trace";
 /// Payload bytes shown per frame.
-pub const PREVIEW_LEN: usize = 32;
+pub const PREVIEW_LEN: usize = 40;
 
 /// Whether trace lines would be printed. Cheap: with the trace off, the `log` crate answers from a
 /// single global level before asking the logger.
@@ -88,7 +88,9 @@ pub fn format_frame(direction: Direction, header: &FrameHeader, preview: &[u8]) 
     let complete = preview.len() as u64 == header.payload_len;
     match header.opcode {
         OpCode::Close if complete => line.push_str(&describe_close(preview)),
-        OpCode::Binary => line.push_str(&hex(preview)),
+        OpCode::Text | OpCode::Continuation => line.push_str(&quote(preview)),
+        // Binary data, and pings that carry it (e.g. a counter), read better as hex.
+        _ if !is_printable(preview) => line.push_str(&hex(preview)),
         _ => line.push_str(&quote(preview)),
     }
     if !complete && header.opcode != OpCode::Close {
@@ -120,6 +122,12 @@ pub fn format_failure(error: &ProtocolError) -> String {
         error.close_code(),
         error.rfc_section()
     )
+}
+
+/// UTF-8 without control characters other than line breaks and tabs.
+fn is_printable(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes)
+        .is_ok_and(|text| text.chars().all(|c| !c.is_control() || c == '\n' || c == '\t'))
 }
 
 /// Bytes as lower-case hex.
@@ -219,6 +227,14 @@ mod tests {
             bad.ends_with("code=1004 (reserved) INVALID: close code 1004 may not be sent"),
             "{bad}"
         );
+    }
+
+    #[test]
+    fn binary_pings_are_shown_as_hex_and_text_pings_as_text() {
+        let binary = format_frame(Direction::In, &header(true, OpCode::Ping, None, 4), &[0, 0, 0, 1]);
+        assert!(binary.ends_with(" 00000001"), "{binary}");
+        let text = format_frame(Direction::In, &header(true, OpCode::Ping, None, 2), b"hi");
+        assert!(text.ends_with(" \"hi\""), "{text}");
     }
 
     #[test]

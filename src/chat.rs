@@ -634,7 +634,8 @@ impl Chat {
                 .map(|client| client.nickname.as_str())
                 .collect()
         });
-        names.sort_unstable_by_key(|name| name.to_lowercase());
+        // Lower-case each name once, not at every comparison.
+        names.sort_by_cached_key(|name| name.to_lowercase());
         names
     }
 

@@ -36,8 +36,12 @@ impl Chunk {
 
 #[derive(Debug, Default)]
 pub struct Outbox {
-    chunks: VecDeque<Chunk>,
-    /// Bytes of the front chunk already written.
+    /// The oldest chunk, kept inline: most of the time it is the only one, and it is written at
+    /// once, so queueing it costs no allocation.
+    head: Option<Chunk>,
+    /// Chunks behind the head, allocated only when more than one is waiting.
+    rest: VecDeque<Chunk>,
+    /// Bytes of the head already written.
     written: usize,
     /// Bytes queued and not yet written.
     len: usize,
@@ -59,14 +63,19 @@ impl Outbox {
 
     /// Appends bytes produced by `encode` (which writes into the owned tail buffer).
     pub fn append_with(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
-        if !matches!(self.chunks.back(), Some(Chunk::Owned(_))) {
-            self.chunks.push_back(Chunk::Owned(Vec::new()));
-        }
-        if let Some(Chunk::Owned(tail)) = self.chunks.back_mut() {
-            let before = tail.len();
-            encode(tail);
-            self.len += tail.len() - before;
-        }
+        let tail = match (self.rest.back_mut(), &mut self.head) {
+            (Some(Chunk::Owned(tail)), _) | (None, Some(Chunk::Owned(tail))) => tail,
+            _ => {
+                self.push(Chunk::Owned(Vec::new()));
+                match self.rest.back_mut().or(self.head.as_mut()) {
+                    Some(Chunk::Owned(tail)) => tail,
+                    _ => unreachable!("an owned chunk was just pushed"),
+                }
+            }
+        };
+        let before = tail.len();
+        encode(tail);
+        self.len += tail.len() - before;
     }
 
     /// Queues bytes shared with other outboxes, without copying them.
@@ -75,22 +84,36 @@ impl Outbox {
             return;
         }
         self.len += bytes.len();
-        self.chunks.push_back(Chunk::Shared(bytes));
+        self.push(Chunk::Shared(bytes));
+    }
+
+    fn push(&mut self, chunk: Chunk) {
+        if self.head.is_none() {
+            self.head = Some(chunk);
+        } else {
+            self.rest.push_back(chunk);
+        }
     }
 
     /// Writes queued bytes until the writer would block or the queue is empty. Returns the number
     /// of bytes written; `WouldBlock` is not an error, it just ends the attempt.
     pub fn write_to<W: Write + ?Sized>(&mut self, writer: &mut W) -> io::Result<usize> {
         let mut total = 0;
-        while !self.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut count = 0;
-            for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
-                let skip = if i == 0 { self.written } else { 0 };
-                slices[i] = IoSlice::new(&chunk.bytes()[skip..]);
-                count += 1;
-            }
-            match writer.write_vectored(&slices[..count]) {
+        while let Some(head) = &self.head {
+            let head = &head.bytes()[self.written..];
+            let result = if self.rest.is_empty() {
+                writer.write(head)
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                slices[0] = IoSlice::new(head);
+                let mut count = 1;
+                for chunk in self.rest.iter().take(MAX_IOVECS - 1) {
+                    slices[count] = IoSlice::new(chunk.bytes());
+                    count += 1;
+                }
+                writer.write_vectored(&slices[..count])
+            };
+            match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     total += n;
@@ -112,19 +135,19 @@ impl Outbox {
     fn consume(&mut self, mut n: usize) {
         self.len -= n;
         while n > 0 {
-            let Some(front) = self.chunks.front() else { break };
-            let remaining = front.bytes().len() - self.written;
+            let Some(head) = &self.head else { break };
+            let remaining = head.bytes().len() - self.written;
             if n < remaining {
                 self.written += n;
                 return;
             }
             n -= remaining;
             self.written = 0;
-            self.chunks.pop_front();
+            self.head = self.rest.pop_front();
         }
-        if self.chunks.is_empty() {
+        if self.head.is_none() && self.rest.capacity() > 0 {
             // Give the queue's memory back: idle connections should hold none.
-            self.chunks = VecDeque::new();
+            self.rest = VecDeque::new();
         }
     }
 }

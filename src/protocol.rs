@@ -321,7 +321,8 @@ struct Tx {
     mask_keys: Option<MaskKeys>,
     close_timeout: Duration,
     close_deadline: Option<Instant>,
-    status: Option<CloseStatus>,
+    /// Boxed: set only once the connection is closing, so open connections carry one pointer.
+    status: Option<Box<CloseStatus>>,
     /// The connection's id in the wire trace, when it is traced.
     trace_id: Option<u64>,
 }
@@ -356,12 +357,12 @@ impl Tx {
     /// Starts the close handshake (§7.1.2).
     fn close(&mut self, code: CloseCode, reason: &str, now: Instant) {
         if self.state == State::Open {
-            self.status = Some(CloseStatus {
+            self.status = Some(Box::new(CloseStatus {
                 code,
                 reason: reason.to_owned(),
                 by_us: true,
                 error: None,
-            });
+            }));
             self.send_close(
                 &close::encode_close_payload(code, reason),
                 State::ClosingByUs,
@@ -376,12 +377,12 @@ impl Tx {
         if self.state == State::Open {
             let reason = error.to_string();
             let payload = close::encode_close_payload(error.close_code(), &reason);
-            self.status = Some(CloseStatus {
+            self.status = Some(Box::new(CloseStatus {
                 code: error.close_code(),
                 reason,
                 by_us: true,
                 error: Some(error),
-            });
+            }));
             self.send_close(&payload, State::Closed, now);
         }
         self.state = State::Closed;
@@ -392,12 +393,12 @@ impl Tx {
     fn on_peer_close(&mut self, body: Option<(CloseCode, &str)>, payload: &[u8], now: Instant) {
         if self.state == State::Open {
             let echo = &payload[..payload.len().min(2)];
-            self.status = Some(CloseStatus {
+            self.status = Some(Box::new(CloseStatus {
                 code: body.map_or(CloseCode::NoStatus, |(code, _)| code),
                 reason: body.map_or(String::new(), |(_, reason)| reason.to_owned()),
                 by_us: false,
                 error: None,
-            });
+            }));
             self.send_close(echo, State::Closed, now);
         }
         self.state = State::Closed;
@@ -500,7 +501,7 @@ struct Rx {
     /// A control frame's payload cut across reads.
     control: Vec<u8>,
     /// The start of the current frame's payload, kept only while the connection is traced.
-    preview: Option<Preview>,
+    preview: Option<Box<Preview>>,
 }
 
 impl Rx {
@@ -601,7 +602,7 @@ impl Rx {
         };
         let used = header_len - kept;
         if let Some(preview) = &mut self.preview {
-            *preview = Preview::new();
+            **preview = Preview::new();
         }
         if let Err(error) = self.begin_frame(&header, tx.role) {
             self.trace_frame(&header, tx);
@@ -842,7 +843,7 @@ impl Connection {
     /// Prints every frame of this connection to the wire trace ([`crate::trace`]) as `#id`.
     pub fn enable_trace(&mut self, id: u64) {
         self.tx.trace_id = Some(id);
-        self.rx.preview = Some(Preview::new());
+        self.rx.preview = Some(Box::default());
     }
 
     pub fn state(&self) -> State {
@@ -855,7 +856,7 @@ impl Connection {
 
     /// How the connection ended (or is ending): set once a Close was sent or received.
     pub fn close_status(&self) -> Option<&CloseStatus> {
-        self.tx.status.as_ref()
+        self.tx.status.as_deref()
     }
 
     /// Bytes waiting to be written to the peer.
@@ -918,12 +919,12 @@ impl Connection {
     pub fn receive_eof(&mut self) {
         if self.tx.state != State::Closed {
             if self.tx.status.is_none() || self.tx.state == State::Open {
-                self.tx.status = Some(CloseStatus {
+                self.tx.status = Some(Box::new(CloseStatus {
                     code: CloseCode::Abnormal,
                     reason: "connection dropped without a close frame".into(),
                     by_us: false,
                     error: None,
-                });
+                }));
             }
             self.tx.state = State::Closed;
         }

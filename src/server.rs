@@ -68,7 +68,7 @@ enum Phase {
     /// Reading the HTTP request head.
     Handshake { head: Vec<u8>, deadline: Instant },
     /// Writing an HTTP response, then closing.
-    Responding { out: Outbox, deadline: Instant },
+    Responding { out: Box<Outbox>, deadline: Instant },
     /// After a successful upgrade.
     WebSocket {
         conn: Box<Connection>,
@@ -485,7 +485,7 @@ impl Server {
                 .unwrap_or(response.len());
             trace::http_head(peer.id, Direction::Out, &response[..head_end]);
         }
-        let mut out = Outbox::new();
+        let mut out = Box::new(Outbox::new());
         out.append_with(|buf| buf.extend_from_slice(&response));
         peer.phase = Phase::Responding {
             out,

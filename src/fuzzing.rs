@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::frame::{FrameHeader, LengthForm, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
 use crate::handshake::{self, Policy};
 use crate::mask::{apply_mask, apply_mask_bytewise};
-use crate::protocol::{Config, Connection, Event, Limits, Role, State, Timeouts};
+use crate::protocol::{Config, Connection, Event, Limits, OwnedEvent, Role, State, Timeouts};
 use crate::utf8::Utf8Validator;
 
 /// Cuts `data` into a prefix of split instructions and the stream: the first byte says how many
@@ -135,27 +135,8 @@ pub fn handshake(data: &[u8]) {
     assert_eq!(parsed.code, Some(status));
 }
 
-/// An owned event, for comparing runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Seen {
-    Text(String),
-    Binary(Vec<u8>),
-    Ping(Vec<u8>),
-    Pong(Vec<u8>),
-    Close(Option<(u16, String)>),
-}
-
-impl From<Event<'_>> for Seen {
-    fn from(event: Event<'_>) -> Self {
-        match event {
-            Event::Text(text) => Seen::Text(text.to_owned()),
-            Event::Binary(data) => Seen::Binary(data.to_vec()),
-            Event::Ping(data) => Seen::Ping(data.to_vec()),
-            Event::Pong(data) => Seen::Pong(data.to_vec()),
-            Event::Close(body) => Seen::Close(body.map(|(code, reason)| (code.as_u16(), reason.to_owned()))),
-        }
-    }
-}
+/// Events are compared as owned copies.
+type Seen = OwnedEvent;
 
 /// Small limits, so the fuzzer reaches them.
 const FUZZ_LIMITS: Limits = Limits {

@@ -124,6 +124,29 @@ pub enum Event<'a> {
     Close(Option<(CloseCode, &'a str)>),
 }
 
+/// An [`Event`] that owns its payload, to keep it past the callback (tests, fuzzing, tools).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnedEvent {
+    Text(String),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    /// The close code as a number and the reason; `None` for a Close without a body.
+    Close(Option<(u16, String)>),
+}
+
+impl From<Event<'_>> for OwnedEvent {
+    fn from(event: Event<'_>) -> Self {
+        match event {
+            Event::Text(text) => Self::Text(text.to_owned()),
+            Event::Binary(data) => Self::Binary(data.to_vec()),
+            Event::Ping(data) => Self::Ping(data.to_vec()),
+            Event::Pong(data) => Self::Pong(data.to_vec()),
+            Event::Close(body) => Self::Close(body.map(|(code, reason)| (code.as_u16(), reason.to_owned()))),
+        }
+    }
+}
+
 /// A message to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Message<'a> {

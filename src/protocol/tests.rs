@@ -7,27 +7,8 @@ const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 const FIN: bool = true;
 const MORE: bool = false;
 
-/// An owned copy of an [`Event`], for comparing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Seen {
-    Text(String),
-    Binary(Vec<u8>),
-    Ping(Vec<u8>),
-    Pong(Vec<u8>),
-    Close(Option<(u16, String)>),
-}
-
-impl From<Event<'_>> for Seen {
-    fn from(event: Event<'_>) -> Self {
-        match event {
-            Event::Text(text) => Seen::Text(text.to_owned()),
-            Event::Binary(data) => Seen::Binary(data.to_vec()),
-            Event::Ping(data) => Seen::Ping(data.to_vec()),
-            Event::Pong(data) => Seen::Pong(data.to_vec()),
-            Event::Close(body) => Seen::Close(body.map(|(code, reason)| (code.as_u16(), reason.to_owned()))),
-        }
-    }
-}
+/// Events are compared as owned copies.
+type Seen = OwnedEvent;
 
 /// A frame as the server wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]

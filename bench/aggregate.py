@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Aggregates the raw JSON lines of bench/compare.sh into Markdown tables.
+
+Usage: bench/aggregate.py RUN_DIR    (reads RUN_DIR/raw.txt and RUN_DIR/meta.txt, prints Markdown)
+
+Each line of raw.txt is one wschat-bench report (`--json`) with `server`, `round`, `scenario`
+added by compare.sh, or a failed run: `{"server", "round", "scenario", "error"}`.
+Medians are over rounds; ratios are computed within each round (same conditions for both
+servers) and then their median is taken.
+"""
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+SERVERS = ["wschat", "fastwebsockets", "tokio-tungstenite", "ws"]
+
+# scenario id -> title; the order of the report.
+SCENARIOS = {
+    "echo-100c-16B-k1": "Echo, 100 connections × 16 B, 1 in flight",
+    "echo-100c-1KiB-k1": "Echo, 100 connections × 1 KiB, 1 in flight",
+    "echo-1000c-16B-k1": "Echo, 1000 connections × 16 B, 1 in flight",
+    "echo-100c-16B-k8": "Echo, 100 connections × 16 B, 8 in flight",
+    "hold": "Idle connections (RSS)",
+}
+ONE_IN_FLIGHT = ["echo-100c-16B-k1", "echo-100c-1KiB-k1", "echo-1000c-16B-k1"]
+SHORT = {
+    "echo-100c-16B-k1": "16 B, 100 conns",
+    "echo-100c-1KiB-k1": "1 KiB, 100 conns",
+    "echo-1000c-16B-k1": "16 B, 1000 conns",
+    "echo-100c-16B-k8": "16 B, 100 conns, 8 in flight",
+}
+
+
+def load(path):
+    runs = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            runs.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            print(f"aggregate.py: {path}:{number}: not JSON ({error})", file=sys.stderr)
+    return runs
+
+
+def spread(values, fmt):
+    """`median (min–max)`, or `median` alone for a single value, or `—`."""
+    if not values:
+        return "—"
+    median = fmt(statistics.median(values))
+    if len(values) == 1:
+        return median
+    return f"{median} ({fmt(min(values))}–{fmt(max(values))})"
+
+
+def integer(value):
+    return f"{value:,.0f}"
+
+
+def micros(value):
+    return f"{value:.2f}"
+
+
+def ratio(value):
+    return f"{value:.2f}×"
+
+
+def good(runs, server, scenario):
+    return [r for r in runs if r.get("server") == server and r.get("scenario") == scenario and "error" not in r]
+
+
+def failed(runs, server, scenario):
+    return [r for r in runs if r.get("server") == server and r.get("scenario") == scenario and "error" in r]
+
+
+def field(runs, name):
+    return [float(r[name]) for r in runs if name in r]
+
+
+def runs_cell(ok, bad):
+    return f"{len(ok)}" if not bad else f"{len(ok)} ({len(bad)} failed)"
+
+
+def per_round_ratios(runs, scenario, numerator, denominator, name):
+    """wschat-vs-peer ratios of `name`, one per round where both ran."""
+    def by_round(server):
+        return {r["round"]: float(r[name]) for r in good(runs, server, scenario) if name in r}
+
+    top, bottom = by_round(numerator), by_round(denominator)
+    return [top[n] / bottom[n] for n in sorted(top) if n in bottom and bottom[n] > 0]
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit("usage: aggregate.py RUN_DIR")
+    run_dir = Path(sys.argv[1])
+    runs = load(run_dir / "raw.txt")
+    meta = (run_dir / "meta.txt").read_text().strip() if (run_dir / "meta.txt").exists() else ""
+    servers = [s for s in SERVERS if any(r.get("server") == s for r in runs)]
+    servers += sorted({r["server"] for r in runs if "server" in r} - set(servers))
+    out = []
+
+    if meta:
+        out += ["```", meta, "```", ""]
+
+    for scenario, title in SCENARIOS.items():
+        present = [s for s in servers if good(runs, s, scenario) or failed(runs, s, scenario)]
+        if not present:
+            continue
+        out.append(f"### {title}")
+        out.append("")
+        if scenario == "hold":
+            conns = sorted({int(r["connections"]) for s in present for r in good(runs, s, scenario)})
+            if conns:
+                out[-2] = f"### {', '.join(f'{c:,}' for c in conns)} idle connections (RSS)"
+            out.append("| server | runs | RSS KiB, median (min–max) | RSS bytes/conn, median |")
+            out.append("|---|---:|---:|---:|")
+            for server in present:
+                ok, bad = good(runs, server, scenario), failed(runs, server, scenario)
+                per_conn = field(ok, "server_rss_bytes_per_conn")
+                out.append(
+                    f"| {server} | {runs_cell(ok, bad)} | {spread(field(ok, 'server_rss_kib'), integer)} "
+                    f"| {integer(statistics.median(per_conn)) if per_conn else '—'} |"
+                )
+        else:
+            out.append(
+                "| server | runs | msgs/s, median (min–max) | server CPU µs/msg, median (min–max) "
+                "| server CPU busy, median | p50 µs, median | p99 µs, median |"
+            )
+            out.append("|---|---:|---:|---:|---:|---:|---:|")
+            for server in present:
+                ok, bad = good(runs, server, scenario), failed(runs, server, scenario)
+                p50, p99 = field(ok, "p50_us"), field(ok, "p99_us")
+                busy = [float(r["server_cpu_s"]) / float(r["seconds"]) for r in ok
+                        if "server_cpu_s" in r and float(r.get("seconds", 0)) > 0]
+                out.append(
+                    f"| {server} | {runs_cell(ok, bad)} | {spread(field(ok, 'msgs_per_sec'), integer)} "
+                    f"| {spread(field(ok, 'server_cpu_us_per_msg'), micros)} "
+                    f"| {f'{statistics.median(busy):.0%}' if busy else '—'} "
+                    f"| {integer(statistics.median(p50)) if p50 else '—'} "
+                    f"| {integer(statistics.median(p99)) if p99 else '—'} |"
+                )
+        out.append("")
+
+    # The project's targets.
+    rows = []
+
+    def target_row(what, values, fmt, target_text, passes):
+        if not values:
+            rows.append(f"| {what} | — | — | {target_text} | no data |")
+            return
+        median = statistics.median(values)
+        verdict = "met" if passes(median) else "**not met**"
+        rows.append(
+            f"| {what} | {', '.join(fmt(v) for v in values)} | {fmt(median)} | {target_text} | {verdict} |"
+        )
+
+    for scenario in ONE_IN_FLIGHT:
+        target_row(
+            f"CPU/msg wschat ÷ fastwebsockets, {SHORT[scenario]}",
+            per_round_ratios(runs, scenario, "wschat", "fastwebsockets", "server_cpu_us_per_msg"),
+            ratio, "≤ 1.00×", lambda m: m <= 1.0,
+        )
+    for scenario in ONE_IN_FLIGHT:
+        target_row(
+            f"CPU/msg wschat ÷ tokio-tungstenite, {SHORT[scenario]}",
+            per_round_ratios(runs, scenario, "wschat", "tokio-tungstenite", "server_cpu_us_per_msg"),
+            ratio, "≤ 0.67×", lambda m: m <= 0.67,
+        )
+    target_row(
+        "msgs/s wschat ÷ tokio-tungstenite, 16 B, 100 conns, 8 in flight",
+        per_round_ratios(runs, "echo-100c-16B-k8", "wschat", "tokio-tungstenite", "msgs_per_sec"),
+        ratio, "≥ 1.60×", lambda m: m >= 1.6,
+    )
+    target_row(
+        "wschat p99 µs, 16 B, 100 conns, 1 in flight",
+        [float(r["p99_us"]) for r in sorted(good(runs, "wschat", "echo-100c-16B-k1"), key=lambda r: r["round"])],
+        integer, "≤ 1,100 µs", lambda m: m <= 1100,
+    )
+    hold = sorted(good(runs, "wschat", "hold"), key=lambda r: r["round"])
+    conns = {int(r["connections"]) for r in hold}
+    if conns == {10000}:
+        target_row(
+            "wschat RSS KiB, 10,000 idle connections",
+            [float(r["server_rss_kib"]) for r in hold],
+            integer, "≤ 10 MB (9,766 KiB)", lambda m: m * 1024 <= 10_000_000,
+        )
+    elif hold:
+        values = ", ".join(integer(float(r["server_rss_kib"])) for r in hold)
+        rows.append(
+            f"| wschat RSS KiB, {'/'.join(f'{c:,}' for c in sorted(conns))} idle connections | {values} "
+            f"| {integer(statistics.median(float(r['server_rss_kib']) for r in hold))} "
+            "| ≤ 10 MB at 10,000 | n/a (target is at 10,000) |"
+        )
+    out.append("### Against the targets")
+    out.append("")
+    out.append("Ratios are taken within each round, then the median over rounds.")
+    out.append("")
+    out.append("| figure | per round | median | target | |")
+    out.append("|---|---|---:|---|---|")
+    out += rows
+
+    failures = [r for r in runs if "error" in r]
+    if failures:
+        out.append("")
+        out.append("### Failed runs")
+        out.append("")
+        for r in failures:
+            out.append(f"- round {r.get('round')}, {r.get('scenario')}, {r.get('server')}: {r['error']}")
+
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

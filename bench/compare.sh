@@ -1,0 +1,297 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: wschat against echo servers on fastwebsockets, tokio-tungstenite and
+# Node's ws (bench/peers/), driven by wschat-bench. See BENCHMARKS.md.
+#
+# Every server runs pinned to cpu0, the load generator to cpu1, on 127.0.0.1 only. Each run gets
+# a fresh server process, which is stopped afterwards. The server order alternates every round.
+#
+# Environment:
+#   ROUNDS=3              rounds (each: every scenario against every server)
+#   SECONDS_PER_RUN=10    measured seconds per echo run (plus WARMUP=2 unmeasured seconds)
+#   IDLE_CONNECTIONS=10000, HOLD_SECONDS=5   the idle-connection (RSS) scenario
+#   QUICK=1               smoke test: ROUNDS=1, SECONDS_PER_RUN=3, IDLE_CONNECTIONS=2000, HOLD_SECONDS=2
+#                         (explicit values of those variables still win)
+#   SERVERS="wschat fastwebsockets tokio-tungstenite ws"   a subset, for debugging
+#   BASE_PORT=9400        servers listen on BASE_PORT..BASE_PORT+3
+#   SKIP_BUILD=1          use the binaries and node_modules already built
+#
+# Output: target/bench/<timestamp>/{raw.txt,table.md,meta.txt,bench.log,server-*.log}
+set -euo pipefail
+
+die() {
+    echo "compare.sh: $*" >&2
+    exit 1
+}
+
+if [[ ${QUICK:-0} == 1 ]]; then
+    ROUNDS=${ROUNDS:-1}
+    SECONDS_PER_RUN=${SECONDS_PER_RUN:-3}
+    IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-2000}
+    HOLD_SECONDS=${HOLD_SECONDS:-2}
+fi
+ROUNDS=${ROUNDS:-3}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
+WARMUP=${WARMUP:-2}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
+HOLD_SECONDS=${HOLD_SECONDS:-5}
+SERVERS=${SERVERS:-"wschat fastwebsockets tokio-tungstenite ws"}
+BASE_PORT=${BASE_PORT:-9400}
+
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, not '$ROUNDS'"
+[[ $IDLE_CONNECTIONS =~ ^[1-9][0-9]*$ ]] || die "IDLE_CONNECTIONS must be a positive integer"
+[[ $SECONDS_PER_RUN =~ ^[0-9]+([.][0-9]+)?$ ]] || die "SECONDS_PER_RUN must be a number of seconds"
+[[ $HOLD_SECONDS =~ ^[0-9]+([.][0-9]+)?$ ]] || die "HOLD_SECONDS must be a number of seconds"
+[[ $WARMUP =~ ^[0-9]+([.][0-9]+)?$ ]] || die "WARMUP must be a number of seconds"
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+# Build outputs go to the usual places, whatever the caller's CARGO_TARGET_DIR.
+unset CARGO_TARGET_DIR RUST_LOG
+cd "$root"
+
+for tool in cargo node npm python3 taskset ss timeout; do
+    command -v "$tool" >/dev/null || die "needs '$tool' on PATH"
+done
+cpus=$(nproc)
+((cpus >= 2)) || die "needs 2 CPUs (server on cpu0, load on cpu1); this machine has $cpus"
+
+# Open files: every idle connection is one descriptor in the server and one in the load generator.
+need_files=$((IDLE_CONNECTIONS + 1024))
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+files=$(ulimit -n)
+if [[ $files != unlimited ]] && ((files < need_files)); then
+    die "needs ulimit -n >= $need_files for $IDLE_CONNECTIONS idle connections, but can raise it only to $files (hard limit $(ulimit -Hn)); raise the hard limit or lower IDLE_CONNECTIONS"
+fi
+
+# --- Build -------------------------------------------------------------------------------------
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+    echo "compare.sh: building wschat (release)" >&2
+    cargo build --release --bin wschat --bin wschat-bench
+    echo "compare.sh: building the Rust peers (release)" >&2
+    (cd "$here/peers" && cargo build --release --locked)
+    echo "compare.sh: installing the Node peer (npm ci)" >&2
+    (cd "$here/peers/node" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+wschat_bin=$root/target/release/wschat
+bench_bin=$root/target/release/wschat-bench
+peers_bin=$here/peers/target/release
+for bin in "$wschat_bin" "$bench_bin" "$peers_bin/fastwebsockets-echo" "$peers_bin/tungstenite-echo"; do
+    [[ -x $bin ]] || die "missing $bin (run without SKIP_BUILD=1)"
+done
+[[ -d $here/peers/node/node_modules/ws ]] || die "missing bench/peers/node/node_modules (run without SKIP_BUILD=1)"
+
+out=$root/target/bench/$(date +%Y%m%d-%H%M%S)
+mkdir -p "$out"
+raw=$out/raw.txt
+: >"$raw"
+
+# --- Servers -----------------------------------------------------------------------------------
+server_port() {
+    case $1 in
+        wschat) echo $((BASE_PORT)) ;;
+        fastwebsockets) echo $((BASE_PORT + 1)) ;;
+        tokio-tungstenite) echo $((BASE_PORT + 2)) ;;
+        ws) echo $((BASE_PORT + 3)) ;;
+        *) die "unknown server '$1' (known: wschat fastwebsockets tokio-tungstenite ws)" ;;
+    esac
+}
+
+# The echo endpoint: wschat serves it at /echo, the peers echo on any path.
+server_path() {
+    if [[ $1 == wschat ]]; then echo /echo; else echo /; fi
+}
+
+server_command() {
+    local port
+    port=$(server_port "$1")
+    case $1 in
+        wschat)
+            # Its default --max-connections is 10000; above that the hold scenario needs more.
+            if ((IDLE_CONNECTIONS > 10000)); then
+                echo "$wschat_bin --echo --listen 127.0.0.1:$port --max-connections $((IDLE_CONNECTIONS + 100))"
+            else
+                echo "$wschat_bin --echo --listen 127.0.0.1:$port"
+            fi
+            ;;
+        fastwebsockets) echo "$peers_bin/fastwebsockets-echo $port" ;;
+        tokio-tungstenite) echo "$peers_bin/tungstenite-echo $port" ;;
+        ws) echo "node $here/peers/node/server.js $port" ;;
+    esac
+}
+
+# True while process $1 runs (a zombie, exited but not yet reaped, does not count).
+alive() {
+    local state
+    state=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ -n $state && $state != Z ]]
+}
+
+listening() {
+    [[ -n $(ss -Hltn "sport = :$1") ]]
+}
+
+# Waits (bounded) until nothing listens on port $1.
+wait_port_free() {
+    local port=$1 tries=0
+    while listening "$port"; do
+        ((++tries <= 100)) || die "port $port still in use after 10 s"
+        sleep 0.1
+    done
+}
+
+server_pid=
+# Starts server $1 pinned to cpu0; sets server_pid once it listens.
+start_server() {
+    local name=$1 port tries=0
+    port=$(server_port "$name")
+    wait_port_free "$port"
+    # shellcheck disable=SC2046 # the command is split into words on purpose
+    taskset -c 0 $(server_command "$name") >>"$out/server-$name.log" 2>&1 &
+    server_pid=$!
+    until listening "$port"; do
+        alive "$server_pid" || die "$name exited at start (see $out/server-$name.log)"
+        ((++tries <= 100)) || die "$name does not listen on $port after 10 s"
+        sleep 0.1
+    done
+}
+
+# Stops the server started last (SIGTERM, then SIGKILL after 10 s) and waits for its port.
+stop_server() {
+    local name=$1 tries=0
+    [[ -n $server_pid ]] || return 0
+    kill -TERM "$server_pid" 2>/dev/null || true
+    while alive "$server_pid"; do
+        if ((++tries > 100)); then
+            echo "compare.sh: $name ignores SIGTERM; killing it" >&2
+            kill -KILL "$server_pid" 2>/dev/null || true
+        fi
+        sleep 0.1
+    done
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=
+    wait_port_free "$(server_port "$name")"
+}
+
+cleanup() {
+    if [[ -n ${server_pid:-} ]]; then
+        kill -KILL "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Appends one JSON line to raw.txt: the bench report $4 (or, with $5, an error) tagged with the
+# server $1, round $2 and scenario $3.
+record() {
+    python3 - "$@" >>"$raw" <<'EOF'
+import json, sys
+server, round_, scenario, report = sys.argv[1:5]
+line = {"server": server, "round": int(round_), "scenario": scenario}
+if len(sys.argv) > 5:
+    line["error"] = sys.argv[5]
+else:
+    line.update(json.loads(report))
+print(json.dumps(line))
+EOF
+}
+
+# --- Scenarios ---------------------------------------------------------------------------------
+# id and wschat-bench arguments (after the mode's --path).
+scenarios=(
+    "echo-100c-16B-k1|echo -c 100 -k 1 -s 16"
+    "echo-100c-1KiB-k1|echo -c 100 -k 1 -s 1024"
+    "echo-1000c-16B-k1|echo -c 1000 -k 1 -s 16"
+    "echo-100c-16B-k8|echo -c 100 -k 8 -s 16"
+    "hold|hold -c $IDLE_CONNECTIONS"
+)
+
+# Runs scenario $2 against server $1 in round $3.
+run_one() {
+    local name=$1 spec=$2 round=$3 id mode args limit port path report status
+    id=${spec%%|*}
+    args=${spec#*|}
+    mode=${args%% *}
+    args=${args#* }
+    port=$(server_port "$name")
+    path=$(server_path "$name")
+    if [[ $mode == hold ]]; then
+        args="$args -t $HOLD_SECONDS"
+        # Opening: 250 connections at a time, each batch bounded by 30 s in wschat-bench.
+        limit=$(python3 -c "print(int($HOLD_SECONDS + 60 + $IDLE_CONNECTIONS / 250 * 30))")
+    else
+        args="$args -t $SECONDS_PER_RUN --warmup $WARMUP"
+        limit=$(python3 -c "print(int($SECONDS_PER_RUN + $WARMUP + 120))")
+    fi
+    start_server "$name"
+    echo "compare.sh: round $round/$ROUNDS  $id  $name" >&2
+    echo "== round $round $id $name" >>"$out/bench.log"
+    status=0
+    # shellcheck disable=SC2086 # $args is split into words on purpose
+    report=$(timeout --kill-after=5 "$limit" taskset -c 1 "$bench_bin" --json \
+        --addr "127.0.0.1:$port" --server-pid "$server_pid" \
+        $mode --path "$path" $args 2>>"$out/bench.log") || status=$?
+    if ! alive "$server_pid"; then
+        record "$name" "$round" "$id" "" "server exited during the run (bench exit $status)"
+        wait "$server_pid" 2>/dev/null || true
+        server_pid=
+        return
+    fi
+    if ((status != 0)); then
+        local why
+        why=$(tail -n 1 "$out/bench.log")
+        ((status == 124)) && why="timed out after ${limit}s; $why"
+        record "$name" "$round" "$id" "" "wschat-bench exit $status: $why"
+    else
+        record "$name" "$round" "$id" "$report"
+    fi
+    stop_server "$name"
+}
+
+# --- Metadata ----------------------------------------------------------------------------------
+peer_versions=$(python3 - "$here" <<'EOF'
+import json, re, sys
+here = sys.argv[1]
+with open(f"{here}/peers/Cargo.lock") as f:
+    lock = dict(re.findall(r'name = "([^"]+)"\nversion = "([^"]+)"', f.read()))
+with open(f"{here}/peers/node/package-lock.json") as f:
+    ws = json.load(f)["packages"]["node_modules/ws"]["version"]
+print(f"fastwebsockets {lock['fastwebsockets']} (hyper {lock['hyper']}), "
+      f"tokio-tungstenite {lock['tokio-tungstenite']} (tungstenite {lock['tungstenite']}), "
+      f"tokio {lock['tokio']}, ws {ws}")
+EOF
+)
+{
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "wschat: $(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)"
+    echo "peers: $peer_versions; node $(node --version); $(rustc --version)"
+    echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr)"
+    echo "settings: ROUNDS=$ROUNDS SECONDS_PER_RUN=$SECONDS_PER_RUN WARMUP=$WARMUP IDLE_CONNECTIONS=$IDLE_CONNECTIONS HOLD_SECONDS=$HOLD_SECONDS"
+    echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$out/meta.txt"
+
+busy=$(pgrep -f 'libfuzzer|fuzz/target' || true)
+[[ -z $busy ]] || echo "compare.sh: warning: fuzzers are running (pids $(echo $busy)); they steal CPU from the runs" >&2
+
+# --- Rounds ------------------------------------------------------------------------------------
+read -r -a order <<<"$SERVERS"
+for name in "${order[@]}"; do server_port "$name" >/dev/null; done
+started=$(date +%s)
+for ((round = 1; round <= ROUNDS; round++)); do
+    if ((round % 2 == 1)); then
+        this_round=("${order[@]}")
+    else
+        this_round=()
+        for ((i = ${#order[@]} - 1; i >= 0; i--)); do this_round+=("${order[i]}"); done
+    fi
+    for spec in "${scenarios[@]}"; do
+        for name in "${this_round[@]}"; do
+            run_one "$name" "$spec" "$round"
+        done
+    done
+done
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg); runs took $(($(date +%s) - started)) s" >>"$out/meta.txt"
+
+python3 "$here/aggregate.py" "$out" | tee "$out/table.md"
+echo >&2
+echo "compare.sh: raw figures in $raw, table in $out/table.md" >&2

@@ -167,7 +167,7 @@ impl Server {
     /// Binds the listener and installs the SIGINT/SIGTERM handlers.
     pub fn bind(config: Config) -> io::Result<Self> {
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.listen)?;
+        let mut listener = listen(config.listen)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
@@ -726,6 +726,21 @@ impl Server {
         let now = Instant::now();
         self.apply_actions(now);
     }
+}
+
+/// Connections the kernel may hold for us to accept. mio's `bind` asks for 128, which a burst of
+/// clients (a reconnect storm after a restart, a benchmark opening thousands) overflows: the
+/// dropped SYNs are retried only after a second. The kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// A non-blocking listening socket with `SO_REUSEADDR` (restarts do not wait out TIME_WAIT).
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(TcpListener::from_std(socket.into()))
 }
 
 /// The connection's one close line in the log.

@@ -339,7 +339,7 @@ impl Bench {
 /// Server CPU time and memory around the measured window.
 struct ServerProbe {
     pid: Option<u32>,
-    cpu_at_start: Option<f64>,
+    cpu_at_start: Option<(f64, f64)>,
 }
 
 impl ServerProbe {
@@ -350,14 +350,19 @@ impl ServerProbe {
         }
     }
 
-    /// Adds `server_cpu_s`, `server_cpu_us_per_<unit>` and `server_rss_kib` to the report.
-    fn finish(&self, report: &mut Report, unit: &'static str, count: u64) {
+    /// Adds the server's CPU time over the window (`server_cpu_s`, and per `unit`:
+    /// `server_{cpu,user,sys}_us_per_<unit>`) and its resident memory to the report. User-space time is what the
+    /// server's own code costs; kernel time is mostly the socket calls, much the same for any server.
+    fn finish(&self, report: &mut Report, unit: &str, count: u64) {
         let Some(pid) = self.pid else { return };
-        if let (Some(start), Some(end)) = (self.cpu_at_start, cpu_seconds(pid)) {
-            let cpu = end - start;
-            report.push("server_cpu_s", format!("{cpu:.3}"));
+        if let (Some((user0, sys0)), Some((user1, sys1))) = (self.cpu_at_start, cpu_seconds(pid)) {
+            let (user, system) = (user1 - user0, sys1 - sys0);
+            report.push("server_cpu_s", format!("{:.3}", user + system));
             if count > 0 {
-                report.push(unit, format!("{:.3}", cpu * 1e6 / count as f64));
+                let per = |seconds: f64| format!("{:.3}", seconds * 1e6 / count as f64);
+                report.push(format!("server_cpu_us_per_{unit}"), per(user + system));
+                report.push(format!("server_user_us_per_{unit}"), per(user));
+                report.push(format!("server_sys_us_per_{unit}"), per(system));
             }
         }
         if let Some(rss) = rss_kib(pid) {
@@ -368,6 +373,8 @@ impl ServerProbe {
 
 struct EchoLoad {
     payload: Vec<u8>,
+    /// Echoes that differ from what was sent.
+    mismatched: u64,
     text: bool,
     in_flight: usize,
     measuring: bool,
@@ -398,13 +405,16 @@ impl Workload for EchoLoad {
         &mut self,
         _: usize,
         state: &mut PerClient,
-        _: &[u8],
+        echoed: &[u8],
         sender: &mut Sender<'_>,
         now: Instant,
     ) {
         let Some(sent) = state.in_flight.pop_front() else {
             return;
         };
+        if echoed != self.payload.as_slice() {
+            self.mismatched += 1;
+        }
         if self.measuring {
             self.count += 1;
             self.latencies_us.push(
@@ -502,6 +512,7 @@ fn run_echo(args: &Args, mode: &Mode) -> io::Result<Report> {
     let mut bench = Bench::new(&args.addr)?;
     let mut load = EchoLoad {
         payload: vec![b'x'; size],
+        mismatched: 0,
         text,
         in_flight,
         measuring: false,
@@ -525,8 +536,9 @@ fn run_echo(args: &Args, mode: &Mode) -> io::Result<Report> {
     report.push("seconds", format!("{elapsed:.2}"));
     report.push("messages", load.count);
     report.push("msgs_per_sec", format!("{:.0}", load.count as f64 / elapsed));
+    report.push("mismatched", load.mismatched);
     add_latencies(&mut report, std::mem::take(&mut load.latencies_us));
-    probe.finish(&mut report, "server_cpu_us_per_msg", load.count);
+    probe.finish(&mut report, "msg", load.count);
     Ok(report)
 }
 
@@ -617,7 +629,7 @@ fn run_broadcast(args: &Args, mode: &Mode) -> io::Result<Report> {
     );
     report.push("all_in_order", complete);
     add_latencies(&mut report, std::mem::take(&mut load.latencies_us));
-    probe.finish(&mut report, "server_cpu_us_per_delivery", deliveries);
+    probe.finish(&mut report, "delivery", deliveries);
     Ok(report)
 }
 
@@ -634,6 +646,7 @@ fn run_hold(args: &Args, mode: &Mode) -> io::Result<Report> {
     let mut load = HoldLoad;
     bench.open(connections, &path, &mut load)?;
     let rss_at_open = args.server_pid.and_then(rss_kib);
+    let probe = ServerProbe::start(args.server_pid);
     let started = Instant::now();
     bench.run_until(started + secs(seconds), None, &mut load, &mut |_, _| Ok(()))?;
     let mut report = Report(Vec::new());
@@ -643,7 +656,7 @@ fn run_hold(args: &Args, mode: &Mode) -> io::Result<Report> {
     if let Some(rss) = rss_at_open {
         report.push("server_rss_kib_at_open", rss);
     }
-    ServerProbe::start(args.server_pid).finish(&mut report, "unused", 0);
+    probe.finish(&mut report, "connection", 0);
     if let (Some(pid), true) = (args.server_pid, connections > 0) {
         if let Some(rss) = rss_kib(pid) {
             report.push("server_rss_bytes_per_conn", rss * 1024 / connections as u64);
@@ -672,11 +685,11 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Figures of one run, printed in order.
-struct Report(Vec<(&'static str, String)>);
+struct Report(Vec<(String, String)>);
 
 impl Report {
-    fn push(&mut self, key: &'static str, value: impl ToString) {
-        self.0.push((key, value.to_string()));
+    fn push(&mut self, key: impl Into<String>, value: impl ToString) {
+        self.0.push((key.into(), value.to_string()));
     }
 
     fn print(&self, json: bool) {
@@ -703,23 +716,28 @@ impl Report {
     }
 }
 
-/// CPU seconds (user + system) the process has used, from /proc/PID/stat.
-fn cpu_seconds(pid: u32) -> Option<f64> {
+/// CPU seconds the process has spent in user space and in the kernel, from /proc/PID/stat.
+fn cpu_seconds(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces: count fields after its closing parenthesis
     // (utime and stime are fields 14 and 15 of proc(5), the 12th and 13th after it).
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / clock_ticks_per_second())
+    let user = fields.get(11)?.parse::<f64>().ok()?;
+    let system = fields.get(12)?.parse::<f64>().ok()?;
+    let ticks = clock_ticks_per_second();
+    Some((user / ticks, system / ticks))
 }
 
 fn clock_ticks_per_second() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// Resident memory of the process in KiB, from /proc/PID/status.

@@ -5,11 +5,10 @@
 #   fuzz/coverage.sh                       # committed seeds + whatever fuzz/corpus/<t> holds
 #   CORPUS_ROOT=fuzz/target/long-corpus fuzz/coverage.sh
 set -euo pipefail
+# CORPUS_ROOT is relative to where the script is called from.
+CORPUS_ROOT="$(realpath "${CORPUS_ROOT:-$(dirname "$0")/corpus}")"
 cd "$(dirname "$0")"
 LLVM="${LLVM_PATH:-/usr/lib/llvm-22/bin}"
-CORPUS_ROOT="${CORPUS_ROOT:-corpus}"
-CORPUS_ROOT="$(cd "$(dirname "$CORPUS_ROOT")" 2>/dev/null && pwd)/$(basename "$CORPUS_ROOT")" || true
-[[ -d "$CORPUS_ROOT" ]] || CORPUS_ROOT="$(pwd)/corpus"
 export RUSTC_BOOTSTRAP=1
 TARGETS=(frame handshake connection utf8)
 objects=()

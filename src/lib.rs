@@ -236,5 +236,7 @@ pub mod outbox;
 pub mod page;
 pub mod protocol;
 pub mod server;
+#[doc(hidden)]
+pub mod testing;
 pub mod trace;
 pub mod utf8;

@@ -18,11 +18,7 @@ fn scripted_frames() -> Vec<Vec<u8>> {
 }
 
 fn masked(first_byte: u8, payload: &[u8]) -> Vec<u8> {
-    const KEY: [u8; 4] = [1, 2, 3, 4];
-    let mut frame = vec![first_byte, 0x80 | payload.len() as u8];
-    frame.extend_from_slice(&KEY);
-    frame.extend(payload.iter().enumerate().map(|(i, byte)| byte ^ KEY[i % 4]));
-    frame
+    wschat::testing::masked_frame(first_byte, payload, [1, 2, 3, 4])
 }
 
 #[test]

@@ -38,23 +38,7 @@ impl Run {
 
 /// A client frame with full control over every header field; masked with [`KEY`].
 fn raw_frame(fin: bool, rsv: u8, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![(u8::from(fin) << 7) | (rsv << 4) | opcode];
-    match payload.len() {
-        len @ 0..=125 => out.push(0x80 | len as u8),
-        len @ 126..=0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        len => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&KEY);
-    let start = out.len();
-    out.extend_from_slice(payload);
-    crate::mask::apply_mask_bytewise(&mut out[start..], KEY, 0);
-    out
+    crate::testing::masked_frame(crate::testing::first_byte(fin, rsv, opcode), payload, KEY)
 }
 
 fn frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {

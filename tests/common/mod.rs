@@ -141,21 +141,7 @@ pub fn http_exchange(addr: SocketAddr, request: &[u8]) -> (u16, String) {
 /// A masked client frame with full control over the header (for malformed input).
 pub fn client_frame(fin: bool, rsv: u8, opcode: u8, payload: &[u8]) -> Vec<u8> {
     const KEY: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
-    let mut out = vec![(u8::from(fin) << 7) | (rsv << 4) | opcode];
-    match payload.len() {
-        len @ 0..=125 => out.push(0x80 | len as u8),
-        len @ 126..=0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        len => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&KEY);
-    out.extend(payload.iter().enumerate().map(|(i, byte)| byte ^ KEY[i % 4]));
-    out
+    wschat::testing::masked_frame(wschat::testing::first_byte(fin, rsv, opcode), payload, KEY)
 }
 
 /// A frame as the server sent it.

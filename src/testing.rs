@@ -1,0 +1,29 @@
+//! Helpers for tests and tools outside the crate (hidden from the docs).
+
+/// A client frame with every header field under the caller's control — reserved bits and
+/// opcodes included, which [`crate::frame::FrameHeader`] cannot express — masked with `key`
+/// by the byte-wise definition of RFC 6455 §5.3. For feeding malformed input to a server.
+pub fn masked_frame(first_byte: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
+    let mut out = vec![first_byte];
+    match payload.len() {
+        len @ 0..=125 => out.push(0x80 | len as u8),
+        len @ 126..=0xFFFF => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&key);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    crate::mask::apply_mask_bytewise(&mut out[start..], key, 0);
+    out
+}
+
+/// The first byte of a frame: FIN, the three RSV bits (RSV1 = 0b100) and the 4-bit opcode.
+pub fn first_byte(fin: bool, rsv: u8, opcode: u8) -> u8 {
+    (u8::from(fin) << 7) | ((rsv & 0b111) << 4) | (opcode & 0x0f)
+}

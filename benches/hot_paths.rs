@@ -53,7 +53,11 @@ fn gb_per_s(bytes: usize, per_call: Duration) -> f64 {
 fn main() {
     // Under callgrind, run each path a fixed number of times instead of timing it.
     let callgrind = std::env::args().any(|arg| arg == "--callgrind");
-    let budget = if callgrind { Duration::ZERO } else { Duration::from_millis(700) };
+    let budget = if callgrind {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(700)
+    };
     let key = [0x37, 0xfa, 0x21, 0x3d];
 
     for size in [16usize, 1024, 64 * 1024, 1 << 20] {

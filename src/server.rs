@@ -667,22 +667,23 @@ impl Server {
                 continue; // Stale: the peer was replaced or rescheduled earlier.
             }
             peer.timer = None;
+            // The entry may be one the peer outgrew: a phase change can move its deadline later
+            // without a new entry (see `schedule`), so check that the phase's own deadline passed.
+            let due = peer.deadline().is_some_and(|deadline| deadline <= now);
             match &mut peer.phase {
+                Phase::WebSocket { conn, .. } if conn.state() != State::Closed => conn.handle_timeout(now),
+                _ if !due => {}
                 Phase::Handshake { .. } => {
                     info!("#{} {} handshake timed out", peer.id, peer.addr);
                     self.remove(key);
                     continue;
                 }
-                Phase::Responding { .. } | Phase::Draining { .. } => {
+                // Responding or draining too long, or a closed WebSocket whose last bytes never
+                // left because the peer stopped reading.
+                _ => {
                     self.remove(key);
                     continue;
                 }
-                Phase::WebSocket { conn, .. } if conn.state() == State::Closed => {
-                    // The flush deadline: our last bytes never left, the peer stopped reading.
-                    self.remove(key);
-                    continue;
-                }
-                Phase::WebSocket { conn, .. } => conn.handle_timeout(now),
             }
             self.settle(key, now);
         }

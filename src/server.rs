@@ -78,6 +78,17 @@ enum Phase {
     Draining { deadline: Instant },
 }
 
+impl Phase {
+    /// The bytes waiting to go out, in the phases that send any.
+    fn outbox(&mut self) -> Option<&mut Outbox> {
+        match self {
+            Phase::Responding { out, .. } => Some(out),
+            Phase::WebSocket { conn, .. } => Some(conn.outbox()),
+            Phase::Handshake { .. } | Phase::Draining { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Peer {
     /// Unique for the process lifetime (slab keys are reused); shown in logs.
@@ -103,30 +114,16 @@ struct Peer {
 }
 
 impl Peer {
-    fn outbox(&mut self) -> Option<&mut Outbox> {
-        match &mut self.phase {
-            Phase::Responding { out, .. } => Some(out),
-            Phase::WebSocket { conn, .. } => Some(conn.outbox()),
-            _ => None,
-        }
-    }
-
     fn queued(&mut self) -> usize {
-        self.outbox().map_or(0, |out| out.len())
+        self.phase.outbox().map_or(0, |out| out.len())
     }
 
     /// Writes what is queued until the socket would block.
     fn flush(&mut self) {
-        let Peer { stream, phase, .. } = self;
-        let out = match phase {
-            Phase::Responding { out, .. } => out,
-            Phase::WebSocket { conn, .. } => conn.outbox(),
-            _ => return,
-        };
-        if out.is_empty() {
+        let Some(out) = self.phase.outbox().filter(|out| !out.is_empty()) else {
             return;
-        }
-        if let Err(error) = out.write_to(stream) {
+        };
+        if let Err(error) = out.write_to(&mut self.stream) {
             debug!("#{} write failed: {error}", self.id);
             out.clear();
             self.broken = true;
@@ -561,8 +558,12 @@ impl Server {
         let close_timeout = self.config.close_timeout;
         let mut leave_chat = false;
         let mut remove = peer.broken;
-        match &mut peer.phase {
-            Phase::Handshake { .. } => remove |= peer.eof,
+        // Whether we have said our last word: then our side is shut down and we drain.
+        let done_sending = match &mut peer.phase {
+            Phase::Handshake { .. } | Phase::Draining { .. } => {
+                remove |= peer.eof;
+                false
+            }
             Phase::WebSocket { conn, endpoint } => {
                 if peer.eof {
                     conn.receive_eof();
@@ -570,29 +571,25 @@ impl Server {
                 if conn.state() != State::Open && *endpoint == Endpoint::Chat {
                     leave_chat = true;
                 }
-                if conn.state() == State::Closed && (conn.queued() == 0 || peer.eof || peer.broken) {
+                let closed = conn.state() == State::Closed;
+                let done = closed && (conn.queued() == 0 || peer.eof || peer.broken);
+                if done {
                     log_close(peer.id, peer.addr, conn);
-                    remove |= peer.eof;
-                    peer.phase = Phase::Draining {
-                        deadline: now + close_timeout,
-                    };
-                    let _ = peer.stream.shutdown(Shutdown::Write);
-                } else if conn.state() == State::Closed {
+                } else if closed {
                     // A peer that never reads would otherwise hold the connection forever.
                     peer.flush_deadline.get_or_insert(now + close_timeout);
                 }
+                done
             }
-            Phase::Responding { out, .. } => {
-                // A client may half-close right after its request; it still gets the answer.
-                if out.is_empty() {
-                    peer.phase = Phase::Draining {
-                        deadline: now + close_timeout,
-                    };
-                    let _ = peer.stream.shutdown(Shutdown::Write);
-                    remove |= peer.eof;
-                }
-            }
-            Phase::Draining { .. } => remove |= peer.eof,
+            // A client may half-close right after its request; it still gets the answer.
+            Phase::Responding { out, .. } => out.is_empty(),
+        };
+        if done_sending {
+            peer.phase = Phase::Draining {
+                deadline: now + close_timeout,
+            };
+            let _ = peer.stream.shutdown(Shutdown::Write);
+            remove |= peer.eof;
         }
         if leave_chat && self.chat.contains(key) {
             self.chat.disconnect(key, &mut self.actions);

@@ -7,9 +7,9 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use wschat::frame::{FrameHeader, OpCode, encode_frame};
-use wschat::mask::{apply_mask, apply_mask_bytewise};
-use wschat::utf8::Utf8Validator;
+use wschat::ws::frame::{FrameHeader, OpCode, encode_frame};
+use wschat::ws::mask::{apply_mask, apply_mask_bytewise};
+use wschat::ws::utf8::Utf8Validator;
 
 /// Runs `work` repeatedly for about `budget` and returns the median time per call over 7 batches.
 /// Under callgrind (`budget` zero) it runs a fixed 1,000 times instead, so that the instruction

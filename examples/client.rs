@@ -10,9 +10,9 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::Instant;
 
-use wschat::close::CloseCode;
-use wschat::handshake::client::ClientHandshake;
-use wschat::protocol::{Config, Connection, Event, Role, State, random_seed};
+use wschat::ws::close::CloseCode;
+use wschat::ws::handshake::client::ClientHandshake;
+use wschat::ws::protocol::{Config, Connection, Event, Role, State, random_seed};
 
 #[allow(dead_code)] // When tests include this file, they call `exchange` instead.
 fn main() -> io::Result<()> {

@@ -10,8 +10,8 @@ use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Instant;
 
-use wschat::handshake::{self, Policy};
-use wschat::protocol::{Config, Connection, Event, Role, State};
+use wschat::ws::handshake::{self, Policy};
+use wschat::ws::protocol::{Config, Connection, Event, Role, State};
 
 #[allow(dead_code)] // When tests include this file, they call `serve` instead.
 fn main() -> io::Result<()> {

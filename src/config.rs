@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::handshake::Policy;
-use crate::protocol::{self, Limits, Timeouts};
+use crate::ws::handshake::Policy;
+use crate::ws::protocol::{self, Limits, Timeouts};
 
 /// wschat: an RFC 6455 WebSocket server and chat, on one thread.
 #[derive(Parser, Debug, Clone)]

@@ -7,11 +7,11 @@
 
 use std::time::Instant;
 
-use crate::frame::{FrameHeader, LengthForm, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
-use crate::handshake::{self, Policy};
-use crate::mask::{apply_mask, apply_mask_bytewise};
-use crate::protocol::{Config, Connection, Event, Limits, OwnedEvent, Role, State, Timeouts};
-use crate::utf8::Utf8Validator;
+use crate::ws::frame::{FrameHeader, LengthForm, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
+use crate::ws::handshake::{self, Policy};
+use crate::ws::mask::{apply_mask, apply_mask_bytewise};
+use crate::ws::protocol::{Config, Connection, Event, Limits, OwnedEvent, Role, State, Timeouts};
+use crate::ws::utf8::Utf8Validator;
 
 /// Cuts `data` into a prefix of split instructions and the stream: the first byte says how many
 /// cut points follow (0-15), each a little-endian `u16` taken modulo the stream length. Returns the

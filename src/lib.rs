@@ -7,31 +7,31 @@
 //! the RFC says. To watch the same steps on a live connection, run `cargo run --release -- --echo
 //! --trace` and connect a client (see the README).
 //!
-//! The protocol code is *sans-IO*: [`handshake`], [`frame`], [`mask`], [`utf8`], [`close`] and
-//! [`protocol`] are pure functions and state machines over byte slices. Only [`server`] touches
+//! The protocol code is *sans-IO*: [`handshake`](ws::handshake), [`frame`](ws::frame), [`mask`](ws::mask), [`utf8`](ws::utf8), [`close`](ws::close) and
+//! [`protocol`](ws::protocol) are pure functions and state machines over byte slices. Only [`server`] touches
 //! sockets and the clock.
 //!
 //! ## 1. The opening handshake (§4)
 //!
 //! A WebSocket starts as an HTTP/1.1 `GET` with `Upgrade: websocket`. The [`server`] reads bytes
-//! until [`handshake::parse_request`] (built on `httparse`) says the request head is complete; the
-//! head may arrive in any number of pieces. [`handshake::Request::validate`] checks the rules of
+//! until [`handshake::parse_request`](ws::handshake::parse_request) (built on `httparse`) says the request head is complete; the
+//! head may arrive in any number of pieces. [`handshake::Request::validate`](ws::handshake::Request::validate) checks the rules of
 //! §4.2.1 and either accepts, or names the broken rule with its HTTP status (400, 403, 404, 405,
 //! 426, 431, 503).
 //!
 //! To accept, the server proves it read the request: it appends a fixed GUID to the client's
 //! `Sec-WebSocket-Key`, hashes the result with SHA-1 and sends it back base64-encoded as
-//! `Sec-WebSocket-Accept` ([`handshake::accept_key`]). The RFC's own example (§1.3):
+//! `Sec-WebSocket-Accept` ([`handshake::accept_key`](ws::handshake::accept_key)). The RFC's own example (§1.3):
 //!
 //! ```
-//! use wschat::handshake::accept_key;
+//! use wschat::ws::handshake::accept_key;
 //! assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
 //! ```
 //!
 //! The whole exchange, as the server sees it:
 //!
 //! ```
-//! use wschat::handshake::{parse_request, Policy};
+//! use wschat::ws::handshake::{parse_request, Policy};
 //!
 //! let request = b"GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\
 //!     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
@@ -65,12 +65,12 @@
 //! +-------------------------------- - - - - - - - - - - - - - - - +
 //! ```
 //!
-//! [`frame::FrameHeader::parse`] reads one header from the front of a byte slice and answers
+//! [`frame::FrameHeader::parse`](ws::frame::FrameHeader::parse) reads one header from the front of a byte slice and answers
 //! `Ok(None)` when the slice ends first, so the caller can wait for more bytes. The §5.7 example
 //! "a single-frame unmasked text message":
 //!
 //! ```
-//! use wschat::frame::{FrameHeader, OpCode};
+//! use wschat::ws::frame::{FrameHeader, OpCode};
 //!
 //! let bytes = [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]; // FIN + TEXT, length 5, "Hello"
 //! let (header, header_len) = FrameHeader::parse(&bytes).unwrap().unwrap();
@@ -84,7 +84,7 @@
 //! The §5.7 examples of a 256-byte and a 64 KiB binary message:
 //!
 //! ```
-//! use wschat::frame::{FrameHeader, LengthForm};
+//! use wschat::ws::frame::{FrameHeader, LengthForm};
 //!
 //! let (header, _) = FrameHeader::parse(&[0x82, 0x7E, 0x01, 0x00]).unwrap().unwrap();
 //! assert_eq!((header.payload_len, header.length_form), (256, LengthForm::Bits16));
@@ -93,20 +93,20 @@
 //! ```
 //!
 //! The rules that concern the header alone (reserved opcodes, the 64-bit length's high bit,
-//! control frames over 125 bytes or fragmented) are checked in [`frame`]; those that depend on the
+//! control frames over 125 bytes or fragmented) are checked in [`frame`](ws::frame); those that depend on the
 //! connection (masking direction, reserved bits without an extension, fragmentation state, size
-//! limits) in [`protocol`].
+//! limits) in [`protocol`](ws::protocol).
 //!
 //! ## 3. Masking (§5.3)
 //!
 //! Every frame a client sends is masked: each payload byte is XORed with one of four key bytes,
 //! in turn. A server that receives an unmasked frame must fail the connection (1002). Unmasking is
-//! the same XOR; [`mask::apply_mask`] does it a machine word at a time and carries the position in
+//! the same XOR; [`mask::apply_mask`](ws::mask::apply_mask) does it a machine word at a time and carries the position in
 //! the key from one read to the next. The §5.7 "single-frame masked text message":
 //!
 //! ```
-//! use wschat::frame::FrameHeader;
-//! use wschat::mask::apply_mask;
+//! use wschat::ws::frame::FrameHeader;
+//! use wschat::ws::mask::apply_mask;
 //!
 //! let mut bytes = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
 //! let (header, header_len) = FrameHeader::parse(&bytes).unwrap().unwrap();
@@ -121,14 +121,14 @@
 //! ## 4. Messages and fragmentation (§5.4, §6.2)
 //!
 //! A message may be split into fragments: a first frame with `FIN` clear, continuation frames,
-//! and a last one with `FIN` set. [`protocol::Connection`] is the state machine that assembles
-//! them: it is fed whatever bytes arrived ([`protocol::Connection::receive`]) and reports complete
-//! messages as [`protocol::Event`]s. It never reads a socket, so it can play either role; here it
+//! and a last one with `FIN` set. [`protocol::Connection`](ws::protocol::Connection) is the state machine that assembles
+//! them: it is fed whatever bytes arrived ([`protocol::Connection::receive`](ws::protocol::Connection::receive)) and reports complete
+//! messages as [`protocol::Event`](ws::protocol::Event)s. It never reads a socket, so it can play either role; here it
 //! is a client receiving the §5.7 "fragmented unmasked text message":
 //!
 //! ```
 //! use std::time::Instant;
-//! use wschat::protocol::{Config, Connection, Event, Role};
+//! use wschat::ws::protocol::{Config, Connection, Event, Role};
 //!
 //! let mut client = Connection::new(Role::Client, Config::default(), Instant::now());
 //! let mut bytes = [0x01, 0x03, 0x48, 0x65, 0x6c, 0x80, 0x02, 0x6c, 0x6f]; // "Hel" + "lo"
@@ -148,10 +148,10 @@
 //!
 //! A text message must be valid UTF-8 as a whole, but an endpoint should fail as soon as it sees a
 //! byte that cannot be part of valid UTF-8 — even in the middle of a frame whose rest has not
-//! arrived. [`utf8::Utf8Validator`] is fed each piece as it arrives:
+//! arrived. [`utf8::Utf8Validator`](ws::utf8::Utf8Validator) is fed each piece as it arrives:
 //!
 //! ```
-//! use wschat::utf8::Utf8Validator;
+//! use wschat::ws::utf8::Utf8Validator;
 //!
 //! let mut validator = Utf8Validator::new();
 //! assert!(validator.feed(b"\xce").is_ok());       // the first byte of "κ": could still be valid
@@ -169,9 +169,9 @@
 //!
 //! ```
 //! use std::time::Instant;
-//! use wschat::frame::{FrameHeader, OpCode};
-//! use wschat::mask::apply_mask;
-//! use wschat::protocol::{Config, Connection, Role};
+//! use wschat::ws::frame::{FrameHeader, OpCode};
+//! use wschat::ws::mask::apply_mask;
+//! use wschat::ws::protocol::{Config, Connection, Role};
 //!
 //! let mut client = Connection::new(Role::Client, Config::default(), Instant::now());
 //! client.receive(&mut [0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f], Instant::now(), |_, _| {});
@@ -185,18 +185,18 @@
 //! ```
 //!
 //! The [`server`] also pings every connection on a timer and closes those that stay silent: the
-//! connection says when it next needs to wake ([`protocol::Connection::poll_timeout`]) and the
-//! server calls [`protocol::Connection::handle_timeout`] then, passing the time in.
+//! connection says when it next needs to wake ([`protocol::Connection::poll_timeout`](ws::protocol::Connection::poll_timeout)) and the
+//! server calls [`protocol::Connection::handle_timeout`](ws::protocol::Connection::handle_timeout) then, passing the time in.
 //!
 //! ## 7. Closing (§5.5.1, §7)
 //!
-//! Either side may send Close, with an optional 2-byte status code ([`close::CloseCode`]) and a
+//! Either side may send Close, with an optional 2-byte status code ([`close::CloseCode`](ws::close::CloseCode)) and a
 //! UTF-8 reason. The other side answers with a Close of its own, after which nothing more is sent;
-//! the server then closes TCP first (§7.1.1). [`close::parse_close_payload`] enforces what a
+//! the server then closes TCP first (§7.1.1). [`close::parse_close_payload`](ws::close::parse_close_payload) enforces what a
 //! receiver must check:
 //!
 //! ```
-//! use wschat::close::{parse_close_payload, CloseCode, CloseError};
+//! use wschat::ws::close::{parse_close_payload, CloseCode, CloseError};
 //!
 //! assert_eq!(parse_close_payload(b"\x03\xe8bye"), Ok(Some((CloseCode::Normal, "bye"))));
 //! assert_eq!(parse_close_payload(b""), Ok(None)); // no code at all: reported as 1005
@@ -205,7 +205,7 @@
 //! ```
 //!
 //! A connection that breaks a rule is *failed* (§7.1.7): it sends Close with the code of the rule
-//! ([`protocol::ProtocolError::close_code`]: 1002 protocol error, 1007 invalid data, 1009 too big)
+//! ([`protocol::ProtocolError::close_code`](ws::protocol::ProtocolError::close_code): 1002 protocol error, 1007 invalid data, 1009 too big)
 //! and reads no more.
 //!
 //! ## 8. The event loop and the chat
@@ -214,7 +214,7 @@
 //! buffer, feeds the connection, hands complete messages to the endpoint (`/echo`, or the
 //! [`chat`]), writes the answers at once and queues only what the socket did not take. The chat
 //! is plain logic too: it answers "send these bytes to these clients", and a broadcast is framed
-//! once ([`protocol::SharedFrame`]) and shared by every recipient's queue.
+//! once ([`protocol::SharedFrame`](ws::protocol::SharedFrame)) and shared by every recipient's queue.
 //!
 //! ## Where to go next
 //!
@@ -224,19 +224,14 @@
 #![forbid(unsafe_code)]
 
 pub mod chat;
-pub mod close;
 pub mod config;
-pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod handshake;
 pub mod http;
-pub mod mask;
 pub mod outbox;
 pub mod page;
-pub mod protocol;
 pub mod server;
 #[doc(hidden)]
 pub mod testing;
 pub mod trace;
-pub mod utf8;
+pub mod ws;

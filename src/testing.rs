@@ -1,7 +1,7 @@
 //! Helpers for tests and tools outside the crate (hidden from the docs).
 
 /// A client frame with every header field under the caller's control — reserved bits and
-/// opcodes included, which [`crate::frame::FrameHeader`] cannot express — masked with `key`
+/// opcodes included, which [`crate::ws::frame::FrameHeader`] cannot express — masked with `key`
 /// by the byte-wise definition of RFC 6455 §5.3. For feeding malformed input to a server.
 pub fn masked_frame(first_byte: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
     let mut out = vec![first_byte];
@@ -19,7 +19,7 @@ pub fn masked_frame(first_byte: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
     out.extend_from_slice(&key);
     let start = out.len();
     out.extend_from_slice(payload);
-    crate::mask::apply_mask_bytewise(&mut out[start..], key, 0);
+    crate::ws::mask::apply_mask_bytewise(&mut out[start..], key, 0);
     out
 }
 

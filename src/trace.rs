@@ -14,9 +14,9 @@
 
 use std::fmt::Write as _;
 
-use crate::close::{CloseCode, parse_close_payload};
-use crate::frame::{FrameHeader, LengthForm, OpCode};
-use crate::protocol::ProtocolError;
+use crate::ws::close::{CloseCode, parse_close_payload};
+use crate::ws::frame::{FrameHeader, LengthForm, OpCode};
+use crate::ws::protocol::ProtocolError;
 
 /// The log target of trace lines.
 pub const TARGET: &str = "wschat::trace";

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use wschat::handshake::client::ClientHandshake;
-use wschat::protocol::{Config, Connection, Event, Limits, Message, Role, Sender, Timeouts, random_seed};
+use wschat::ws::handshake::client::ClientHandshake;
+use wschat::ws::protocol::{Config, Connection, Event, Limits, Message, Role, Sender, Timeouts, random_seed};
 
 #[derive(Parser, Debug)]
 #[command(

@@ -10,8 +10,8 @@ use super::*;
 /// Decodes the JSON carried by a shared text frame.
 fn json_of(frame: &SharedFrame) -> Value {
     let bytes = frame.bytes();
-    let (header, len) = crate::frame::FrameHeader::parse(bytes).unwrap().unwrap();
-    assert_eq!(header.opcode, crate::frame::OpCode::Text);
+    let (header, len) = crate::ws::frame::FrameHeader::parse(bytes).unwrap().unwrap();
+    assert_eq!(header.opcode, crate::ws::frame::OpCode::Text);
     assert_eq!(bytes.len(), len + header.payload_len as usize, "one whole frame");
     serde_json::from_slice(&bytes[len..]).unwrap()
 }

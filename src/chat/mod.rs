@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::close::CloseCode;
-use crate::protocol::{Message, SharedFrame};
+use crate::ws::close::CloseCode;
+use crate::ws::protocol::{Message, SharedFrame};
 
 /// The server's handle for a client (its connection's slab key).
 pub type ClientId = usize;

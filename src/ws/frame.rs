@@ -21,7 +21,7 @@
 //! slice (answering "need more bytes" when the header is cut short, so a caller can resume) and
 //! [`FrameHeader::encode`] writes it back. The rules that are about the wire format alone are checked
 //! here; the rules that depend on the connection (masking direction, extensions, fragmentation
-//! state, limits) belong to [`crate::protocol`].
+//! state, limits) belong to [`crate::ws::protocol`].
 
 use std::fmt;
 
@@ -263,7 +263,7 @@ pub fn encode_frame(out: &mut Vec<u8>, fin: bool, opcode: OpCode, payload: &[u8]
     let start = out.len();
     out.extend_from_slice(payload);
     if let Some(key) = mask {
-        crate::mask::apply_mask(&mut out[start..], key, 0);
+        crate::ws::mask::apply_mask(&mut out[start..], key, 0);
     }
 }
 
@@ -450,7 +450,7 @@ mod tests {
                 prop_assert_eq!(header.payload_len as usize, payload.len());
                 let mut body = bytes[len..].to_vec();
                 if let Some(key) = header.mask {
-                    crate::mask::apply_mask(&mut body, key, 0);
+                    crate::ws::mask::apply_mask(&mut body, key, 0);
                 }
                 prop_assert_eq!(body, payload);
             }

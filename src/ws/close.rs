@@ -173,7 +173,7 @@ pub fn parse_close_payload(payload: &[u8]) -> Result<Option<(CloseCode, &str)>, 
 }
 
 /// Room for the reason after the 2-byte code in a control frame.
-pub const MAX_REASON_LEN: usize = crate::frame::MAX_CONTROL_PAYLOAD - 2;
+pub const MAX_REASON_LEN: usize = crate::ws::frame::MAX_CONTROL_PAYLOAD - 2;
 
 /// Builds a Close payload. The reason is cut at a character boundary to fit the 125-byte limit on
 /// control frames, so what we send is always valid.
@@ -268,7 +268,7 @@ mod tests {
     fn encoded_reason_fits_a_control_frame_on_a_char_boundary() {
         let long = "é".repeat(100);
         let payload = encode_close_payload(CloseCode::GoingAway, &long);
-        assert!(payload.len() <= crate::frame::MAX_CONTROL_PAYLOAD);
+        assert!(payload.len() <= crate::ws::frame::MAX_CONTROL_PAYLOAD);
         assert!(parse_close_payload(&payload).is_ok());
     }
 
@@ -287,7 +287,7 @@ mod tests {
                 let (parsed_code, parsed_reason) = parse_close_payload(&payload).unwrap().unwrap();
                 prop_assert_eq!(parsed_code, code);
                 prop_assert!(reason.starts_with(parsed_reason), "the reason is only ever cut short");
-                prop_assert!(payload.len() <= crate::frame::MAX_CONTROL_PAYLOAD);
+                prop_assert!(payload.len() <= crate::ws::frame::MAX_CONTROL_PAYLOAD);
             }
 
             #[test]

@@ -33,13 +33,13 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::chat::{self, Action, Chat};
-use crate::close::CloseCode;
 use crate::config::Config;
-use crate::handshake::{self, HandshakeError, Request};
 use crate::outbox::Outbox;
 use crate::page;
-use crate::protocol::{Connection, Event, Role, Sender, State};
 use crate::trace::{self, Direction};
+use crate::ws::close::CloseCode;
+use crate::ws::handshake::{self, HandshakeError, Request};
+use crate::ws::protocol::{Connection, Event, Role, Sender, State};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);

@@ -31,12 +31,12 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::close::{self, CloseCode, CloseError};
-use crate::frame::{self, FrameError, FrameHeader, OpCode};
-use crate::mask::apply_mask;
 use crate::outbox::{Outbox, SharedBytes};
 use crate::trace::{self, Direction, Preview};
-use crate::utf8::Utf8Validator;
+use crate::ws::close::{self, CloseCode, CloseError};
+use crate::ws::frame::{self, FrameError, FrameHeader, OpCode};
+use crate::ws::mask::apply_mask;
+use crate::ws::utf8::Utf8Validator;
 
 /// Which end of the connection we are. It decides the masking direction (§5.1, §5.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -606,7 +606,7 @@ fn client_masks_what_it_sends_and_rejects_masked_server_frames() {
     let (header, len) = FrameHeader::parse(&bytes).unwrap().unwrap();
     let key = header.mask.expect("client frames are masked");
     let mut payload = bytes[len..].to_vec();
-    crate::mask::apply_mask(&mut payload, key, 0);
+    crate::ws::mask::apply_mask(&mut payload, key, 0);
     assert_eq!(payload, b"Hello");
 
     client.receive(&mut frame(FIN, OpCode::Text, b"masked"), now, |_, _| {});

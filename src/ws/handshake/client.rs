@@ -111,7 +111,7 @@ impl ClientHandshake {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handshake::{Policy, parse_request};
+    use crate::ws::handshake::{Policy, parse_request};
 
     /// The RFC's sample nonce, "the sample nonce" in ASCII (§1.3 / §4.1).
     const SAMPLE_NONCE: [u8; 16] = *b"the sample nonce";

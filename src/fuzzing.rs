@@ -239,6 +239,27 @@ fn check_server_output(output: &[u8], now: Instant) {
     );
 }
 
+/// `http` target: an HTTP/1.1 server connection ([`crate::http::Conn`]) driven by the scripted
+/// server of [`crate::http::transcript`] over arbitrary bytes split at arbitrary points.
+/// - the same stream split differently yields the same events, output, answers and end state;
+/// - input memory stays within the limits (checked in `serve`);
+/// - everything written reads back as HTTP that answers each request in turn, each error answered
+///   with the status it claims (checked in `check_output`).
+pub fn http(data: &[u8]) {
+    use crate::http::{Limits, transcript};
+    // Small limits, so the fuzzer reaches them.
+    const LIMITS: Limits = Limits {
+        max_head_bytes: 1024,
+        max_headers: 16,
+        max_body_bytes: 256,
+    };
+    let (stream, cuts) = split_input(data);
+    let whole = transcript::serve(&[stream], LIMITS);
+    let split = transcript::serve(&pieces(stream, &cuts), LIMITS);
+    assert_eq!(whole, split, "split at {cuts:?}");
+    transcript::check_output(&whole);
+}
+
 /// `utf8` target: the streaming validator agrees with `std::str::from_utf8` for every split, and
 /// fails exactly at the piece where the input stops being a prefix of valid UTF-8 — never earlier,
 /// never later.

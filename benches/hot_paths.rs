@@ -3,6 +3,7 @@
 //! Wall-clock figures (GB/s, ns) vary with the machine's load; for comparing two versions of the
 //! code, count instructions instead, which is repeatable:
 //! `valgrind --tool=callgrind target/release/deps/hot_paths-* --callgrind` (see BENCHMARKS.md).
+#![allow(clippy::disallowed_methods)] // A program at the I/O edge: it reads the clock itself.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -5,6 +5,7 @@
 //! cargo run --example client -- 127.0.0.1:9002 / "Hello"       # against examples/echo_server
 //! cargo run --example client -- 127.0.0.1:8080 /echo "Hello"   # against `wschat --echo`
 //! ```
+#![allow(clippy::disallowed_methods)] // A program at the I/O edge: it reads the clock itself.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;

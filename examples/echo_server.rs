@@ -5,12 +5,14 @@
 //! cargo run --example echo_server            # listens on 127.0.0.1:9002
 //! cargo run --example client -- 127.0.0.1:9002 / "Hello"
 //! ```
+#![allow(clippy::disallowed_methods)] // A program at the I/O edge: it reads the clock itself.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{TcpListener, TcpStream};
 use std::time::Instant;
 
-use wschat::ws::handshake::{self, Policy};
+use wschat::http;
+use wschat::ws::handshake::{Policy, Request};
 use wschat::ws::protocol::{Config, Connection, Event, Role, State};
 
 #[allow(dead_code)] // When tests include this file, they call `serve` instead.
@@ -35,30 +37,37 @@ pub fn serve(listener: TcpListener) -> io::Result<()> {
 }
 
 fn handle(mut stream: TcpStream) -> io::Result<()> {
-    // 1. The opening handshake (RFC 6455 §4.2): read until the request head is complete.
-    let mut buf = Vec::new();
+    // 1. The opening handshake (RFC 6455 §4.2): the HTTP layer reads the request head, however
+    //    many reads it takes; the handshake rules judge it.
+    let mut http = http::Conn::new(http::Limits::default());
     let mut chunk = [0u8; 4096];
-    let (request, head_len) = loop {
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        match handshake::parse_request(&buf) {
-            Ok(Some(parsed)) => break parsed,
-            Ok(None) => continue,
-            Err(error) => return stream.write_all(&error.response()),
+    let head = loop {
+        match http.next_event() {
+            Ok(http::Event::Head(head)) => break head,
+            Ok(http::Event::NeedMore) => match stream.read(&mut chunk)? {
+                0 => return Ok(()),
+                n => http.receive(&chunk[..n]),
+            },
+            // A malformed request: the HTTP layer queued its answer (400, 431, ...).
+            _ => return http.outbox().write_to(&mut stream).map(drop),
         }
     };
-    match request.validate(&Policy::default()) {
-        Ok(accepted) => stream.write_all(&accepted.response())?,
-        Err(error) => return stream.write_all(&error.response()),
+    let accepted = Request::from_head(&head).validate(&Policy::default());
+    let response = match &accepted {
+        Ok(accepted) => accepted.response(),
+        Err(error) => error.response(),
+    };
+    http.respond(&response).map_err(io::Error::other)?;
+    let mut upgraded = http.upgrade();
+    upgraded.output.write_to(&mut stream)?;
+    if accepted.is_err() {
+        return Ok(());
     }
 
     // 2. Messages (§5, §6): the connection parses, unmasks, validates and answers pings and
     //    Close; we only move bytes. Bytes after the request head are already frames.
     let mut conn = Connection::new(Role::Server, Config::default(), Instant::now());
-    let mut input = buf.split_off(head_len);
+    let mut input = upgraded.trailing;
     let mut len = input.len();
     loop {
         conn.receive(&mut input[..len], Instant::now(), |event, sender| {

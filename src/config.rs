@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::conn::StackConfig;
+use crate::http;
+use crate::hub::HubConfig;
 use crate::ws::handshake::Policy;
 use crate::ws::protocol::{self, Limits, Timeouts};
 
@@ -110,6 +113,29 @@ impl Config {
         Policy {
             allowed_origins: self.allowed_origins.clone(),
             protocols: Vec::new(),
+        }
+    }
+
+    /// What every connection's protocol stack enforces.
+    pub fn stack(&self) -> StackConfig {
+        StackConfig {
+            http: http::Limits {
+                max_body_bytes: 0,
+                ..http::Limits::default()
+            },
+            websocket: self.connection(),
+            handshake_timeout: self.handshake_timeout,
+            close_timeout: self.close_timeout,
+            max_queued_output: self.max_queued_output,
+        }
+    }
+
+    /// What the shared state needs: the endpoints, the upgrade policy and the chat's rules.
+    pub fn hub(&self) -> HubConfig {
+        HubConfig {
+            echo: self.echo,
+            policy: self.policy(),
+            chat: self.chat.clone(),
         }
     }
 }

@@ -7,17 +7,39 @@
 //! the RFC says. To watch the same steps on a live connection, run `cargo run --release -- --echo
 //! --trace` and connect a client (see the README).
 //!
-//! The protocol code is *sans-IO*: [`handshake`](ws::handshake), [`frame`](ws::frame), [`mask`](ws::mask), [`utf8`](ws::utf8), [`close`](ws::close) and
-//! [`protocol`](ws::protocol) are pure functions and state machines over byte slices. Only [`server`] touches
-//! sockets and the clock.
+//! ## The rooms of the house
+//!
+//! Each folder has one job, and only the last one touches the outside world:
+//!
+//! | module | job | RFC |
+//! |---|---|---|
+//! | [`ws`] | the WebSocket protocol: frames, masking, UTF-8, close codes, the upgrade's rules (both roles), and the connection state machine | 6455 |
+//! | [`http`] | HTTP/1.1 as a connection object: request heads and bodies in, events out, responses queued, keep-alive and pipelining, the hand-off to the WebSocket | 9110, 9112 |
+//! | [`conn`] | one socket's protocol stack: the transport, then the phase (HTTP, WebSocket, draining) with its deadline | |
+//! | [`hub`] | what connections share: routing, sessions, the chat; takes inputs, queues outputs | |
+//! | [`chat`] | the chat's rules and its JSON protocol | |
+//! | [`server`] | the event loop: mio, sockets, signals, and the one read of the clock ([`server::clock`]) | |
+//!
+//! Everything above [`server`] is *sans-IO*: pure functions and state machines over byte slices,
+//! told the time rather than reading it, and tested without a socket. `clippy.toml` enforces the
+//! clock rule. Where to find each rule of the loop, in one place each:
+//!
+//! - the HTTP request cycle: [`http::Conn`];
+//! - the per-socket stack and its phases: [`conn::Stack`], [`conn::Phase`];
+//! - the hub's inputs and outputs: [`hub::Hub`], [`hub::Output`];
+//! - the timer rule: [`conn::Stack::poll_timeout`] / [`conn::Stack::handle_timeout`], over the
+//!   WebSocket's own [`ws::protocol::Connection::poll_timeout`];
+//! - the turn of the loop: [`server::Driver`];
+//! - the only clock read: [`server::clock`].
 //!
 //! ## 1. The opening handshake (§4)
 //!
-//! A WebSocket starts as an HTTP/1.1 `GET` with `Upgrade: websocket`. The [`server`] reads bytes
-//! until [`handshake::parse_request`](ws::handshake::parse_request) (built on `httparse`) says the request head is complete; the
-//! head may arrive in any number of pieces. [`handshake::Request::validate`](ws::handshake::Request::validate) checks the rules of
-//! §4.2.1 and either accepts, or names the broken rule with its HTTP status (400, 403, 404, 405,
-//! 426, 431, 503).
+//! A WebSocket starts as an HTTP/1.1 `GET` with `Upgrade: websocket`. The HTTP layer,
+//! [`http::Conn`], is fed bytes until it can say "here is a request head" (built on `httparse`);
+//! the head may arrive in any number of pieces, and the same connection also serves the chat page
+//! over keep-alive HTTP. [`Request::validate`](ws::handshake::Request::validate) checks the rules of
+//! §4.2.1 and either accepts, or names the broken rule with its HTTP status (400, 403, 405, 426;
+//! the HTTP layer itself answers 400 and 431, and routing 404 and 503).
 //!
 //! To accept, the server proves it read the request: it appends a fixed GUID to the client's
 //! `Sec-WebSocket-Key`, hashes the result with SHA-1 and sends it back base64-encoded as
@@ -31,15 +53,21 @@
 //! The whole exchange, as the server sees it:
 //!
 //! ```
-//! use wschat::ws::handshake::{parse_request, Policy};
+//! use wschat::http::{Conn, Event, Limits};
+//! use wschat::ws::handshake::{Policy, Request};
 //!
-//! let request = b"GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\
+//! let mut http = Conn::new(Limits::default());
+//! http.receive(b"GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\
 //!     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-//!     Sec-WebSocket-Version: 13\r\n\r\n";
-//! let (parsed, head_len) = parse_request(request).unwrap().expect("the head is complete");
-//! assert_eq!(head_len, request.len()); // anything after the head is already WebSocket frames
-//! let response = parsed.validate(&Policy::default()).unwrap().response();
-//! assert!(response.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
+//!     Sec-WebSocket-Version: 13\r\n\r\n\x81\x85"); // ... and the first frame's first bytes
+//! let Ok(Event::Head(head)) = http.next_event() else { panic!("the head is complete") };
+//! let accepted = Request::from_head(&head).validate(&Policy::default()).unwrap();
+//! http.respond(&accepted.response()).unwrap();
+//! let mut upgraded = http.upgrade(); // HTTP is over on this connection
+//! let mut response = Vec::new();
+//! upgraded.output.write_to(&mut response).unwrap();
+//! assert!(response.starts_with(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"));
+//! assert_eq!(upgraded.trailing, b"\x81\x85"); // already WebSocket frames: for the connection
 //! ```
 //!
 //! From here on, both sides speak frames.
@@ -210,11 +238,13 @@
 //!
 //! ## 8. The event loop and the chat
 //!
-//! [`server::Server`] is one thread and one `mio::Poll`: it reads each socket into a shared
-//! buffer, feeds the connection, hands complete messages to the endpoint (`/echo`, or the
-//! [`chat`]), writes the answers at once and queues only what the socket did not take. The chat
-//! is plain logic too: it answers "send these bytes to these clients", and a broadcast is framed
-//! once ([`protocol::SharedFrame`](ws::protocol::SharedFrame)) and shared by every recipient's queue.
+//! [`server::Server`] is one thread and one `mio::Poll`. For each socket the [`server::Driver`]
+//! keeps a [`conn::Stack`]: bytes read go through it (HTTP requests until an upgrade, then the
+//! WebSocket connection), and what it produced is written at once; only what the socket does not
+//! take is queued. Endpoints that need nothing shared answer on the spot (`/echo`); the chat's
+//! messages go to the [`hub`] as inputs. The hub's answers are outputs in a queue, drained once per
+//! turn of the loop into the recipients' stacks: a broadcast is serialized once, framed once
+//! ([`hub::Event`]), and shared by every recipient's queue.
 //!
 //! ## Where to go next
 //!
@@ -225,9 +255,11 @@
 
 pub mod chat;
 pub mod config;
+pub mod conn;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod hub;
 pub mod outbox;
 pub mod page;
 pub mod server;

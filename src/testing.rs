@@ -27,3 +27,26 @@ pub fn masked_frame(first_byte: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
 pub fn first_byte(fin: bool, rsv: u8, opcode: u8) -> u8 {
     (u8::from(fin) << 7) | ((rsv & 0b111) << 4) | (opcode & 0x0f)
 }
+
+/// The server's whole answer to a request, as the HTTP layer writes it: the `101 Switching
+/// Protocols` when the handshake rules accept it, otherwise the refusal with its status.
+pub fn handshake_answer(request: &[u8], policy: &crate::ws::handshake::Policy) -> Vec<u8> {
+    use crate::http::{Conn, Event, Limits};
+    use crate::ws::handshake::Request;
+
+    let mut conn = Conn::new(Limits::default());
+    conn.receive(request);
+    if let Ok(Event::Head(head)) = conn.next_event() {
+        let response = match Request::from_head(&head).validate(policy) {
+            Ok(accepted) => accepted.response(),
+            Err(error) => error.response(),
+        };
+        conn.respond(&response)
+            .expect("a handshake answer is a valid response");
+    }
+    let mut bytes = Vec::new();
+    conn.outbox()
+        .write_to(&mut bytes)
+        .expect("writing to a Vec cannot fail");
+    bytes
+}

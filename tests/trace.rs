@@ -42,7 +42,11 @@ fn trace_of_a_scripted_session_matches_the_transcript() {
         .lock()
         .unwrap()
         .iter()
-        .filter(|line| line.starts_with("#1 <-") || line.starts_with("#1 ->") || line.starts_with("#1 !!"))
+        .filter(|line| {
+            ["#1 <-", "#1 ->", "#1 !!", "#1 =="]
+                .iter()
+                .any(|prefix| line.starts_with(prefix))
+        })
         .cloned()
         .collect();
     let expected: Vec<&str> = include_str!("trace/session.txt").lines().collect();

@@ -10,6 +10,7 @@
 //! With `--server-pid`, the server's CPU time (utime+stime from /proc) over the measured window and
 //! its resident memory are reported too: CPU per message stays meaningful on a noisy machine where
 //! messages/s does not.
+#![allow(clippy::disallowed_methods)] // A program at the I/O edge: it reads the clock itself.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};

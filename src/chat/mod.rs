@@ -1,8 +1,10 @@
 //! The chat: rooms, nicknames, history and the JSON protocol. Plain logic, no sockets.
 //!
-//! The server tells the chat who connected, what they said and who left; the chat answers with
-//! [`Action`]s: "send these bytes to these clients" and, for abuse, "close this client". Every
-//! outgoing message is serialized and framed once ([`SharedFrame`]) however many clients receive it.
+//! The hub tells the chat which session connected, what it said and when it left; the chat answers
+//! with [`Action`]s: "send this JSON to these sessions" and, for abuse, "close this session". Every
+//! outgoing message is serialized once, however many sessions receive it; how it travels (a
+//! WebSocket frame today) is the hub's business, not the chat's. The chat reads no clock: the
+//! caller passes [`Now`] in.
 //!
 //! Protocol (text frames carrying `{"type": ..., "payload": ...}`; see the README for the table):
 //!
@@ -15,16 +17,25 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ws::close::CloseCode;
-use crate::ws::protocol::{Message, SharedFrame};
 
-/// The server's handle for a client (its connection's slab key).
-pub type ClientId = usize;
+/// A chat client, whatever carries it. Sessions are numbered by the hub and never reused; they are
+/// separate from connection ids because a session may outlive the connection that opened it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(pub u64);
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s{}", self.0)
+    }
+}
+
+type ClientId = SessionId;
 
 /// The room everybody starts in.
 pub const LOBBY: &str = "lobby";
@@ -83,8 +94,8 @@ impl Default for ChatConfig {
 /// What the server must do after the chat handled an input.
 #[derive(Debug, Clone)]
 pub enum Action {
-    /// Queue `frame` for each of `to`, in order.
-    Send { to: Vec<ClientId>, frame: SharedFrame },
+    /// Send `json` (one serialized chat event, shared by every recipient) to each of `to`, in order.
+    Send { to: Vec<SessionId>, json: Rc<str> },
     /// Close `client` with `code`.
     Close {
         client: ClientId,
@@ -154,14 +165,14 @@ enum Outbound<'a> {
 }
 
 impl Outbound<'_> {
-    /// Serializes and frames once.
-    fn frame(&self) -> SharedFrame {
+    /// Serializes once, for every recipient.
+    fn json(&self) -> Rc<str> {
         // Serializing these plain structs cannot fail: no maps with non-string keys, no custom
         // serializers. Fall back to an error message rather than panic all the same.
         let json = serde_json::to_string(self).unwrap_or_else(|error| {
             format!(r#"{{"type":"error","payload":{{"code":"bad_payload","message":"{error}"}}}}"#)
         });
-        SharedFrame::new(Message::Text(&json))
+        Rc::from(json)
     }
 }
 
@@ -318,19 +329,6 @@ pub struct Now {
     pub unix_ms: u64,
 }
 
-impl Now {
-    pub fn system() -> Self {
-        let unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_millis() as u64;
-        Self {
-            instant: Instant::now(),
-            unix_ms,
-        }
-    }
-}
-
 impl Chat {
     pub fn new(config: ChatConfig) -> Self {
         Self {
@@ -438,15 +436,15 @@ impl Chat {
         let room = client.room.clone();
         self.nicknames.remove(&from.to_lowercase());
         self.nicknames.insert(key, id);
-        let frame = Outbound::Renamed {
+        let json = Outbound::Renamed {
             room: &room,
             from: &from,
             to: nickname,
         }
-        .frame();
+        .json();
         actions.push(Action::Send {
             to: self.members(&room, None),
-            frame,
+            json,
         });
         Ok(())
     }
@@ -492,11 +490,11 @@ impl Chat {
         });
         actions.push(Action::Send {
             to: vec![id],
-            frame: Outbound::Ack { id: message.id }.frame(),
+            json: Outbound::Ack { id: message.id }.json(),
         });
         actions.push(Action::Send {
             to: self.members(&message.room, Some(id)),
-            frame: Outbound::Message(&message).frame(),
+            json: Outbound::Message(&message).json(),
         });
         let history_size = self.config.history_size;
         if let Some(room) = self.rooms.get_mut(&message.room) {
@@ -527,7 +525,7 @@ impl Chat {
             let welcome = self.welcome(&room, &nickname);
             actions.push(Action::Send {
                 to: vec![id],
-                frame: welcome,
+                json: welcome,
             });
             return Ok(());
         }
@@ -541,12 +539,12 @@ impl Chat {
             return;
         };
         let messages = self.history_since(&client.room, since);
-        let frame = Outbound::History {
+        let json = Outbound::History {
             room: &client.room,
             messages,
         }
-        .frame();
-        actions.push(Action::Send { to: vec![id], frame });
+        .json();
+        actions.push(Action::Send { to: vec![id], json });
     }
 
     /// Puts `id` in `room`: `welcome` to it, `joined` to the others.
@@ -560,28 +558,28 @@ impl Chat {
         let welcome = self.welcome(&room, &nickname);
         actions.push(Action::Send {
             to: vec![id],
-            frame: welcome,
+            json: welcome,
         });
         let joined = Outbound::Joined {
             room: &room,
             nickname: &nickname,
         }
-        .frame();
+        .json();
         actions.push(Action::Send {
             to: self.members(&room, Some(id)),
-            frame: joined,
+            json: joined,
         });
     }
 
     /// What a client is told on entering `room`: its name, who is there, the room's history.
-    fn welcome(&self, room: &str, nickname: &str) -> SharedFrame {
+    fn welcome(&self, room: &str, nickname: &str) -> Rc<str> {
         Outbound::Welcome {
             nickname,
             room,
             online: self.online(room),
             history: self.history_since(room, 0),
         }
-        .frame()
+        .json()
     }
 
     fn leave_room(&mut self, id: ClientId, room: &str, nickname: &str, actions: &mut Vec<Action>) {
@@ -589,10 +587,10 @@ impl Chat {
             return;
         };
         members.remove(&id);
-        let frame = Outbound::Left { room, nickname }.frame();
+        let json = Outbound::Left { room, nickname }.json();
         actions.push(Action::Send {
             to: self.members(room, None),
-            frame,
+            json,
         });
     }
 
@@ -663,7 +661,7 @@ impl Chat {
 fn send_error(id: ClientId, code: ErrorCode, message: String, actions: &mut Vec<Action>) {
     actions.push(Action::Send {
         to: vec![id],
-        frame: Outbound::Error { code, message }.frame(),
+        json: Outbound::Error { code, message }.json(),
     });
 }
 

@@ -50,6 +50,7 @@
 use std::ops::Range;
 
 use crate::outbox::{Outbox, SharedBytes};
+use crate::trace::{self, Direction};
 
 use super::chunked::{ChunkedDecoder, Decoded};
 use super::head::{self, RequestHead, SectionScan};
@@ -192,6 +193,8 @@ pub struct Conn {
     /// The rule the peer broke, once it did.
     error: Option<Error>,
     outbox: Outbox,
+    /// The connection's number in the wire trace, when it is traced.
+    trace_id: Option<u64>,
 }
 
 /// What [`Conn::advance`] found, before it is lent out as an [`Event`].
@@ -215,7 +218,14 @@ impl Conn {
             keep_alive: true,
             error: None,
             outbox: Outbox::new(),
+            trace_id: None,
         }
+    }
+
+    /// Prints every request and response head of this connection to the wire trace
+    /// ([`crate::trace`]) as `#id`.
+    pub fn enable_trace(&mut self, id: u64) {
+        self.trace_id = Some(id);
     }
 
     /// Appends bytes that arrived from the peer. Ignored after [`Conn::receive_eof`] and after the
@@ -283,6 +293,9 @@ impl Conn {
         };
         match parsed {
             Some((head, len)) => {
+                if let Some(id) = self.trace_id {
+                    trace::http_head(id, Direction::In, &unread[..len]);
+                }
                 self.consumed += len;
                 self.scan = SectionScan::default();
                 self.begin_request(head)
@@ -345,7 +358,7 @@ impl Conn {
     fn send_continue_if_expected(&mut self) {
         if self.cycle.expects_continue && self.writing == Writing::Idle {
             self.cycle.expects_continue = false;
-            self.outbox.append_with(|out| {
+            self.push_head(|out| {
                 response::render_head(
                     out,
                     Status::CONTINUE,
@@ -526,17 +539,25 @@ impl Conn {
         self.unread().len() <= self.limits.max_head_bytes
     }
 
+    /// How many bytes wait to be written.
+    pub fn queued(&self) -> usize {
+        self.outbox.len()
+    }
+
     /// Bytes waiting to be written.
     pub fn outbox(&mut self) -> &mut Outbox {
         &mut self.outbox
     }
 
-    /// Hands the connection over to the protocol a 101 switched to.
-    pub fn upgrade(mut self) -> Upgraded {
-        self.input.drain(..self.consumed);
+    /// Hands the connection over to the protocol a 101 switched to: what is still to be written,
+    /// and every input byte after the request. The connection is left empty.
+    pub fn upgrade(&mut self) -> Upgraded {
+        let mut trailing = std::mem::take(&mut self.input);
+        trailing.drain(..self.consumed);
+        self.consumed = 0;
         Upgraded {
-            output: self.outbox,
-            trailing: self.input,
+            output: std::mem::take(&mut self.outbox),
+            trailing,
         }
     }
 
@@ -579,14 +600,20 @@ impl Conn {
                 "a 101 must name the protocol in Upgrade",
             ));
         }
+        // `Upgrade` and then `Connection: Upgrade`, in the order of RFC 6455's example (§1.3)
+        // that readers of the trace compare it with.
+        let is_upgrade = |name: &str| name.eq_ignore_ascii_case("upgrade");
         let fields = head.headers.iter().map(|(name, value)| (*name, value.as_ref()));
-        self.outbox.append_with(|out| {
+        let upgrade = fields.clone().filter(|(name, _)| is_upgrade(name));
+        let others = fields.filter(|(name, _)| !is_upgrade(name));
+        let fields = upgrade.chain([("Connection", "Upgrade")]).chain(others);
+        self.push_head(|out| {
             response::render_head(
                 out,
                 head.status,
                 head.content_type,
                 Framing::Unframed,
-                Some("Upgrade"),
+                None,
                 fields,
             )
         });
@@ -614,9 +641,20 @@ impl Conn {
             (true, _) => None,
         };
         let fields = head.headers.iter().map(|(name, value)| (*name, value.as_ref()));
-        self.outbox.append_with(|out| {
+        self.push_head(|out| {
             response::render_head(out, head.status, head.content_type, framing, connection, fields)
         });
+    }
+
+    /// Queues a response head that `render` writes, printing it to the trace first when traced.
+    fn push_head(&mut self, render: impl FnOnce(&mut Vec<u8>)) {
+        let Some(id) = self.trace_id else {
+            return self.outbox.append_with(render);
+        };
+        let mut head = Vec::new();
+        render(&mut head);
+        trace::http_head(id, Direction::Out, &head);
+        self.outbox.append_with(|out| out.extend_from_slice(&head));
     }
 
     /// Queues a complete body, unless the request was HEAD (RFC 9110 §9.3.2: "the server MUST NOT

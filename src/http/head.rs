@@ -2,7 +2,7 @@
 //! read with `httparse`.
 //!
 //! A head is complete at its first empty line (RFC 9112 §2.1). Until then its bytes trickle in, so
-//! two questions are kept apart: *is it worth parsing yet?* ([`SectionScan`], which looks at each
+//! two questions are kept apart: *is it worth parsing yet?* (`SectionScan`, which looks at each
 //! byte once) and *what does it say?* ([`parse_head`]). A head sent one byte at a time is then
 //! searched once and parsed once, not once per byte.
 //!

@@ -1,11 +1,11 @@
-//! The opening handshake, RFC 6455 §4.2 (server side) — bytes in, decision out.
+//! The opening handshake, RFC 6455 §4.2 (server side) — a request head in, a decision out.
 //!
-//! [`parse_request`] reads an HTTP/1.1 request head with `httparse` from a buffer that may still be
-//! growing: it answers `Ok(None)` until the head is complete, and reports how long the head was so
-//! that bytes after it (a client may send its first frames right behind the request) are kept.
-//! [`Request::validate`] checks the head against §4.2.1 and returns either the [`Accepted`] upgrade,
-//! whose [`Accepted::response`] is the `101 Switching Protocols`, or a [`HandshakeError`] that knows
-//! its HTTP status and renders its own one-line explanation.
+//! The HTTP layer ([`crate::http::Conn`]) reads the request head; [`Request::from_head`] keeps the
+//! fields the handshake looks at, and [`Request::validate`] checks them against §4.2.1. The answer
+//! is either the [`Accepted`] upgrade, whose [`Accepted::response`] is the `101 Switching
+//! Protocols`, or a [`HandshakeError`] that knows its HTTP status and renders its own one-line
+//! explanation. [`parse_request`] does both reading steps at once on a byte buffer, for tools and
+//! tests that have no connection.
 
 use std::fmt;
 
@@ -13,29 +13,22 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use sha1::{Digest, Sha1};
 
-use crate::http::{self, Status};
+use crate::http::{self, RequestHead, Response, Status};
 
 pub mod client;
 
-/// Largest request head we read. Browsers send well under 2 KiB; 8 KiB is what common proxies allow.
-pub const MAX_HEAD_BYTES: usize = 8 * 1024;
-/// Most header fields in a request head. A browser's handshake has about 15.
-pub const MAX_HEADERS: usize = 32;
+pub use crate::http::conn::{MAX_HEAD_BYTES, MAX_HEADERS};
+pub use crate::http::head::list_elements as tokens;
+
 /// §1.3: the GUID appended to the key before hashing.
 const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// §4.2.1 item 6: the only version this server speaks.
 const SUPPORTED_VERSION: &str = "13";
 
-/// A request that cannot be upgraded, one variant per reason; [`HandshakeError::status`] maps each
-/// to its HTTP status in one place.
+/// An upgrade request that breaks a rule of §4.2.1 (or the Origin policy), one variant per rule;
+/// [`HandshakeError::status`] maps each to its HTTP status in one place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HandshakeError {
-    /// The head is longer than [`MAX_HEAD_BYTES`].
-    HeadTooLarge,
-    /// More than [`MAX_HEADERS`] header fields.
-    TooManyHeaders,
-    /// Not a syntactically valid HTTP/1.x request head.
-    Malformed(String),
     /// §4.2.1 item 1: "An HTTP/1.1 or higher GET request".
     MethodNotAllowed(String),
     /// §4.2.1 item 1: HTTP/1.0 cannot upgrade.
@@ -54,53 +47,40 @@ pub enum HandshakeError {
     UnsupportedVersion(String),
     /// §4.2.2 item 2 / §10.2: the `Origin` is not one we serve.
     ForbiddenOrigin(String),
-    /// No endpoint at this path.
-    NotFound(String),
-    /// A plain HTTP request at an endpoint that only speaks WebSocket.
-    UpgradeRequired,
-    /// The server is at its connection limit.
-    ServerFull,
 }
 
 impl HandshakeError {
     pub fn status(&self) -> Status {
         match self {
-            Self::HeadTooLarge | Self::TooManyHeaders => Status::HEADERS_TOO_LARGE,
-            Self::Malformed(_)
-            | Self::HttpVersion
+            Self::HttpVersion
             | Self::MissingHost
             | Self::NotWebSocketUpgrade
             | Self::MissingConnectionUpgrade
             | Self::BadKey
             | Self::MissingVersion => Status::BAD_REQUEST,
             Self::MethodNotAllowed(_) => Status::METHOD_NOT_ALLOWED,
-            Self::UnsupportedVersion(_) | Self::UpgradeRequired => Status::UPGRADE_REQUIRED,
+            Self::UnsupportedVersion(_) => Status::UPGRADE_REQUIRED,
             Self::ForbiddenOrigin(_) => Status::FORBIDDEN,
-            Self::NotFound(_) => Status::NOT_FOUND,
-            Self::ServerFull => Status::SERVICE_UNAVAILABLE,
         }
     }
 
-    /// The full HTTP response: status, the headers the RFC asks for, and a one-line body.
-    pub fn response(&self) -> Vec<u8> {
-        let headers: &[(&str, &str)] = match self {
+    /// The response: status, the headers the RFC asks for, and a one-line body. The connection
+    /// closes after it: a client that got the handshake wrong is not worth keeping.
+    pub fn response(&self) -> Response {
+        let response = Response::text(self.status(), &self.to_string()).close();
+        match self {
             Self::UnsupportedVersion(_) | Self::MissingVersion => {
-                &[("Sec-WebSocket-Version", SUPPORTED_VERSION)]
+                response.header("Sec-WebSocket-Version", SUPPORTED_VERSION)
             }
-            Self::UpgradeRequired => &[("Upgrade", "websocket")],
-            Self::MethodNotAllowed(_) => &[("Allow", "GET")],
-            _ => &[],
-        };
-        http::error_response(self.status(), headers, &self.to_string())
+            Self::MethodNotAllowed(_) => response.header("Allow", "GET"),
+            _ => response,
+        }
     }
 }
 
 impl fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::HeadTooLarge => write!(f, "request head exceeds {MAX_HEAD_BYTES} bytes"),
-            Self::TooManyHeaders => write!(f, "more than {MAX_HEADERS} header fields"),
-            Self::Malformed(why) => write!(f, "malformed HTTP request: {why}"),
             Self::MethodNotAllowed(method) => write!(f, "method {method} cannot upgrade; use GET"),
             Self::HttpVersion => f.write_str("WebSocket upgrade requires HTTP/1.1"),
             Self::MissingHost => f.write_str("missing Host header"),
@@ -112,9 +92,6 @@ impl fmt::Display for HandshakeError {
                 write!(f, "Sec-WebSocket-Version {version:?} is not supported; use 13")
             }
             Self::ForbiddenOrigin(origin) => write!(f, "origin {origin:?} is not allowed"),
-            Self::NotFound(path) => write!(f, "no endpoint at {path}"),
-            Self::UpgradeRequired => f.write_str("this endpoint speaks WebSocket only"),
-            Self::ServerFull => f.write_str("server is at its connection limit; try again later"),
         }
     }
 }
@@ -140,6 +117,8 @@ pub struct Request {
     pub origin: Option<String>,
     /// Subprotocols the client offered, in its order of preference.
     pub protocols: Vec<String>,
+    /// Every `Sec-WebSocket-Extensions` value, as sent (§9.1; negotiated by the extension).
+    pub extensions: Vec<String>,
 }
 
 /// Who may connect and what we speak: the policy side of validation.
@@ -163,18 +142,16 @@ pub struct Accepted {
 }
 
 impl Accepted {
-    /// The `101 Switching Protocols` response (§4.2.2 item 5). No extension is offered.
-    pub fn response(&self) -> Vec<u8> {
-        let mut head = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: {}\r\n",
-            self.accept
-        );
-        if let Some(protocol) = &self.protocol {
-            head.push_str(&format!("Sec-WebSocket-Protocol: {protocol}\r\n"));
+    /// The `101 Switching Protocols` response (§4.2.2 item 5); the HTTP layer adds
+    /// `Connection: Upgrade`. No extension is offered.
+    pub fn response(&self) -> Response {
+        let response = Response::new(Status::SWITCHING_PROTOCOLS)
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Accept", self.accept.clone());
+        match &self.protocol {
+            Some(protocol) => response.header("Sec-WebSocket-Protocol", protocol.clone()),
+            None => response,
         }
-        head.push_str("\r\n");
-        head.into_bytes()
     }
 }
 
@@ -186,62 +163,39 @@ pub fn accept_key(key: &str) -> String {
     BASE64.encode(sha1.finalize())
 }
 
-/// Parses the request head at the front of `buf`. `Ok(None)`: not complete yet, read more.
-/// `Ok(Some((request, head_len)))`: bytes from `head_len` on belong to the WebSocket stream.
-pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, HandshakeError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut headers);
-    let head_len = match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
-            return Err(HandshakeError::HeadTooLarge);
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::TooManyHeaders),
-        Err(error) => return Err(HandshakeError::Malformed(error.to_string())),
-    };
-    if head_len > MAX_HEAD_BYTES {
-        return Err(HandshakeError::HeadTooLarge);
-    }
-    let target = parsed.path.unwrap_or("/");
-    let mut request = Request {
-        method: parsed.method.unwrap_or_default().to_owned(),
-        path: target.split('?').next().unwrap_or(target).to_owned(),
-        minor_version: parsed.version.unwrap_or(0),
-        ..Request::default()
-    };
-    for header in parsed.headers.iter() {
-        let value = String::from_utf8_lossy(header.value).trim().to_owned();
-        let name = header.name;
-        if name.eq_ignore_ascii_case("host") {
-            request.host = Some(value);
-        } else if name.eq_ignore_ascii_case("upgrade") {
-            request
-                .upgrade
-                .extend(tokens(&value).map(|t| t.to_ascii_lowercase()));
-        } else if name.eq_ignore_ascii_case("connection") {
-            request
-                .connection
-                .extend(tokens(&value).map(|t| t.to_ascii_lowercase()));
-        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
-            request.keys.push(value);
-        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
-            request.version = Some(value);
-        } else if name.eq_ignore_ascii_case("origin") {
-            request.origin = Some(value);
-        } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
-            request.protocols.extend(tokens(&value).map(str::to_owned));
-        }
-    }
-    Ok(Some((request, head_len)))
-}
-
-/// The elements of a comma-separated header list (RFC 9110 §5.6.1), empty ones skipped.
-fn tokens(value: &str) -> impl Iterator<Item = &str> {
-    value.split(',').map(str::trim).filter(|token| !token.is_empty())
+/// Reads the request head at the front of `buf` (with the HTTP layer's limits). `Ok(None)`: not
+/// complete yet, read more. `Ok(Some((request, head_len)))`: bytes from `head_len` on belong to
+/// the WebSocket stream.
+pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, http::Error> {
+    let parsed = http::parse_head(buf, &http::Limits::default())?;
+    Ok(parsed.map(|(head, len)| (Request::from_head(&head), len)))
 }
 
 impl Request {
+    /// The fields of `head` the handshake needs: token lists split and lower-cased, values as sent.
+    pub fn from_head(head: &RequestHead) -> Self {
+        let lower_tokens = |name| head.tokens(name).map(str::to_ascii_lowercase).collect();
+        Self {
+            method: head.method.clone(),
+            path: head.path.clone(),
+            minor_version: head.minor_version,
+            host: head.header("host").map(str::to_owned),
+            upgrade: lower_tokens("upgrade"),
+            connection: lower_tokens("connection"),
+            keys: head
+                .header_values("sec-websocket-key")
+                .map(str::to_owned)
+                .collect(),
+            version: head.header("sec-websocket-version").map(str::to_owned),
+            origin: head.header("origin").map(str::to_owned),
+            protocols: head.tokens("sec-websocket-protocol").map(str::to_owned).collect(),
+            extensions: head
+                .header_values("sec-websocket-extensions")
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+
     /// Whether the client asked for any upgrade at all. A request without `Upgrade` is a plain
     /// HTTP request (e.g. a browser loading the chat page).
     pub fn wants_upgrade(&self) -> bool {
@@ -335,6 +289,11 @@ mod tests {
         parse(text).validate(&Policy::default())
     }
 
+    /// The server's whole answer to `text`, as the HTTP layer writes it.
+    fn answer(text: &str, policy: &Policy) -> String {
+        String::from_utf8(crate::testing::handshake_answer(text.as_bytes(), policy)).unwrap()
+    }
+
     #[test]
     fn rfc_1_3_accept_key_test_vector() {
         assert_eq!(
@@ -345,9 +304,10 @@ mod tests {
 
     #[test]
     fn browser_request_is_accepted_with_the_101_response() {
-        let accepted = validate(CHROME_REQUEST).unwrap();
-        let response = String::from_utf8(accepted.response()).unwrap();
+        let response = answer(CHROME_REQUEST, &Policy::default());
         assert!(response.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
+        assert!(response.contains("Upgrade: websocket\r\n"));
+        assert!(response.contains("Connection: Upgrade\r\n"));
         assert!(response.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         assert!(
             !response.contains("Sec-WebSocket-Extensions"),
@@ -426,8 +386,8 @@ mod tests {
 
     #[test]
     fn wrong_version_answer_names_the_supported_version() {
-        let error = validate(&request_with("sec-websocket-version", "Sec-WebSocket-Version: 7")).unwrap_err();
-        let response = String::from_utf8(error.response()).unwrap();
+        let request = request_with("sec-websocket-version", "Sec-WebSocket-Version: 7");
+        let response = answer(&request, &Policy::default());
         assert!(response.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
         assert!(response.contains("Sec-WebSocket-Version: 13\r\n"));
     }
@@ -435,7 +395,8 @@ mod tests {
     #[test]
     fn oversized_head_is_431() {
         let huge = format!("GET / HTTP/1.1\r\nX-Padding: {}\r\n", "a".repeat(MAX_HEAD_BYTES));
-        assert_eq!(parse_request(huge.as_bytes()), Err(HandshakeError::HeadTooLarge));
+        let error = parse_request(huge.as_bytes()).unwrap_err();
+        assert_eq!(error.status().code(), 431);
     }
 
     #[test]
@@ -485,11 +446,7 @@ mod tests {
             Some("chat.v1"),
             "client's preference wins"
         );
-        assert!(
-            String::from_utf8(accepted.response())
-                .unwrap()
-                .contains("Sec-WebSocket-Protocol: chat.v1\r\n")
-        );
+        assert!(answer(&offered, &policy).contains("Sec-WebSocket-Protocol: chat.v1\r\n"));
         let unknown = request_with("", "Sec-WebSocket-Protocol: mqtt");
         assert_eq!(parse(&unknown).validate(&policy).unwrap().protocol, None);
     }

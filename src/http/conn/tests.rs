@@ -245,7 +245,7 @@ fn upgrade_hands_over_every_byte_after_the_head() {
     let run = serve(&format!("{request}{after}"));
     assert_eq!(
         text(&run.output),
-        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
     );
     assert_eq!(run.upgraded, Some(after.into_bytes()));
     assert_eq!(run.events, [Seen::Head(head_of(request)), Seen::End]);

@@ -111,7 +111,7 @@ impl ClientHandshake {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ws::handshake::{Policy, parse_request};
+    use crate::ws::handshake::Policy;
 
     /// The RFC's sample nonce, "the sample nonce" in ASCII (§1.3 / §4.1).
     const SAMPLE_NONCE: [u8; 16] = *b"the sample nonce";
@@ -128,8 +128,7 @@ mod tests {
     #[test]
     fn our_server_accepts_our_client_and_the_client_accepts_the_answer() {
         let handshake = ClientHandshake::new("localhost", "/", SAMPLE_NONCE);
-        let (request, _) = parse_request(handshake.request()).unwrap().unwrap();
-        let mut response = request.validate(&Policy::default()).unwrap().response();
+        let mut response = crate::testing::handshake_answer(handshake.request(), &Policy::default());
         let head_len = response.len();
         response.extend_from_slice(&[0x81, 0x00]);
         assert_eq!(handshake.parse_response(&response), Ok(Some(head_len)));

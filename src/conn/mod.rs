@@ -1,0 +1,601 @@
+//! One socket's protocol stack, sans-IO: the transport, then the phase the conversation is in.
+//!
+//! A [`Stack`] is what a socket carries, minus the socket. The server reads bytes and hands them to
+//! [`Stack::receive`], writes what [`Stack::outbox`] holds, and asks the stack what it wants next:
+//! to be read ([`Stack::wants_read`]), to be woken at a time ([`Stack::poll_timeout`]), to have its
+//! sending side shut down or to be dropped ([`Stack::settle`]). Like the WebSocket connection it
+//! wraps, it never touches a socket and never reads a clock.
+//!
+//! ```text
+//!            request head: page ──► (keep-alive) next request ─┐
+//!   Http ◄──────────────────────────────────────────────────────┘
+//!     │ 101 Switching Protocols
+//!     ├───────────────────────► WebSocket ──(Close exchanged / failed)──┐
+//!     │ a response that closes, an error, a timeout                    ▼
+//!     └──────────────────────────────────────────────────────────► Draining ──(peer's FIN / timeout)──► Closed
+//! ```
+//!
+//! Each [`Phase`] variant holds its own state and deadline, so there is one place to ask when the
+//! stack next needs attention ([`Stack::poll_timeout`]) and one place to act on it
+//! ([`Stack::handle_timeout`]). Every phase change goes through one function (`Stack::set_phase`), which the wire
+//! trace shows.
+//!
+//! Draining exists because of RFC 6455 §7.1.1 (the server closes TCP first) and a TCP detail: after
+//! our last byte we shut down our sending side and keep reading until the peer's FIN, so the kernel
+//! never answers unread input with a reset that could destroy our last bytes in flight.
+
+mod id;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+pub use id::ConnId;
+
+use crate::chat::Now;
+use crate::http::{self, RequestHead};
+use crate::hub::{Endpoint, Event, Hub, Route};
+use crate::outbox::Outbox;
+use crate::trace;
+use crate::ws::close::CloseCode;
+use crate::ws::protocol::{self as ws, Connection, Role, Sender, State};
+
+/// Limits and timers of every stack, from the command line.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    pub http: http::Limits,
+    pub websocket: ws::Config,
+    /// Time a client has to send a complete request head: after accepting the connection, and
+    /// again after each response on a kept-alive connection (slowloris; idle keep-alive).
+    pub handshake_timeout: Duration,
+    /// How long a response, a closed WebSocket's last bytes, or the peer's FIN may take.
+    pub close_timeout: Duration,
+    /// Bytes queued for one connection before it counts as slow (see [`Stack::deliver`]).
+    pub max_queued_output: usize,
+}
+
+/// The byte transform between the socket and the phase. Plain TCP passes bytes through; TLS will
+/// decrypt on the way in and encrypt on the way out here, so no phase ever learns about it.
+#[derive(Debug, Default)]
+enum Transport {
+    #[default]
+    Plain,
+}
+
+/// Where the conversation on this socket is.
+#[derive(Debug)]
+pub enum Phase {
+    /// HTTP/1.1 requests and responses, until an upgrade or the end of the connection.
+    Http {
+        conn: Box<http::Conn>,
+        /// The current request head must be complete by then.
+        deadline: Instant,
+        /// Requests answered so far on this connection.
+        requests: u32,
+    },
+    /// After `101 Switching Protocols`.
+    WebSocket {
+        conn: Box<Connection>,
+        endpoint: Endpoint,
+        /// Once the WebSocket is closed but its last bytes are still queued: when to give up on a
+        /// peer that does not read them.
+        flush_deadline: Option<Instant>,
+    },
+    /// Our sending side is shut down; reading until the peer's FIN.
+    Draining { deadline: Instant },
+    /// Nothing more to do: drop the socket.
+    Closed,
+}
+
+impl Phase {
+    /// The phase's name, as the trace prints it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Http { .. } => "http",
+            Phase::WebSocket {
+                endpoint: Endpoint::Chat,
+                ..
+            } => "websocket (chat)",
+            Phase::WebSocket {
+                endpoint: Endpoint::Echo,
+                ..
+            } => "websocket (echo)",
+            Phase::Draining { .. } => "draining",
+            Phase::Closed => "closed",
+        }
+    }
+}
+
+/// What the socket must do after [`Stack::settle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketAction {
+    /// Nothing new.
+    None,
+    /// We have said our last word: shut down the sending side (then keep reading until FIN).
+    ShutdownWrite,
+    /// The stack is done: drop the socket.
+    Remove,
+}
+
+/// What the stack needs from outside for one call: the shared state, its configuration and the time.
+pub struct Ctx<'a> {
+    pub hub: &'a mut Hub,
+    pub config: &'a StackConfig,
+    pub now: Now,
+}
+
+/// One socket's protocol stack.
+#[derive(Debug)]
+pub struct Stack {
+    id: ConnId,
+    addr: SocketAddr,
+    transport: Transport,
+    phase: Phase,
+    /// The peer sent FIN.
+    eof: bool,
+    /// Accepted past `--max-connections`, only to be answered 503.
+    over_capacity: bool,
+    /// Whether this connection is printed to the wire trace (decided when it opened).
+    traced: bool,
+}
+
+impl Stack {
+    /// A connection just accepted at `now`: it starts by reading a request head.
+    pub fn new(
+        id: ConnId,
+        addr: SocketAddr,
+        over_capacity: bool,
+        config: &StackConfig,
+        now: Instant,
+    ) -> Self {
+        let traced = trace::enabled();
+        let mut http = Box::new(http::Conn::new(config.http));
+        if traced {
+            http.enable_trace(id.serial());
+        }
+        Self {
+            id,
+            addr,
+            transport: Transport::Plain,
+            phase: Phase::Http {
+                conn: http,
+                deadline: now + config.handshake_timeout,
+                requests: 0,
+            },
+            eof: false,
+            over_capacity,
+            traced,
+        }
+    }
+
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    // --- predicates -------------------------------------------------------------------------
+
+    /// Whether the server should read the socket now. Not once the peer sent FIN; not while a
+    /// WebSocket's queue is over the cap (the peer must read what it asked for before it may ask
+    /// for more); not while the HTTP layer holds as much pipelined input as it will buffer.
+    pub fn wants_read(&self, config: &StackConfig) -> bool {
+        if self.eof {
+            return false;
+        }
+        match &self.phase {
+            Phase::Http { conn, .. } => conn.wants_read(),
+            Phase::WebSocket { conn, .. } => conn.queued() < config.max_queued_output,
+            Phase::Draining { .. } => true,
+            Phase::Closed => false,
+        }
+    }
+
+    /// Whether bytes wait to be written.
+    pub fn wants_write(&self) -> bool {
+        self.queued() > 0
+    }
+
+    /// Bytes waiting to be written.
+    pub fn queued(&self) -> usize {
+        match &self.phase {
+            Phase::Http { conn, .. } => conn.queued(),
+            Phase::WebSocket { conn, .. } => conn.queued(),
+            Phase::Draining { .. } | Phase::Closed => 0,
+        }
+    }
+
+    /// Whether the stack is finished and its socket can be dropped.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    /// The bytes to write, in the phases that send any.
+    pub fn outbox(&mut self) -> Option<&mut Outbox> {
+        match &mut self.phase {
+            Phase::Http { conn, .. } => Some(conn.outbox()),
+            Phase::WebSocket { conn, .. } => Some(conn.outbox()),
+            Phase::Draining { .. } | Phase::Closed => None,
+        }
+    }
+
+    /// When [`Stack::handle_timeout`] next has something to do: the one deadline of the phase.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Http { deadline, .. } | Phase::Draining { deadline } => Some(*deadline),
+            Phase::WebSocket {
+                conn, flush_deadline, ..
+            } => match conn.state() {
+                State::Closed => *flush_deadline,
+                State::Open | State::ClosingByUs => conn.poll_timeout(),
+            },
+            Phase::Closed => None,
+        }
+    }
+
+    // --- inputs ------------------------------------------------------------------------------
+
+    /// Bytes arrived from the socket. They may be modified in place (WebSocket payloads are
+    /// unmasked where they lie).
+    pub fn receive(&mut self, bytes: &mut [u8], ctx: &mut Ctx<'_>) {
+        match self.transport {
+            Transport::Plain => self.receive_plain(bytes, ctx),
+        }
+    }
+
+    /// The peer closed its sending side (TCP FIN). What follows is decided by [`Stack::settle`].
+    pub fn receive_eof(&mut self) {
+        self.eof = true;
+        if let Phase::Http { conn, .. } = &mut self.phase {
+            conn.receive_eof();
+        }
+    }
+
+    /// The socket failed (reset, broken pipe): nothing more can be sent or received.
+    pub fn fail(&mut self, ctx: &mut Ctx<'_>) {
+        self.eof = true;
+        self.set_phase(Phase::Closed, ctx.hub);
+    }
+
+    /// Time passed: act on the phase's deadline if it is due. Harmless when nothing is due, so a
+    /// timer that fires early (or late, or twice) never does the wrong thing.
+    pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now.instant;
+        let expired = match &mut self.phase {
+            Phase::Http {
+                deadline, requests, ..
+            } => {
+                let expired = now >= *deadline;
+                if expired && *requests == 0 {
+                    info!("#{} {} handshake timed out", self.id, self.addr);
+                }
+                expired
+            }
+            Phase::WebSocket {
+                conn, flush_deadline, ..
+            } => {
+                if conn.state() != State::Closed {
+                    conn.handle_timeout(now);
+                }
+                // A closed WebSocket whose peer stopped reading our last bytes.
+                conn.state() == State::Closed && flush_deadline.is_some_and(|deadline| now >= deadline)
+            }
+            Phase::Draining { deadline } => now >= *deadline,
+            Phase::Closed => false,
+        };
+        if expired {
+            self.set_phase(Phase::Closed, ctx.hub);
+        }
+    }
+
+    /// The hub asks to queue `event` (a chat delivery). The slow-consumer rule: a client that
+    /// cannot keep up is closed with 1008 and told why, never silently skipped, so a chat client
+    /// either receives every message in order or learns that it did not.
+    pub fn deliver(&mut self, event: &Event, ctx: &mut Ctx<'_>) {
+        let Phase::WebSocket { conn, .. } = &mut self.phase else {
+            return;
+        };
+        let frame = event.websocket_frame();
+        let cap = ctx.config.max_queued_output;
+        let queued = conn.queued();
+        // The cap is about falling behind: a frame that meets an empty queue is sent whatever its
+        // size (a welcome with a long history is larger than a message).
+        if queued > 0 && queued + frame.len() > cap {
+            let reason = format!("slow consumer: over {cap} bytes queued");
+            conn.close(CloseCode::PolicyViolation, &reason, ctx.now.instant);
+            return;
+        }
+        // Fails only when the connection is closing, and then it gets nothing more.
+        let _ = conn.sender(ctx.now.instant).send_shared(frame);
+    }
+
+    /// Starts the close handshake with `code` (the hub's request, or server shutdown). A
+    /// connection still speaking HTTP has no one to tell: it is dropped unless it is in the middle
+    /// of writing a response, which it finishes.
+    pub fn close(&mut self, code: CloseCode, reason: &str, ctx: &mut Ctx<'_>) {
+        match &mut self.phase {
+            Phase::WebSocket { conn, .. } => conn.close(code, reason, ctx.now.instant),
+            Phase::Http { conn, .. } if conn.queued() == 0 => self.set_phase(Phase::Closed, ctx.hub),
+            _ => {}
+        }
+    }
+
+    /// After any input, write or timer: moves the stack to its next phase when its current one is
+    /// finished, and tells the socket what follows from that.
+    pub fn settle(&mut self, ctx: &mut Ctx<'_>) -> SocketAction {
+        match &mut self.phase {
+            Phase::Http { .. } => {
+                // A response may have left (the next pipelined request can be answered), or the
+                // peer's FIN may have cut a request short (it is answered 400).
+                self.drive_http(ctx);
+                if let Phase::Http { conn, .. } = &self.phase
+                    && conn.queued() == 0
+                    && (conn.must_close() || self.eof)
+                {
+                    return self.start_draining(ctx);
+                }
+            }
+            Phase::WebSocket {
+                conn,
+                endpoint,
+                flush_deadline,
+            } => {
+                if self.eof {
+                    conn.receive_eof();
+                }
+                if conn.state() != State::Open && *endpoint == Endpoint::Chat {
+                    // A closing client receives nothing more: its session ends now, not when
+                    // the peer gets round to answering our Close.
+                    ctx.hub.closed(self.id);
+                }
+                if conn.state() == State::Closed {
+                    if conn.queued() == 0 || self.eof {
+                        return self.start_draining(ctx);
+                    }
+                    flush_deadline.get_or_insert(ctx.now.instant + ctx.config.close_timeout);
+                }
+            }
+            Phase::Draining { .. } if self.eof => self.set_phase(Phase::Closed, ctx.hub),
+            Phase::Draining { .. } | Phase::Closed => {}
+        }
+        if self.is_closed() {
+            SocketAction::Remove
+        } else {
+            SocketAction::None
+        }
+    }
+
+    /// Server shutdown: WebSockets are told 1001; a connection between HTTP requests is dropped.
+    pub fn shutdown(&mut self, ctx: &mut Ctx<'_>) {
+        self.close(CloseCode::GoingAway, "server shutting down", ctx);
+    }
+
+    // --- internals ---------------------------------------------------------------------------
+
+    fn receive_plain(&mut self, bytes: &mut [u8], ctx: &mut Ctx<'_>) {
+        match &mut self.phase {
+            Phase::Http { conn, .. } => {
+                conn.receive(bytes);
+                self.drive_http(ctx);
+            }
+            Phase::WebSocket { conn, endpoint, .. } => {
+                let (id, endpoint, now) = (self.id, *endpoint, ctx.now);
+                let hub = &mut *ctx.hub;
+                conn.receive(bytes, now.instant, |event, sender| {
+                    on_websocket_event(id, endpoint, event, sender, hub, now)
+                });
+            }
+            // Nothing more is expected from the peer; its bytes are read only to reach its FIN.
+            Phase::Draining { .. } | Phase::Closed => {}
+        }
+    }
+
+    /// Takes HTTP events as far as they go: answers each request in turn, starts the next cycle
+    /// of a kept-alive connection, and hands over to the WebSocket on an upgrade.
+    fn drive_http(&mut self, ctx: &mut Ctx<'_>) {
+        loop {
+            let Phase::Http { conn, .. } = &mut self.phase else {
+                return;
+            };
+            let event = match conn.next_event() {
+                Ok(event) => event,
+                Err(error) => {
+                    // The HTTP layer has queued the error's answer itself and closes after it.
+                    info!(
+                        "#{} {} rejected: {} {}",
+                        self.id,
+                        self.addr,
+                        error.status().code(),
+                        error
+                    );
+                    return;
+                }
+            };
+            match event {
+                http::Event::Head(head) => {
+                    if !self.on_request(&head, ctx) {
+                        return;
+                    }
+                }
+                // Requests with a body are refused from their head, before it is read.
+                http::Event::Body(_) | http::Event::End => {}
+                http::Event::NeedMore | http::Event::Closed => return,
+                http::Event::Paused => {
+                    // Pipelined requests wait until the answer to this one has left, so that a
+                    // client cannot make us queue responses faster than it reads them.
+                    if conn.must_close() || conn.queued() > 0 || conn.start_next_cycle().is_err() {
+                        return;
+                    }
+                    // Each request head gets its own time to arrive.
+                    if let Phase::Http {
+                        deadline, requests, ..
+                    } = &mut self.phase
+                    {
+                        *deadline = ctx.now.instant + ctx.config.handshake_timeout;
+                        *requests += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers one request. Returns whether the stack is still speaking HTTP.
+    fn on_request(&mut self, head: &RequestHead, ctx: &mut Ctx<'_>) -> bool {
+        match ctx.hub.route(head, self.over_capacity) {
+            Route::Page(asset) => {
+                self.respond(&asset.response());
+                true
+            }
+            Route::Reject(error) => {
+                info!(
+                    "#{} {} rejected: {} {}",
+                    self.id,
+                    self.addr,
+                    error.status().code(),
+                    error
+                );
+                self.respond(&error.response());
+                true
+            }
+            Route::Upgrade { endpoint, accepted } => {
+                self.upgrade(head, endpoint, &accepted.response(), ctx);
+                false
+            }
+        }
+    }
+
+    fn respond(&mut self, response: &http::Response) {
+        if let Phase::Http { conn, .. } = &mut self.phase
+            && let Err(error) = conn.respond(response)
+        {
+            // Our own mistake (a response the request does not allow): say so, and end the
+            // connection rather than leave the client waiting.
+            warn!("#{} {} cannot respond: {error}", self.id, self.addr);
+            self.eof = true;
+        }
+    }
+
+    /// Switches to the WebSocket: queues the 101, opens the connection, and feeds it the bytes
+    /// that arrived behind the request head (§4.1: a client may send frames right after it).
+    fn upgrade(
+        &mut self,
+        head: &RequestHead,
+        endpoint: Endpoint,
+        response: &http::Response,
+        ctx: &mut Ctx<'_>,
+    ) {
+        self.respond(response);
+        let Phase::Http { conn, .. } = &mut self.phase else {
+            return;
+        };
+        let upgraded = conn.upgrade();
+        let mut websocket = Box::new(Connection::new(
+            Role::Server,
+            ctx.config.websocket,
+            ctx.now.instant,
+        ));
+        if self.traced {
+            websocket.enable_trace(self.id.serial());
+        }
+        // The 101 (and anything else not yet written) goes out first, from the WebSocket's queue.
+        *websocket.outbox() = upgraded.output;
+        info!("#{} {} open {} ({:?})", self.id, self.addr, head.path, endpoint);
+        let next = Phase::WebSocket {
+            conn: websocket,
+            endpoint,
+            flush_deadline: None,
+        };
+        self.set_phase(next, ctx.hub);
+        if endpoint == Endpoint::Chat {
+            ctx.hub.opened(self.id, ctx.now);
+        }
+        let mut trailing = upgraded.trailing;
+        if !trailing.is_empty() {
+            self.receive_plain(&mut trailing, ctx);
+        }
+    }
+
+    /// Our last byte is out: shut down our side and read until the peer's FIN (or drop at once if
+    /// it already sent it).
+    fn start_draining(&mut self, ctx: &mut Ctx<'_>) -> SocketAction {
+        if self.eof {
+            self.set_phase(Phase::Closed, ctx.hub);
+            return SocketAction::Remove;
+        }
+        let deadline = ctx.now.instant + ctx.config.close_timeout;
+        self.set_phase(Phase::Draining { deadline }, ctx.hub);
+        SocketAction::ShutdownWrite
+    }
+
+    /// Every phase change goes through here: the trace shows it, and leaving the WebSocket ends
+    /// the chat session and writes the connection's one close line, however the WebSocket ended.
+    fn set_phase(&mut self, next: Phase, hub: &mut Hub) {
+        if self.traced {
+            let line = format!("== {} -> {}", self.phase.name(), next.name());
+            trace::line(self.id.serial(), &line);
+        }
+        if let Phase::WebSocket { conn, endpoint, .. } = &mut self.phase {
+            // A no-op after a completed close handshake; otherwise it records 1006 (§7.1.5).
+            conn.receive_eof();
+            log_close(self.id, self.addr, conn);
+            if *endpoint == Endpoint::Chat {
+                hub.closed(self.id);
+            }
+        }
+        self.phase = next;
+    }
+}
+
+/// Hands one event of a WebSocket connection to its endpoint.
+fn on_websocket_event(
+    id: ConnId,
+    endpoint: Endpoint,
+    event: ws::Event<'_>,
+    sender: &mut Sender<'_>,
+    hub: &mut Hub,
+    now: Now,
+) {
+    // Sends fail only once the connection is closing, when there is no one left to answer.
+    match (endpoint, event) {
+        (Endpoint::Echo, ws::Event::Text(text)) => {
+            let _ = sender.send_text(text);
+        }
+        (Endpoint::Echo, ws::Event::Binary(data)) => {
+            let _ = sender.send_binary(data);
+        }
+        (Endpoint::Chat, ws::Event::Text(text)) => hub.text(id, text, now),
+        (Endpoint::Chat, ws::Event::Binary(_)) => {
+            sender.close(
+                CloseCode::UnsupportedData,
+                "the chat speaks JSON text frames only",
+            );
+        }
+        _ => {}
+    }
+}
+
+/// The connection's one close line in the log.
+fn log_close(id: ConnId, addr: SocketAddr, conn: &Connection) {
+    match conn.close_status() {
+        Some(status) => info!(
+            "#{id} {addr} closed {} by {}: {:?}{}",
+            status.code,
+            if status.by_us { "server" } else { "client" },
+            status.reason,
+            status
+                .error
+                .map(|error| format!(" (RFC 6455 {})", error.rfc_section()))
+                .unwrap_or_default()
+        ),
+        None => info!("#{id} {addr} closed"),
+    }
+}

@@ -1,0 +1,213 @@
+//! Routing and the session map, without connections.
+
+use std::time::Instant;
+
+use super::*;
+use crate::conn::ConnId;
+use crate::http::{Limits, RequestHead, parse_head};
+
+fn config(echo: bool) -> HubConfig {
+    HubConfig {
+        echo,
+        policy: Policy::default(),
+        chat: ChatConfig::default(),
+    }
+}
+
+fn head(text: &str) -> RequestHead {
+    parse_head(text.as_bytes(), &Limits::default())
+        .expect("valid head")
+        .expect("complete head")
+        .0
+}
+
+const UPGRADE: &str = "Host: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+
+/// What each request gets: a page, an upgrade, or a refusal with its status.
+#[test]
+fn routing_table() {
+    let table: &[(&str, bool, String, &str)] = &[
+        (
+            "the page",
+            false,
+            "GET / HTTP/1.1\r\nHost: h\r\n\r\n".into(),
+            "page",
+        ),
+        (
+            "the page, HEAD",
+            false,
+            "HEAD /app.js HTTP/1.1\r\nHost: h\r\n\r\n".into(),
+            "page",
+        ),
+        (
+            "the page, POST",
+            false,
+            "POST / HTTP/1.1\r\nHost: h\r\n\r\n".into(),
+            "405",
+        ),
+        (
+            "chat upgrade",
+            false,
+            format!("GET / HTTP/1.1\r\n{UPGRADE}\r\n"),
+            "chat",
+        ),
+        (
+            "echo upgrade",
+            true,
+            format!("GET /echo HTTP/1.1\r\n{UPGRADE}\r\n"),
+            "echo",
+        ),
+        (
+            "echo without --echo",
+            false,
+            format!("GET /echo HTTP/1.1\r\n{UPGRADE}\r\n"),
+            "404",
+        ),
+        (
+            "plain GET of /echo",
+            true,
+            "GET /echo HTTP/1.1\r\nHost: h\r\n\r\n".into(),
+            "426",
+        ),
+        (
+            "unknown path",
+            false,
+            "GET /nope HTTP/1.1\r\nHost: h\r\n\r\n".into(),
+            "404",
+        ),
+        (
+            "upgrade at an unknown path",
+            false,
+            format!("GET /nope HTTP/1.1\r\n{UPGRADE}\r\n"),
+            "404",
+        ),
+        (
+            "upgrade by POST",
+            false,
+            format!("POST / HTTP/1.1\r\n{UPGRADE}\r\n"),
+            "405",
+        ),
+        (
+            "a request body",
+            false,
+            "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n".into(),
+            "413",
+        ),
+        (
+            "a chunked body",
+            false,
+            "GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".into(),
+            "413",
+        ),
+        (
+            "an empty body is no body",
+            false,
+            "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n".into(),
+            "page",
+        ),
+    ];
+    for (rule, echo, request, expected) in table {
+        let got = match Hub::new(config(*echo)).route(&head(request), false) {
+            Route::Page(_) => "page".to_owned(),
+            Route::Upgrade {
+                endpoint: Endpoint::Chat,
+                ..
+            } => "chat".to_owned(),
+            Route::Upgrade {
+                endpoint: Endpoint::Echo,
+                ..
+            } => "echo".to_owned(),
+            Route::Reject(error) => error.status().code().to_string(),
+        };
+        assert_eq!(got, *expected, "{rule}");
+    }
+}
+
+#[test]
+fn a_connection_over_the_limit_is_refused_whatever_it_asks() {
+    for request in [
+        "GET / HTTP/1.1\r\nHost: h\r\n\r\n".to_owned(),
+        format!("GET / HTTP/1.1\r\n{UPGRADE}\r\n"),
+    ] {
+        let Route::Reject(error) = Hub::new(config(false)).route(&head(&request), true) else {
+            panic!("served over capacity");
+        };
+        assert_eq!(error.status().code(), 503);
+    }
+}
+
+#[test]
+fn refusals_render_their_status_with_a_one_line_reason() {
+    for error in [
+        RouteError::NotFound("/x".into()),
+        RouteError::UpgradeRequired,
+        RouteError::MethodNotAllowed("PUT".into()),
+        RouteError::BodyNotAccepted,
+        RouteError::ServerFull,
+    ] {
+        let response = error.response();
+        assert_eq!(response.head.status, error.status());
+        assert!(response.head.close, "{error}: a refusal closes the connection");
+        let body = String::from_utf8_lossy(&response.body).into_owned();
+        assert_eq!(body, format!("{error}\n"));
+    }
+}
+
+fn now() -> Now {
+    #[allow(clippy::disallowed_methods)] // An origin for the fake clock; nothing is timed.
+    let instant = Instant::now();
+    Now {
+        instant,
+        unix_ms: 1_700_000_000_000,
+    }
+}
+
+/// The outputs queued so far.
+fn drain(hub: &mut Hub) -> Vec<Output> {
+    std::iter::from_fn(|| hub.poll_output()).collect()
+}
+
+#[test]
+fn chat_events_are_addressed_to_the_connections_that_carry_the_sessions() {
+    let mut hub = Hub::new(config(false));
+    let (a, b) = (ConnId::new(0, 1), ConnId::new(1, 2));
+    hub.opened(a, now());
+    hub.opened(b, now());
+    drain(&mut hub);
+    hub.text(a, r#"{"type":"message","payload":"hi"}"#, now());
+    let outputs = drain(&mut hub);
+    let recipients: Vec<Vec<ConnId>> = outputs
+        .iter()
+        .map(|output| match output {
+            Output::Deliver { to, .. } => to.clone(),
+            Output::Close { .. } => panic!("{output:?}"),
+        })
+        .collect();
+    assert_eq!(
+        recipients,
+        [vec![a], vec![b]],
+        "the ack to the sender, the message to the other"
+    );
+}
+
+#[test]
+fn a_closed_connection_ends_its_session_once() {
+    let mut hub = Hub::new(config(false));
+    let (a, b) = (ConnId::new(0, 1), ConnId::new(1, 2));
+    hub.opened(a, now());
+    hub.opened(b, now());
+    drain(&mut hub);
+    hub.closed(a);
+    assert_eq!(drain(&mut hub).len(), 1, "the room hears `left`");
+    hub.closed(a);
+    assert!(drain(&mut hub).is_empty(), "a second report does nothing");
+    assert_eq!(hub.sessions(), 1);
+}
+
+#[test]
+fn input_from_a_connection_without_a_session_is_ignored() {
+    let mut hub = Hub::new(config(false));
+    hub.text(ConnId::new(3, 9), r#"{"type":"message","payload":"hi"}"#, now());
+    assert!(drain(&mut hub).is_empty());
+}

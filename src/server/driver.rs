@@ -1,0 +1,422 @@
+//! The turn of the loop, over any socket: the connection table, the timer heap, and the hub's
+//! outputs drained in one place.
+//!
+//! [`Driver`] is everything the event loop does except waiting for readiness: it owns each socket
+//! with its [`Stack`], reads and writes them, keeps the timers, and pumps the [`Hub`]. It is generic
+//! over the socket ([`Socket`]) and takes the time as an argument, so the same code runs under mio
+//! in [`super::Server`] and under byte pipes and a hand-moved clock in the tests — every phase,
+//! backpressure, timer and shutdown rule is tested without a process.
+//!
+//! One turn, in order:
+//! 1. readiness events: [`Driver::readable`] reads a socket until it would block (at most
+//!    [`READS_PER_TURN`] reads), feeding each read to the stack and writing what it produced at
+//!    once; [`Driver::writable`] writes what was queued;
+//! 2. [`Driver::end_turn`]: sockets that still had input are read again, due timers fire, and then
+//!    the hub's outputs are drained — deliveries and closes go to their connections' queues — and
+//!    each connection they touched is flushed and settled once.
+//!
+//! Nothing called from a stack reaches another connection: the stack talks to the hub, the hub
+//! queues outputs, and only step 2 applies them.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use log::debug;
+use slab::Slab;
+
+use crate::chat::Now;
+use crate::conn::{ConnId, Ctx, SocketAction, Stack, StackConfig};
+use crate::hub::{Hub, Output};
+
+/// One read's worth of bytes; shared by every connection, so idle ones hold no read buffer.
+pub const SCRATCH_LEN: usize = 64 * 1024;
+/// Reads from one socket per turn (up to 1 MiB): a peer that sends as fast as we read must not
+/// keep every other peer, and the timers, waiting.
+pub const READS_PER_TURN: usize = 16;
+/// Connections accepted past `--max-connections` only to be told 503; beyond this many they are
+/// dropped at once.
+pub const OVERFLOW_SLACK: usize = 64;
+
+/// What the driver needs of a socket: bytes both ways, and half-closing our side.
+pub trait Socket: Read + Write {
+    /// Shuts down the sending side (TCP FIN), keeping the receiving side open.
+    fn shutdown_write(&mut self) -> io::Result<()>;
+}
+
+/// How the event loop must (re)register a socket for readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    /// A new socket: register for reading.
+    Register,
+    /// Reading always; writing only while something is queued (`writable`).
+    Update { writable: bool },
+}
+
+#[derive(Debug)]
+struct Peer<S> {
+    socket: S,
+    stack: Stack,
+    /// The deadline this peer has an entry for in the timer heap.
+    timer: Option<Instant>,
+    /// Whether the event loop was last told to watch for writability.
+    writable: bool,
+    /// Reading stopped because the stack did not want more input (its queue was full).
+    paused: bool,
+}
+
+/// The connection table, timers and hub of one event loop.
+pub struct Driver<S> {
+    peers: Slab<Peer<S>>,
+    last_serial: u64,
+    timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    hub: Hub,
+    config: StackConfig,
+    max_connections: usize,
+    scratch: Vec<u8>,
+    /// Sockets that used up their reads before they would block, or that may hold input no new
+    /// event will announce (readiness is edge-triggered): read again next turn.
+    more_input: Vec<ConnId>,
+    /// Connections the hub's outputs reached this turn: flushed and settled once each.
+    touched: Vec<ConnId>,
+    /// Registrations the event loop must make before it waits again.
+    interest: Vec<(ConnId, Interest)>,
+}
+
+impl<S: Socket> Driver<S> {
+    pub fn new(config: StackConfig, hub: Hub, max_connections: usize) -> Self {
+        Self {
+            peers: Slab::new(),
+            last_serial: 0,
+            timers: BinaryHeap::new(),
+            hub,
+            config,
+            max_connections,
+            scratch: vec![0; SCRATCH_LEN],
+            more_input: Vec::new(),
+            touched: Vec::new(),
+            interest: Vec::new(),
+        }
+    }
+
+    /// Connections open now.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// The connection in table slot `index` (a readiness event names only the slot).
+    pub fn id_at(&self, index: usize) -> Option<ConnId> {
+        self.peers.get(index).map(|peer| peer.stack.id())
+    }
+
+    pub fn socket_mut(&mut self, id: ConnId) -> Option<&mut S> {
+        self.peer_mut(id).map(|peer| &mut peer.socket)
+    }
+
+    pub fn stack(&self, id: ConnId) -> Option<&Stack> {
+        self.peers
+            .get(id.index())
+            .filter(|peer| peer.stack.id() == id)
+            .map(|peer| &peer.stack)
+    }
+
+    /// The next registration change the event loop must make.
+    pub fn poll_interest(&mut self) -> Option<(ConnId, Interest)> {
+        self.interest.pop()
+    }
+
+    /// When the loop must wake up even without readiness: `now` if a socket still has input.
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        if !self.more_input.is_empty() {
+            return Some(now);
+        }
+        self.timers.peek().map(|Reverse((deadline, _))| *deadline)
+    }
+
+    /// Takes a freshly accepted socket. Returns `None` (and drops the socket) when the server is
+    /// so far over its limit that it will not even answer 503.
+    pub fn accept(&mut self, socket: S, addr: SocketAddr, now: Now) -> Option<ConnId> {
+        if self.peers.len() >= self.max_connections + OVERFLOW_SLACK {
+            debug!("dropping {addr}: far over the connection limit");
+            return None;
+        }
+        let over_capacity = self.peers.len() >= self.max_connections;
+        self.last_serial += 1;
+        let entry = self.peers.vacant_entry();
+        let id = ConnId::new(entry.key(), self.last_serial);
+        let stack = Stack::new(id, addr, over_capacity, &self.config, now.instant);
+        entry.insert(Peer {
+            socket,
+            stack,
+            timer: None,
+            writable: false,
+            paused: false,
+        });
+        debug!("#{id} {addr} accepted");
+        self.interest.push((id, Interest::Register));
+        self.settle(id, now);
+        Some(id)
+    }
+
+    /// The socket of `id` may have input (or reached end of stream, or failed).
+    pub fn readable(&mut self, id: ConnId, now: Now) {
+        self.read(id, now);
+        self.settle(id, now);
+    }
+
+    /// The socket of `id` may take more output.
+    pub fn writable(&mut self, id: ConnId, now: Now) {
+        self.settle(id, now);
+    }
+
+    /// The end of a turn: sockets with more input, due timers, then the hub's outputs.
+    pub fn end_turn(&mut self, now: Now) {
+        for id in std::mem::take(&mut self.more_input) {
+            self.readable(id, now);
+        }
+        self.fire_timers(now);
+        self.drain_hub(now);
+    }
+
+    /// Server shutdown: every WebSocket is closed with 1001; connections between HTTP requests are
+    /// dropped.
+    pub fn shutdown(&mut self, now: Now) {
+        let Self {
+            peers,
+            hub,
+            config,
+            touched,
+            ..
+        } = self;
+        let mut ctx = Ctx { hub, config, now };
+        for (_, peer) in peers.iter_mut() {
+            peer.stack.shutdown(&mut ctx);
+            touched.push(peer.stack.id());
+        }
+        self.drain_hub(now);
+    }
+
+    /// The event loop could not watch the socket of `id`: give it up.
+    pub fn fail(&mut self, id: ConnId, now: Now) {
+        let Self {
+            peers, hub, config, ..
+        } = self;
+        if let Some(peer) = peer_at(peers, id) {
+            peer.stack.fail(&mut Ctx { hub, config, now });
+        }
+        self.settle(id, now);
+    }
+
+    fn peer_mut(&mut self, id: ConnId) -> Option<&mut Peer<S>> {
+        peer_at(&mut self.peers, id)
+    }
+
+    /// Reads until the socket would block, the stack wants no more, or the turn's reads are used.
+    fn read(&mut self, id: ConnId, now: Now) {
+        let Self {
+            peers,
+            hub,
+            config,
+            scratch,
+            more_input,
+            ..
+        } = self;
+        let Some(peer) = peer_at(peers, id) else {
+            return;
+        };
+        let mut ctx = Ctx { hub, config, now };
+        for _ in 0..READS_PER_TURN {
+            if !peer.stack.wants_read(ctx.config) {
+                peer.paused = true;
+                return;
+            }
+            match peer.socket.read(scratch) {
+                Ok(0) => {
+                    peer.stack.receive_eof();
+                    return;
+                }
+                Ok(len) => {
+                    peer.stack.receive(&mut scratch[..len], &mut ctx);
+                    // Write first: whatever these bytes produced goes out now, in one write.
+                    flush(peer, &mut ctx);
+                    if len < scratch.len() {
+                        // A short read emptied the socket's receive queue. Readiness is
+                        // edge-triggered: bytes that arrive from now on raise a new event, so the
+                        // read that would only say WouldBlock is a syscall we can skip.
+                        return;
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    debug!("#{id} read failed: {error}");
+                    peer.stack.fail(&mut ctx);
+                    return;
+                }
+            }
+        }
+        more_input.push(id);
+    }
+
+    /// Brings a connection up to date after anything happened to it: writes what is queued, lets
+    /// the stack move on, acts on what it asks of the socket, and refreshes interest and timer.
+    fn settle(&mut self, id: ConnId, now: Now) {
+        let Self {
+            peers,
+            hub,
+            config,
+            more_input,
+            timers,
+            interest,
+            ..
+        } = self;
+        let Some(peer) = peer_at(peers, id) else {
+            return;
+        };
+        let mut ctx = Ctx { hub, config, now };
+        loop {
+            let wrote_all = flush(peer, &mut ctx);
+            match peer.stack.settle(&mut ctx) {
+                SocketAction::None => {}
+                SocketAction::ShutdownWrite => {
+                    if let Err(error) = peer.socket.shutdown_write() {
+                        debug!("#{id} shutdown failed: {error}");
+                    }
+                    // Draining reads on; bytes already in the socket raise no new event.
+                    more_input.push(id);
+                }
+                SocketAction::Remove => {
+                    debug!("#{id} {} gone", peer.stack.addr());
+                    peers.remove(id.index());
+                    return;
+                }
+            }
+            // Settling may have queued more (the answer to a pipelined request): write it too,
+            // unless the socket is already full.
+            if !(wrote_all && peer.stack.wants_write()) {
+                break;
+            }
+        }
+        if peer.paused && peer.stack.wants_read(ctx.config) {
+            // The queue drained below the cap: resume reading. No event will announce the input
+            // that waited meanwhile.
+            peer.paused = false;
+            more_input.push(id);
+        }
+        let writable = peer.stack.wants_write();
+        if writable != peer.writable {
+            peer.writable = writable;
+            interest.push((id, Interest::Update { writable }));
+        }
+        if let Some(deadline) = peer.stack.poll_timeout()
+            && peer.timer.is_none_or(|scheduled| deadline < scheduled)
+        {
+            peer.timer = Some(deadline);
+            timers.push(Reverse((deadline, id)));
+        }
+    }
+
+    fn fire_timers(&mut self, now: Now) {
+        while let Some(Reverse((deadline, id))) = self.timers.peek().copied() {
+            if deadline > now.instant {
+                break;
+            }
+            self.timers.pop();
+            let Self {
+                peers, hub, config, ..
+            } = self;
+            let Some(peer) = peer_at(peers, id) else {
+                continue; // The connection is gone.
+            };
+            if peer.timer != Some(deadline) {
+                continue; // Stale: the connection was rescheduled earlier since.
+            }
+            peer.timer = None;
+            peer.stack.handle_timeout(&mut Ctx { hub, config, now });
+            self.settle(id, now);
+        }
+    }
+
+    /// Applies the hub's outputs, then flushes and settles each connection they touched once.
+    /// Settling may end chat sessions, which queues more outputs (`left` notices): repeat until
+    /// the hub is quiet.
+    fn drain_hub(&mut self, now: Now) {
+        loop {
+            while let Some(output) = self.hub.poll_output() {
+                self.apply(output, now);
+            }
+            if self.touched.is_empty() {
+                return;
+            }
+            let mut touched = std::mem::take(&mut self.touched);
+            touched.sort_unstable();
+            touched.dedup();
+            for id in touched.drain(..) {
+                self.settle(id, now);
+            }
+            // Keep the allocation for the next turn.
+            self.touched = touched;
+        }
+    }
+
+    fn apply(&mut self, output: Output, now: Now) {
+        let Self {
+            peers,
+            hub,
+            config,
+            touched,
+            ..
+        } = self;
+        let mut ctx = Ctx { hub, config, now };
+        match output {
+            Output::Deliver { to, event } => {
+                for id in to {
+                    if let Some(peer) = peer_at(peers, id) {
+                        peer.stack.deliver(&event, &mut ctx);
+                        touched.push(id);
+                    }
+                }
+            }
+            Output::Close { conn, code, reason } => {
+                if let Some(peer) = peer_at(peers, conn) {
+                    peer.stack.close(code, &reason, &mut ctx);
+                    touched.push(conn);
+                }
+            }
+        }
+    }
+}
+
+/// The peer `id` names, if it is still there (and not a later occupant of its slot).
+fn peer_at<S>(peers: &mut Slab<Peer<S>>, id: ConnId) -> Option<&mut Peer<S>> {
+    peers.get_mut(id.index()).filter(|peer| peer.stack.id() == id)
+}
+
+/// Writes what the stack has queued until the socket would block. Returns whether everything
+/// went; a failed socket fails the stack.
+fn flush<S: Socket>(peer: &mut Peer<S>, ctx: &mut Ctx<'_>) -> bool {
+    let Some(outbox) = peer.stack.outbox().filter(|outbox| !outbox.is_empty()) else {
+        return true;
+    };
+    match outbox.write_to(&mut peer.socket) {
+        Ok(_) => outbox.is_empty(),
+        Err(error) => {
+            debug!("#{} write failed: {error}", peer.stack.id());
+            peer.stack.fail(ctx);
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

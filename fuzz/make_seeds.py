@@ -90,6 +90,19 @@ HANDSHAKES = {
     "post": "POST /echo HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
 }
 
+UPGRADE_ECHO = HANDSHAKES["firefox"]
+UPGRADE_CHAT = HANDSHAKES["chrome"]
+STACK = {
+    "page_then_echo": ("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /app.js HTTP/1.1\r\nHost: a\r\n\r\n"
+                       + UPGRADE_ECHO).encode() + SESSIONS["echo_then_close"],
+    "chat": UPGRADE_CHAT.encode() + frame(0x1, b'{"type":"nickname","payload":"alice"}')
+    + frame(0x1, b'{"type":"message","payload":"hello"}') + frame(0x1, b'{"type":"join","payload":"rust"}')
+    + frame(0x2, b"binary") + close(1000),
+    "pipelined_then_close": b"GET /style.css HTTP/1.1\r\nHost: a\r\n\r\nGET /nope HTTP/1.1\r\nHost: a\r\n\r\n"
+    b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    "body_refused": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+}
+
 UTF8 = {
     "greek": "κόσμε".encode(),
     "emoji": "chat 🌍 𝄞".encode(),
@@ -116,3 +129,6 @@ for name, text in HANDSHAKES.items():
     write("handshake", name, text.encode())
 for name, data in UTF8.items():
     write("utf8", name, with_cuts(data, [1, 2, len(data) - 1]))
+for name, data in STACK.items():
+    write("stack", name, with_cuts(data, []))
+    write("stack", name + "_split", with_cuts(data, [1, 5, 40, len(data) // 2, len(data) - 3]))

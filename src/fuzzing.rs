@@ -325,6 +325,126 @@ fn first_invalid_prefix_end(stream: &[u8], invalid_end: usize) -> usize {
     }
 }
 
+/// `stack` target: one socket's whole protocol stack — HTTP requests (pipelined, kept alive),
+/// the upgrade, then frames to the echo or the chat — fed the input split at input-chosen points.
+/// - the same stream split differently gives the same bytes out and the same final phase;
+/// - the output is HTTP responses, then (after a 101) only well-formed server frames;
+/// - the input the stack holds stays within the HTTP and WebSocket limits.
+pub fn stack(data: &[u8]) {
+    let (stream, cuts) = split_input(data);
+    let whole = drive_stack(&[stream]);
+    let split = drive_stack(&pieces(stream, &cuts));
+    assert_eq!(whole, split, "split at {cuts:?}");
+    check_stack_output(&whole.0);
+}
+
+/// Feeds `pieces` to a fresh stack (the echo endpoint on, small limits), applies whatever the
+/// hub asks of that same connection, and returns everything written and the final phase.
+fn drive_stack(pieces: &[&[u8]]) -> (Vec<u8>, &'static str) {
+    use crate::chat::{ChatConfig, Now};
+    use crate::conn::{ConnId, Ctx, Stack, StackConfig};
+    use crate::hub::{Hub, HubConfig, Output};
+
+    let origin = clock_origin();
+    let config = StackConfig {
+        http: http::Limits {
+            max_head_bytes: 1024,
+            max_headers: 16,
+            max_body_bytes: 0,
+        },
+        websocket: fuzz_config(),
+        handshake_timeout: std::time::Duration::from_secs(10),
+        close_timeout: std::time::Duration::from_secs(5),
+        max_queued_output: 1 << 20,
+    };
+    let mut hub = Hub::new(HubConfig {
+        echo: true,
+        policy: Policy::default(),
+        chat: ChatConfig::default(),
+    });
+    let id = ConnId::new(0, 1);
+    let now = Now {
+        instant: origin,
+        unix_ms: 0,
+    };
+    let mut stack = Stack::new(
+        id,
+        "127.0.0.1:1".parse().expect("an address"),
+        false,
+        &config,
+        origin,
+    );
+    let mut output = Vec::new();
+    let mut step = |stack: &mut Stack, hub: &mut Hub, input: Option<&[u8]>| {
+        let mut ctx = Ctx {
+            hub,
+            config: &config,
+            now,
+        };
+        match input {
+            Some(piece) => stack.receive(&mut piece.to_vec(), &mut ctx),
+            None => stack.receive_eof(),
+        }
+        loop {
+            while let Some(output) = ctx.hub.poll_output() {
+                match output {
+                    Output::Deliver { to, event } if to.contains(&id) => stack.deliver(&event, &mut ctx),
+                    Output::Close { conn, code, reason } if conn == id => {
+                        stack.close(code, &reason, &mut ctx)
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(outbox) = stack.outbox() {
+                outbox
+                    .write_to(&mut output)
+                    .expect("writing to a Vec cannot fail");
+            }
+            stack.settle(&mut ctx);
+            if !stack.wants_write() && ctx.hub.poll_output().is_none() {
+                break;
+            }
+        }
+        let held = match stack.phase() {
+            crate::conn::Phase::WebSocket { conn, .. } => conn.buffered(),
+            crate::conn::Phase::Http { conn, .. } => conn.buffered(),
+            _ => 0,
+        };
+        let bound = 2 * (FUZZ_LIMITS.max_message_size + MAX_CONTROL_PAYLOAD) + 2 * 1024 + 65536;
+        assert!(held <= bound, "{held} bytes held");
+    };
+    for piece in pieces {
+        step(&mut stack, &mut hub, Some(piece));
+    }
+    step(&mut stack, &mut hub, None);
+    (output, stack.phase().name())
+}
+
+/// Reads the stack's output as a client would: complete HTTP responses, and after a 101, frames.
+fn check_stack_output(mut output: &[u8]) {
+    while !output.is_empty() {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        let head_len = match response.parse(output).expect("responses are valid HTTP") {
+            httparse::Status::Complete(len) => len,
+            httparse::Status::Partial => panic!("a response head cut short"),
+        };
+        let code = response.code.expect("a status");
+        if code == 101 {
+            return check_server_output(&output[head_len..], clock_origin());
+        }
+        let length = response
+            .headers
+            .iter()
+            .find(|header| header.name.eq_ignore_ascii_case("content-length"))
+            .and_then(|header| std::str::from_utf8(header.value).ok()?.parse::<usize>().ok())
+            .expect("every response has a Content-Length");
+        output = output
+            .get(head_len + length..)
+            .expect("a response body cut short");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,6 +468,15 @@ mod tests {
         connection(&split);
         handshake(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
         utf8(&[1, 2, 0, 0xce, 0xba, 0xf4, 0x90]);
+        let mut session = b"\x02\x10\x00\x30\x00GET /style.css HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
+        session.extend_from_slice(
+            b"GET /echo HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n",
+        );
+        session.extend_from_slice(
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        );
+        session.extend_from_slice(&hello);
+        stack(&session);
     }
 
     #[test]
@@ -366,6 +495,7 @@ mod tests {
             handshake(&data);
             connection(&data);
             utf8(&data);
+            stack(&data);
         }
     }
 }

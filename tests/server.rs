@@ -508,6 +508,113 @@ fn plain_get_of_the_echo_endpoint_is_426() {
     response.assert_one_line_body();
 }
 
+/// Reads one whole response (head and `Content-Length` body) from a kept-alive connection.
+fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> HttpResponse {
+    read_response_to(stream, pending, "GET")
+}
+
+/// [`read_response`] to a request made with `method`: the answer to HEAD has no body.
+fn read_response_to(stream: &mut TcpStream, pending: &mut Vec<u8>, method: &str) -> HttpResponse {
+    let mut chunk = [0u8; 16 * 1024];
+    let end = loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let n = stream.read(&mut chunk).expect("read response head");
+        assert!(n > 0, "connection closed before the response head");
+        pending.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+    let mut response = HttpResponse {
+        status: status_of(&head),
+        head: head.trim_end().to_owned(),
+        body: String::new(),
+    };
+    let length: usize = match method {
+        "HEAD" => 0,
+        _ => response.header("Content-Length").map_or(0, |v| v.parse().unwrap()),
+    };
+    while pending.len() < end + length {
+        let n = stream.read(&mut chunk).expect("read response body");
+        assert!(n > 0, "connection closed inside the body");
+        pending.extend_from_slice(&chunk[..n]);
+    }
+    response.body = String::from_utf8_lossy(&pending[end..end + length]).into_owned();
+    pending.drain(..end + length);
+    response
+}
+
+#[test]
+fn the_pages_three_resources_load_over_one_kept_alive_connection() {
+    let server = TestServer::start(&[]);
+    let mut stream = raw_connect(server.addr);
+    let mut pending = Vec::new();
+    for (path, kind) in [("/", "text/html"), ("/app.js", "text/javascript"), ("/style.css", "text/css")] {
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+            .unwrap();
+        let response = read_response(&mut stream, &mut pending);
+        assert_eq!(response.status, 200, "{path}: {response:?}");
+        assert!(response.header("Content-Type").unwrap().starts_with(kind), "{path}");
+        assert_eq!(response.header("Connection"), None, "{path}: kept alive");
+        assert!(!response.body.is_empty());
+    }
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_then_upgraded() {
+    let server = TestServer::start(&["--echo"]);
+    let mut stream = raw_connect(server.addr);
+    let mut requests = b"GET /style.css HTTP/1.1\r\nHost: a\r\n\r\nHEAD / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
+    requests.extend(Head::upgrade("/echo").bytes());
+    requests.extend(client_frame(true, 0, TEXT, b"after three requests"));
+    stream.write_all(&requests).unwrap();
+    let mut pending = Vec::new();
+    let css = read_response(&mut stream, &mut pending);
+    assert!(css.header("Content-Type").unwrap().starts_with("text/css"));
+    let head = read_response_to(&mut stream, &mut pending, "HEAD");
+    assert!(head.header("Content-Type").unwrap().starts_with("text/html"));
+    assert!(head.body.is_empty(), "HEAD has no body");
+    let upgrade = read_response(&mut stream, &mut pending);
+    assert_eq!(upgrade.status, 101);
+    let echo = read_server_frame(&mut stream, &mut pending).expect("echo");
+    assert_eq!(echo.payload, b"after three requests");
+}
+
+#[test]
+fn request_bodies_and_smuggling_shapes_are_refused_and_the_connection_closed() {
+    let server = TestServer::start(&[]);
+    let table: &[(&str, &str, u16)] = &[
+        ("a body nobody takes", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", 413),
+        (
+            "Content-Length with Transfer-Encoding",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            400,
+        ),
+        (
+            "two different Content-Lengths",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            400,
+        ),
+        (
+            "an unknown transfer coding",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            501,
+        ),
+        (
+            "a body whose end cannot be found",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+            400,
+        ),
+    ];
+    for (rule, request, status) in table {
+        let response = exchange(server.addr, request.as_bytes());
+        assert_eq!(response.status, *status, "{rule}: {response:?}");
+        assert_eq!(response.header("Connection"), Some("close"), "{rule}");
+        response.assert_one_line_body();
+    }
+}
+
 #[test]
 fn request_head_over_8_kib_is_431() {
     let server = TestServer::start(&["--echo"]);

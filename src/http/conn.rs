@@ -13,13 +13,12 @@
 //! current exchange has its own state:
 //!
 //! ```text
-//!  request  Head ──head read──► Body ──body read──► End ──End returned──► Finished
-//!             │                                      ▲
-//!             └──────── no body (Content-Length 0, ──┘
-//!                        or neither framing field)
+//!  request  Head ──head read──────► Body ──body read, End returned──► Finished
+//!             │                                                        ▲
+//!             └──head read, no body──► End ───────End returned─────────┘
 //!
-//!  response Idle ──respond──────────────────────────────────────────────► Finished
-//!             ├───respond_streaming──► Streaming ──send_body*, end_body──► Finished
+//!  response Idle ──respond─────────────────────────────────────────────► Finished
+//!             ├───respond_streaming──► Streaming ──send_body*, end_body─┘
 //!             └───respond with 101───► Switched  (the connection now speaks another protocol)
 //! ```
 //!
@@ -252,11 +251,25 @@ impl Conn {
     }
 
     fn advance(&mut self) -> Result<Step, Error> {
+        if matches!(self.reading, Reading::Body(_)) {
+            self.send_continue_if_expected();
+        }
+        let unread = self.input.get(self.consumed..).unwrap_or_default();
         match &mut self.reading {
             Reading::Head => self.read_head(),
-            Reading::Body(_) => {
-                self.send_continue_if_expected();
-                self.read_body()
+            Reading::Body(reader) => {
+                let (used, decoded) = reader.read(unread)?;
+                let start = self.consumed;
+                self.consumed += used;
+                match decoded {
+                    Decoded::Data(range) => Ok(Step::Body(start + range.start..start + range.end)),
+                    Decoded::End => {
+                        self.reading = Reading::Finished;
+                        Ok(Step::Event(Event::End))
+                    }
+                    Decoded::NeedMore if self.eof => Err(Error::Incomplete),
+                    Decoded::NeedMore => Ok(Step::Event(Event::NeedMore)),
+                }
             }
             Reading::End => {
                 self.reading = Reading::Finished;
@@ -318,25 +331,6 @@ impl Conn {
             }
         };
         Ok(Step::Event(Event::Head(head)))
-    }
-
-    fn read_body(&mut self) -> Result<Step, Error> {
-        let Reading::Body(reader) = &mut self.reading else {
-            return Ok(Step::Event(Event::Paused));
-        };
-        let unread = self.input.get(self.consumed..).unwrap_or_default();
-        let (used, decoded) = reader.read(unread)?;
-        let start = self.consumed;
-        self.consumed += used;
-        match decoded {
-            Decoded::Data(range) => Ok(Step::Body(start + range.start..start + range.end)),
-            Decoded::End => {
-                self.reading = Reading::Finished;
-                Ok(Step::Event(Event::End))
-            }
-            Decoded::NeedMore if self.eof => Err(Error::Incomplete),
-            Decoded::NeedMore => Ok(Step::Event(Event::NeedMore)),
-        }
     }
 
     /// RFC 9110 §10.1.1: a client that sent `Expect: 100-continue` may wait for `100 Continue`

@@ -467,17 +467,21 @@ impl Conn {
 
     fn open_stream(&self) -> Result<Stream, UsageError> {
         match self.writing {
-            _ if self.error.is_some() => Err(UsageError::Finished),
-            Writing::Switched => Err(UsageError::Finished),
+            _ if self.http_over() => Err(UsageError::Finished),
             Writing::Streaming(stream) => Ok(stream),
-            Writing::Idle | Writing::Finished => Err(UsageError::NotStreaming),
+            Writing::Idle | Writing::Finished | Writing::Switched => Err(UsageError::NotStreaming),
         }
+    }
+
+    /// HTTP is over on this connection: the peer broke a rule, or a 101 switched protocols.
+    fn http_over(&self) -> bool {
+        self.error.is_some() || self.writing == Writing::Switched
     }
 
     /// Starts the next exchange: allowed once the request was read to its end, the response
     /// written to its end, and the connection persists.
     pub fn start_next_cycle(&mut self) -> Result<(), UsageError> {
-        if self.error.is_some() || self.writing == Writing::Switched {
+        if self.http_over() {
             return Err(UsageError::Finished);
         }
         if !matches!(self.reading, Reading::Finished) || self.writing != Writing::Finished {
@@ -495,7 +499,7 @@ impl Conn {
     /// Whether the connection may carry another exchange after the current one, as far as is
     /// known now.
     pub fn keep_alive(&self) -> bool {
-        self.keep_alive && self.error.is_none() && self.writing != Writing::Switched
+        self.keep_alive && !self.http_over()
     }
 
     /// Whether the connection is over: our last response is complete (or the peer broke a rule,
@@ -544,7 +548,7 @@ impl Conn {
     }
 
     fn check_can_respond(&self, head: &ResponseHead) -> Result<(), UsageError> {
-        if self.error.is_some() || self.writing == Writing::Switched {
+        if self.http_over() {
             return Err(UsageError::Finished);
         }
         if matches!(self.reading, Reading::Head) {

@@ -13,13 +13,12 @@
 //! current exchange has its own state:
 //!
 //! ```text
-//!  request  Head ──head read──► Body ──body read──► End ──End returned──► Finished
-//!             │                                      ▲
-//!             └──────── no body (Content-Length 0, ──┘
-//!                        or neither framing field)
+//!  request  Head ──head read──────► Body ──body read, End returned──► Finished
+//!             │                                                        ▲
+//!             └──head read, no body──► End ───────End returned─────────┘
 //!
-//!  response Idle ──respond──────────────────────────────────────────────► Finished
-//!             ├───respond_streaming──► Streaming ──send_body*, end_body──► Finished
+//!  response Idle ──respond─────────────────────────────────────────────► Finished
+//!             ├───respond_streaming──► Streaming ──send_body*, end_body─┘
 //!             └───respond with 101───► Switched  (the connection now speaks another protocol)
 //! ```
 //!
@@ -262,11 +261,25 @@ impl Conn {
     }
 
     fn advance(&mut self) -> Result<Step, Error> {
+        if matches!(self.reading, Reading::Body(_)) {
+            self.send_continue_if_expected();
+        }
+        let unread = self.input.get(self.consumed..).unwrap_or_default();
         match &mut self.reading {
             Reading::Head => self.read_head(),
-            Reading::Body(_) => {
-                self.send_continue_if_expected();
-                self.read_body()
+            Reading::Body(reader) => {
+                let (used, decoded) = reader.read(unread)?;
+                let start = self.consumed;
+                self.consumed += used;
+                match decoded {
+                    Decoded::Data(range) => Ok(Step::Body(start + range.start..start + range.end)),
+                    Decoded::End => {
+                        self.reading = Reading::Finished;
+                        Ok(Step::Event(Event::End))
+                    }
+                    Decoded::NeedMore if self.eof => Err(Error::Incomplete),
+                    Decoded::NeedMore => Ok(Step::Event(Event::NeedMore)),
+                }
             }
             Reading::End => {
                 self.reading = Reading::Finished;
@@ -331,25 +344,6 @@ impl Conn {
             }
         };
         Ok(Step::Event(Event::Head(head)))
-    }
-
-    fn read_body(&mut self) -> Result<Step, Error> {
-        let Reading::Body(reader) = &mut self.reading else {
-            return Ok(Step::Event(Event::Paused));
-        };
-        let unread = self.input.get(self.consumed..).unwrap_or_default();
-        let (used, decoded) = reader.read(unread)?;
-        let start = self.consumed;
-        self.consumed += used;
-        match decoded {
-            Decoded::Data(range) => Ok(Step::Body(start + range.start..start + range.end)),
-            Decoded::End => {
-                self.reading = Reading::Finished;
-                Ok(Step::Event(Event::End))
-            }
-            Decoded::NeedMore if self.eof => Err(Error::Incomplete),
-            Decoded::NeedMore => Ok(Step::Event(Event::NeedMore)),
-        }
     }
 
     /// RFC 9110 §10.1.1: a client that sent `Expect: 100-continue` may wait for `100 Continue`
@@ -486,17 +480,21 @@ impl Conn {
 
     fn open_stream(&self) -> Result<Stream, UsageError> {
         match self.writing {
-            _ if self.error.is_some() => Err(UsageError::Finished),
-            Writing::Switched => Err(UsageError::Finished),
+            _ if self.http_over() => Err(UsageError::Finished),
             Writing::Streaming(stream) => Ok(stream),
-            Writing::Idle | Writing::Finished => Err(UsageError::NotStreaming),
+            Writing::Idle | Writing::Finished | Writing::Switched => Err(UsageError::NotStreaming),
         }
+    }
+
+    /// HTTP is over on this connection: the peer broke a rule, or a 101 switched protocols.
+    fn http_over(&self) -> bool {
+        self.error.is_some() || self.writing == Writing::Switched
     }
 
     /// Starts the next exchange: allowed once the request was read to its end, the response
     /// written to its end, and the connection persists.
     pub fn start_next_cycle(&mut self) -> Result<(), UsageError> {
-        if self.error.is_some() || self.writing == Writing::Switched {
+        if self.http_over() {
             return Err(UsageError::Finished);
         }
         if !matches!(self.reading, Reading::Finished) || self.writing != Writing::Finished {
@@ -514,7 +512,7 @@ impl Conn {
     /// Whether the connection may carry another exchange after the current one, as far as is
     /// known now.
     pub fn keep_alive(&self) -> bool {
-        self.keep_alive && self.error.is_none() && self.writing != Writing::Switched
+        self.keep_alive && !self.http_over()
     }
 
     /// Whether the connection is over: our last response is complete (or the peer broke a rule,
@@ -571,7 +569,7 @@ impl Conn {
     }
 
     fn check_can_respond(&self, head: &ResponseHead) -> Result<(), UsageError> {
-        if self.error.is_some() || self.writing == Writing::Switched {
+        if self.http_over() {
             return Err(UsageError::Finished);
         }
         if matches!(self.reading, Reading::Head) {

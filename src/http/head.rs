@@ -23,7 +23,8 @@ pub struct RequestHead {
     pub method: String,
     /// The request-target exactly as sent (RFC 9112 §3.2).
     pub target: String,
-    /// The target without its query string.
+    /// The target without its query string (and, for the absolute-form `http://host/path`, without
+    /// its scheme and authority).
     pub path: String,
     /// What follows the first `?` of the target, if there is one.
     pub query: Option<String>,
@@ -167,15 +168,12 @@ fn parse_window<'b>(
 /// Copies what `httparse` found out of the buffer.
 fn head_of(request: &httparse::Request<'_, '_>) -> RequestHead {
     let target = request.path.unwrap_or_default();
-    let (path, query) = match target.split_once('?') {
-        Some((path, query)) => (path, Some(query.to_owned())),
-        None => (target, None),
-    };
+    let (path, query) = split_target(target);
     RequestHead {
         method: request.method.unwrap_or_default().to_owned(),
         target: target.to_owned(),
         path: path.to_owned(),
-        query,
+        query: query.map(str::to_owned),
         minor_version: request.version.unwrap_or_default(),
         headers: request
             .headers
@@ -186,6 +184,25 @@ fn head_of(request: &httparse::Request<'_, '_>) -> RequestHead {
             })
             .collect(),
     }
+}
+
+/// The path and query of a request-target. RFC 9112 §3.2.2: "A server MUST accept the
+/// absolute-form in requests" (`http://host/path?query`, which clients send to proxies); its scheme
+/// and authority are not part of the path.
+fn split_target(target: &str) -> (&str, Option<&str>) {
+    let (before_query, query) = match target.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (target, None),
+    };
+    let path = match before_query.split_once("://") {
+        Some((scheme, rest))
+            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
+        {
+            rest.find('/').and_then(|at| rest.get(at..)).unwrap_or("/")
+        }
+        _ => before_query,
+    };
+    (path, query)
 }
 
 /// How far a growing buffer has been searched for the empty line that ends a field section. Each
@@ -260,6 +277,25 @@ mod tests {
         assert_eq!(head.query_param("name"), Some("lobby"));
         assert_eq!(head.query_param("x"), Some(""));
         assert_eq!(head.query_param("nam"), None);
+    }
+
+    #[test]
+    fn absolute_form_target_has_the_same_path() {
+        let table: &[(&str, &str, Option<&str>)] = &[
+            ("/a/b?c=d", "/a/b", Some("c=d")),
+            ("http://example.com/a/b?c=d", "/a/b", Some("c=d")),
+            ("HTTPS://example.com:8443/a", "/a", None),
+            ("http://example.com", "/", None),
+            ("http://example.com?x", "/", Some("x")),
+            ("*", "*", None),
+        ];
+        for (target, path, query) in table {
+            let head = parse(&format!("OPTIONS {target} HTTP/1.1\r\nHost: a\r\n\r\n"));
+            assert_eq!(
+                (head.target.as_str(), head.path.as_str(), head.query.as_deref()),
+                (*target, *path, *query)
+            );
+        }
     }
 
     #[test]

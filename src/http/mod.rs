@@ -11,7 +11,7 @@
 //!   [`UsageError`] is a rule our own code broke by asking the connection for something HTTP does
 //!   not allow.
 //!
-//! [`response`] and [`error_response`] render a single self-contained response that closes the
+//! [`response()`] and [`error_response`] render a single self-contained response that closes the
 //! connection, for callers that answer one request and hang up.
 
 pub mod chunked;

@@ -22,7 +22,7 @@
 use std::rc::Rc;
 
 use super::chunked::{ChunkedDecoder, Decoded};
-use super::{Conn, Error, Event, Limits, RequestHead, Response, ResponseHead, Status};
+use super::{Conn, Error, Event, Limits, RequestHead, Response, ResponseHead, Status, UsageError};
 
 /// What the request side produced, with body pieces joined: pieces depend on how the input was
 /// cut, their concatenation must not.
@@ -178,45 +178,54 @@ fn drive(conn: &mut Conn, current: &mut Current, transcript: &mut Transcript) ->
 }
 
 /// Answers the current request by the rule for its path. `Some` when the driver must stop.
+/// Panics if the connection refuses an answer that HTTP allows.
 fn answer(conn: &mut Conn, current: &mut Current, transcript: &mut Transcript) -> Option<Stop> {
     let head = current.head.as_ref()?;
     current.answered = true;
-    let to_head = Some(is_head_request(head));
-    let path = head.path.as_str();
-    let status = if path.starts_with("/stream") {
-        stream(conn, path).ok()?;
-        Status::OK
-    } else if path.starts_with("/upgrade") {
-        let switch = Response::new(Status::SWITCHING_PROTOCOLS).header("Upgrade", "websocket");
-        if conn.respond(&switch).is_ok() {
-            transcript.answers.push(Answer { status: 101, to_head });
-            return Some(Stop::Switched);
-        }
-        let refusal =
-            Response::text(Status::UPGRADE_REQUIRED, "upgrade required").header("Upgrade", "websocket");
-        conn.respond(&refusal).ok()?;
-        Status::UPGRADE_REQUIRED
-    } else {
-        let response = match path {
-            _ if path.starts_with("/close") => Response::text(Status::OK, "bye").close(),
-            _ if path.starts_with("/empty") => Response::new(Status::NO_CONTENT),
-            _ => Response::text(
-                Status::OK,
-                &format!("{} {} {}", head.method, path, current.body_len),
-            ),
-        };
-        conn.respond(&response).ok()?;
-        response.head.status
-    };
+    let (status, stop) = respond_by_path(conn, head, current.body_len)
+        .unwrap_or_else(|error| panic!("a valid answer was refused: {error}"));
     transcript.answers.push(Answer {
         status: status.code(),
-        to_head,
+        to_head: Some(is_head_request(head)),
     });
-    None
+    stop
+}
+
+fn respond_by_path(
+    conn: &mut Conn,
+    head: &RequestHead,
+    body_len: usize,
+) -> Result<(Status, Option<Stop>), UsageError> {
+    let path = head.path.as_str();
+    if path.starts_with("/stream") {
+        stream(conn, path)?;
+        return Ok((Status::OK, None));
+    }
+    if path.starts_with("/upgrade") {
+        let switch = Response::new(Status::SWITCHING_PROTOCOLS).header("Upgrade", "websocket");
+        return match conn.respond(&switch) {
+            Ok(()) => Ok((Status::SWITCHING_PROTOCOLS, Some(Stop::Switched))),
+            // The request offered no upgrade (or was HTTP/1.0).
+            Err(UsageError::CannotSwitch(_)) => {
+                let refusal = Response::text(Status::UPGRADE_REQUIRED, "upgrade required")
+                    .header("Upgrade", "websocket");
+                conn.respond(&refusal)?;
+                Ok((Status::UPGRADE_REQUIRED, None))
+            }
+            Err(error) => Err(error),
+        };
+    }
+    let response = match path {
+        _ if path.starts_with("/close") => Response::text(Status::OK, "bye").close(),
+        _ if path.starts_with("/empty") => Response::new(Status::NO_CONTENT),
+        _ => Response::text(Status::OK, &format!("{} {path} {body_len}", head.method)),
+    };
+    conn.respond(&response)?;
+    Ok((response.head.status, None))
 }
 
 /// A streamed body in three pieces: owned, empty (which must send nothing), shared.
-fn stream(conn: &mut Conn, path: &str) -> Result<(), super::UsageError> {
+fn stream(conn: &mut Conn, path: &str) -> Result<(), UsageError> {
     conn.respond_streaming(&ResponseHead::new(Status::OK).content_type("text/event-stream"))?;
     conn.send_body(format!("data: {path}\n\n").as_bytes())?;
     conn.send_body(b"")?;

@@ -326,21 +326,28 @@ fn first_invalid_prefix_end(stream: &[u8], invalid_end: usize) -> usize {
 }
 
 /// `stack` target: one socket's whole protocol stack — HTTP requests (pipelined, kept alive),
-/// the upgrade, then frames to the echo or the chat — fed the input split at input-chosen points.
-/// - the same stream split differently gives the same bytes out and the same final phase;
+/// the upgrade, then frames to the echo or the chat. The input's cut points are the turns of the
+/// loop: the bytes of one read, after which the hub's outputs are applied.
+/// - a turn's bytes fed in one piece or in many small ones give the same bytes out and the same
+///   final phase (what the hub answers may depend on where turns end, as it does on a real
+///   network; how TCP cut the bytes of one read must not);
 /// - the output is HTTP responses, then (after a 101) only well-formed server frames;
 /// - the input the stack holds stays within the HTTP and WebSocket limits.
 pub fn stack(data: &[u8]) {
     let (stream, cuts) = split_input(data);
-    let whole = drive_stack(&[stream]);
-    let split = drive_stack(&pieces(stream, &cuts));
-    assert_eq!(whole, split, "split at {cuts:?}");
+    let turns = pieces(stream, &cuts);
+    let whole = drive_stack(&turns, usize::MAX);
+    // Small pieces, but not single bytes for long inputs, so a run stays quick.
+    let small = 1 + stream.len() / 512;
+    let split = drive_stack(&turns, small);
+    assert_eq!(whole, split, "turns at {cuts:?}, pieces of {small}");
     check_stack_output(&whole.0);
 }
 
-/// Feeds `pieces` to a fresh stack (the echo endpoint on, small limits), applies whatever the
-/// hub asks of that same connection, and returns everything written and the final phase.
-fn drive_stack(pieces: &[&[u8]]) -> (Vec<u8>, &'static str) {
+/// Feeds `turns` to a fresh stack (the echo endpoint on, small limits), each turn's bytes in
+/// pieces of at most `piece_len`; after each turn applies whatever the hub asks of that same
+/// connection. Returns everything written and the final phase.
+fn drive_stack(turns: &[&[u8]], piece_len: usize) -> (Vec<u8>, &'static str) {
     use crate::chat::{ChatConfig, Now};
     use crate::conn::{ConnId, Ctx, Stack, StackConfig};
     use crate::hub::{Hub, HubConfig, Output};
@@ -382,7 +389,11 @@ fn drive_stack(pieces: &[&[u8]]) -> (Vec<u8>, &'static str) {
             now,
         };
         match input {
-            Some(piece) => stack.receive(&mut piece.to_vec(), &mut ctx),
+            Some(turn) => {
+                for piece in turn.chunks(piece_len.max(1)) {
+                    stack.receive(&mut piece.to_vec(), &mut ctx);
+                }
+            }
             None => stack.receive_eof(),
         }
         loop {
@@ -413,8 +424,8 @@ fn drive_stack(pieces: &[&[u8]]) -> (Vec<u8>, &'static str) {
         let bound = 2 * (FUZZ_LIMITS.max_message_size + MAX_CONTROL_PAYLOAD) + 2 * 1024 + 65536;
         assert!(held <= bound, "{held} bytes held");
     };
-    for piece in pieces {
-        step(&mut stack, &mut hub, Some(piece));
+    for turn in turns {
+        step(&mut stack, &mut hub, Some(turn));
     }
     step(&mut stack, &mut hub, None);
     (output, stack.phase().name())
@@ -477,6 +488,17 @@ mod tests {
         );
         session.extend_from_slice(&hello);
         stack(&session);
+    }
+
+    /// Found by the fuzzer: an upgrade and an invalid frame in one read. The welcome the hub
+    /// queued for the new session is applied after the frame failed the connection, so it is
+    /// dropped, while the same bytes over two reads deliver it first. Turns are therefore part of
+    /// the target's input, and only how a turn's bytes are cut must not matter.
+    #[test]
+    fn regression_upgrade_then_bad_frame_in_one_read() {
+        stack(include_bytes!(
+            "../fuzz/corpus/stack/seed_regression_upgrade_then_bad_frame_in_one_read"
+        ));
     }
 
     #[test]

@@ -532,7 +532,9 @@ fn read_response_to(stream: &mut TcpStream, pending: &mut Vec<u8>, method: &str)
     };
     let length: usize = match method {
         "HEAD" => 0,
-        _ => response.header("Content-Length").map_or(0, |v| v.parse().unwrap()),
+        _ => response
+            .header("Content-Length")
+            .map_or(0, |v| v.parse().unwrap()),
     };
     while pending.len() < end + length {
         let n = stream.read(&mut chunk).expect("read response body");
@@ -549,13 +551,20 @@ fn the_pages_three_resources_load_over_one_kept_alive_connection() {
     let server = TestServer::start(&[]);
     let mut stream = raw_connect(server.addr);
     let mut pending = Vec::new();
-    for (path, kind) in [("/", "text/html"), ("/app.js", "text/javascript"), ("/style.css", "text/css")] {
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/app.js", "text/javascript"),
+        ("/style.css", "text/css"),
+    ] {
         stream
             .write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
             .unwrap();
         let response = read_response(&mut stream, &mut pending);
         assert_eq!(response.status, 200, "{path}: {response:?}");
-        assert!(response.header("Content-Type").unwrap().starts_with(kind), "{path}");
+        assert!(
+            response.header("Content-Type").unwrap().starts_with(kind),
+            "{path}"
+        );
         assert_eq!(response.header("Connection"), None, "{path}: kept alive");
         assert!(!response.body.is_empty());
     }
@@ -565,7 +574,8 @@ fn the_pages_three_resources_load_over_one_kept_alive_connection() {
 fn pipelined_requests_are_answered_in_order_then_upgraded() {
     let server = TestServer::start(&["--echo"]);
     let mut stream = raw_connect(server.addr);
-    let mut requests = b"GET /style.css HTTP/1.1\r\nHost: a\r\n\r\nHEAD / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
+    let mut requests =
+        b"GET /style.css HTTP/1.1\r\nHost: a\r\n\r\nHEAD / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
     requests.extend(Head::upgrade("/echo").bytes());
     requests.extend(client_frame(true, 0, TEXT, b"after three requests"));
     stream.write_all(&requests).unwrap();
@@ -585,7 +595,11 @@ fn pipelined_requests_are_answered_in_order_then_upgraded() {
 fn request_bodies_and_smuggling_shapes_are_refused_and_the_connection_closed() {
     let server = TestServer::start(&[]);
     let table: &[(&str, &str, u16)] = &[
-        ("a body nobody takes", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", 413),
+        (
+            "a body nobody takes",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+            413,
+        ),
         (
             "Content-Length with Transfer-Encoding",
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",

@@ -8,12 +8,19 @@
 //! backpressure, timer and shutdown rule is tested without a process.
 //!
 //! One turn, in order:
-//! 1. readiness events: [`Driver::readable`] reads a socket until it would block (at most
-//!    [`READS_PER_TURN`] reads), feeding each read to the stack and writing what it produced at
-//!    once; [`Driver::writable`] writes what was queued;
-//! 2. [`Driver::end_turn`]: sockets that still had input are read again, due timers fire, and then
-//!    the hub's outputs are drained — deliveries and closes go to their connections' queues — and
-//!    each connection they touched is flushed and settled once.
+//! 1. [`Driver::start_turn`]: sockets whose last read filled the whole buffer are read again
+//!    (they may hold more, and readiness is edge-triggered: no new event will say so);
+//! 2. readiness events: [`Driver::readable`] reads a socket once (at most [`SCRATCH_LEN`] bytes),
+//!    feeds the bytes to its stack and writes what they produced at once; [`Driver::writable`]
+//!    writes what was queued;
+//! 3. [`Driver::end_turn`]: due timers fire, and then the hub's outputs are drained — deliveries
+//!    and closes go to their connections' queues — and each connection they touched is flushed
+//!    and settled once.
+//!
+//! One read per socket per turn bounds a turn's work: a peer that sends as fast as we read cannot
+//! keep the timers or the other peers waiting, and what its messages cause reaches the other
+//! connections (and their sockets) after every read's worth, so a flood of chat messages never
+//! piles up in the queues faster than one read can produce.
 //!
 //! Nothing called from a stack reaches another connection: the stack talks to the hub, the hub
 //! queues outputs, and only step 2 applies them.
@@ -33,9 +40,6 @@ use crate::hub::{Hub, Output};
 
 /// One read's worth of bytes; shared by every connection, so idle ones hold no read buffer.
 pub const SCRATCH_LEN: usize = 64 * 1024;
-/// Reads from one socket per turn (up to 1 MiB): a peer that sends as fast as we read must not
-/// keep every other peer, and the timers, waiting.
-pub const READS_PER_TURN: usize = 16;
 /// Connections accepted past `--max-connections` only to be told 503; beyond this many they are
 /// dropped at once.
 pub const OVERFLOW_SLACK: usize = 64;
@@ -76,8 +80,8 @@ pub struct Driver<S> {
     config: StackConfig,
     max_connections: usize,
     scratch: Vec<u8>,
-    /// Sockets that used up their reads before they would block, or that may hold input no new
-    /// event will announce (readiness is edge-triggered): read again next turn.
+    /// Sockets whose last read filled the buffer, or that may hold input no new event will
+    /// announce (readiness is edge-triggered): read again at the start of the next turn.
     more_input: Vec<ConnId>,
     /// Connections the hub's outputs reached this turn: flushed and settled once each.
     touched: Vec<ConnId>,
@@ -179,11 +183,15 @@ impl<S: Socket> Driver<S> {
         self.settle(id, now);
     }
 
-    /// The end of a turn: sockets with more input, due timers, then the hub's outputs.
-    pub fn end_turn(&mut self, now: Now) {
+    /// The start of a turn: sockets that may still hold input are read again.
+    pub fn start_turn(&mut self, now: Now) {
         for id in std::mem::take(&mut self.more_input) {
             self.readable(id, now);
         }
+    }
+
+    /// The end of a turn: due timers, then the hub's outputs.
+    pub fn end_turn(&mut self, now: Now) {
         self.fire_timers(now);
         self.drain_hub(now);
     }
@@ -221,7 +229,7 @@ impl<S: Socket> Driver<S> {
         peer_at(&mut self.peers, id)
     }
 
-    /// Reads until the socket would block, the stack wants no more, or the turn's reads are used.
+    /// Reads the socket once, unless the stack wants no input now.
     fn read(&mut self, id: ConnId, now: Now) {
         let Self {
             peers,
@@ -235,37 +243,33 @@ impl<S: Socket> Driver<S> {
             return;
         };
         let mut ctx = Ctx { hub, config, now };
-        for _ in 0..READS_PER_TURN {
-            if !peer.stack.wants_read(ctx.config) {
-                peer.paused = true;
-                return;
-            }
+        if !peer.stack.wants_read(ctx.config) {
+            peer.paused = true;
+            return;
+        }
+        let len = loop {
             match peer.socket.read(scratch) {
-                Ok(0) => {
-                    peer.stack.receive_eof();
-                    return;
-                }
-                Ok(len) => {
-                    peer.stack.receive(&mut scratch[..len], &mut ctx);
-                    // Write first: whatever these bytes produced goes out now, in one write.
-                    flush(peer, &mut ctx);
-                    if len < scratch.len() {
-                        // A short read emptied the socket's receive queue. Readiness is
-                        // edge-triggered: bytes that arrive from now on raise a new event, so the
-                        // read that would only say WouldBlock is a syscall we can skip.
-                        return;
-                    }
-                }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Ok(len) => break len,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) => {
                     debug!("#{id} read failed: {error}");
-                    peer.stack.fail(&mut ctx);
-                    return;
+                    return peer.stack.fail(&mut ctx);
                 }
             }
+        };
+        if len == 0 {
+            return peer.stack.receive_eof();
         }
-        more_input.push(id);
+        peer.stack.receive(&mut scratch[..len], &mut ctx);
+        // Write first: whatever these bytes produced goes out now, in one write.
+        flush(peer, &mut ctx);
+        // A short read emptied the socket's receive queue, and bytes that arrive from now on raise
+        // a new (edge-triggered) event: the read that would only say WouldBlock is a syscall we
+        // skip. A full one may have left more behind.
+        if len == scratch.len() {
+            more_input.push(id);
+        }
     }
 
     /// Brings a connection up to date after anything happened to it: writes what is queued, lets
@@ -380,8 +384,15 @@ impl<S: Socket> Driver<S> {
         let mut ctx = Ctx { hub, config, now };
         match output {
             Output::Deliver { to, event } => {
+                let len = event.websocket_frame().len();
                 for id in to {
                     if let Some(peer) = peer_at(peers, id) {
+                        // Before the slow-consumer rule judges a full queue, give the socket the
+                        // chance to take it: a turn's worth of deliveries must not close a client
+                        // that reads as fast as it can.
+                        if peer.stack.queued() + len > ctx.config.max_queued_output {
+                            flush(peer, &mut ctx);
+                        }
                         peer.stack.deliver(&event, &mut ctx);
                         touched.push(id);
                     }

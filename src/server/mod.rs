@@ -21,7 +21,7 @@ use mio::{Events, Interest as MioInterest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-pub use driver::{Driver, Interest, READS_PER_TURN, SCRATCH_LEN, Socket};
+pub use driver::{Driver, Interest, SCRATCH_LEN, Socket};
 
 use crate::chat::Now;
 use crate::config::Config;
@@ -110,6 +110,7 @@ impl Server {
                 return Err(error);
             }
             let now = clock();
+            self.driver.start_turn(now);
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(now),

@@ -152,9 +152,19 @@ impl Harness {
         self.turn();
     }
 
+    /// The rest of a turn whose readiness events the test has delivered, then (like the event
+    /// loop, which polls without waiting while a socket may hold more) further turns until no
+    /// socket does.
     fn turn(&mut self) {
         let now = self.now();
         self.driver.end_turn(now);
+        for _ in 0..1000 {
+            if self.driver.poll_timeout(now.instant) != Some(now.instant) {
+                break;
+            }
+            self.driver.start_turn(now);
+            self.driver.end_turn(now);
+        }
         while self.driver.poll_interest().is_some() {}
     }
 
@@ -498,6 +508,41 @@ fn a_chat_client_that_falls_behind_is_closed_with_1008() {
 }
 
 #[test]
+fn a_turn_of_many_messages_does_not_close_a_receiver_that_keeps_reading() {
+    let mut h = Harness::new(&[
+        "--max-queued-output",
+        "4096",
+        "--rate-limit",
+        "1000",
+        "--rate-burst",
+        "1000",
+    ]);
+    let mut receiver = h.websocket("/");
+    let mut senders: Vec<Client> = (0..20).map(|_| h.websocket("/")).collect();
+    receiver.chat(&mut h);
+    let text = "y".repeat(400);
+    let message = masked_frame(
+        0x81,
+        format!(r#"{{"type":"message","payload":"{text}"}}"#).as_bytes(),
+        KEY,
+    );
+    // Twenty senders, one turn: 8 KB for a receiver whose cap is 4 KB, but whose socket takes it.
+    let now = h.now();
+    for sender in &mut senders {
+        sender.send_unseen(&message);
+        h.driver.readable(sender.id, now);
+    }
+    h.turn();
+    let got = receiver.chat(&mut h);
+    assert_eq!(
+        types(&got).iter().filter(|kind| **kind == "message").count(),
+        20,
+        "{got:?}"
+    );
+    assert!(h.is_open(&receiver));
+}
+
+#[test]
 fn an_id_kept_after_its_connection_left_never_reaches_the_slots_next_occupant() {
     let mut h = Harness::new(&["--echo"]);
     let mut first = h.connect();
@@ -540,7 +585,7 @@ fn a_websocket_whose_queue_is_over_the_cap_is_not_read_until_it_drains() {
 }
 
 #[test]
-fn a_peer_that_never_stops_sending_gets_a_bounded_number_of_reads_per_turn() {
+fn a_peer_that_never_stops_sending_gets_one_read_per_turn() {
     let mut h = Harness::new(&[
         "--echo",
         "--max-message-size",
@@ -549,18 +594,55 @@ fn a_peer_that_never_stops_sending_gets_a_bounded_number_of_reads_per_turn() {
         "10000000",
     ]);
     let mut client = h.websocket("/echo");
-    // A frame far larger than one turn's reads.
-    let big = masked_frame(0x82, &vec![1; READS_PER_TURN * SCRATCH_LEN * 2], KEY);
+    let big = masked_frame(0x82, &vec![1; SCRATCH_LEN * 4], KEY);
     client.send_unseen(&big);
     let now = h.now();
     h.driver.readable(client.id, now);
     let left = client.pipe.0.borrow().to_server.len();
-    assert_eq!(left, big.len() - READS_PER_TURN * SCRATCH_LEN);
+    assert_eq!(left, big.len() - SCRATCH_LEN);
     assert_eq!(
         h.driver.poll_timeout(now.instant),
         Some(now.instant),
         "read again at once"
     );
+    h.driver.start_turn(now);
+    assert_eq!(
+        client.pipe.0.borrow().to_server.len(),
+        left - SCRATCH_LEN,
+        "one more read"
+    );
+}
+
+#[test]
+fn what_a_read_causes_reaches_the_other_connections_before_the_next_read() {
+    let mut h = Harness::new(&["--rate-limit", "100000", "--rate-burst", "100000"]);
+    let mut sender = h.websocket("/");
+    let mut receiver = h.websocket("/");
+    sender.chat(&mut h);
+    receiver.chat(&mut h);
+    // Far more than one read's worth of chat messages, all waiting in the socket.
+    let message = masked_frame(0x81, br#"{"type":"message","payload":"x"}"#, KEY);
+    let count = 3 * SCRATCH_LEN / message.len();
+    for _ in 0..count {
+        sender.send_unseen(&message);
+    }
+    let now = h.now();
+    h.driver.readable(sender.id, now);
+    h.driver.end_turn(now);
+    // What the receiver's socket holds now, read without giving the server another turn.
+    let mut bytes = std::mem::take(&mut receiver.pipe.0.borrow_mut().to_client);
+    let mut first_turn = 0;
+    let websocket = receiver.websocket.as_mut().expect("upgraded");
+    websocket.receive(&mut bytes, now.instant, |_, _| first_turn += 1);
+    let per_read = SCRATCH_LEN / message.len();
+    assert!(first_turn > 0, "delivered at the end of the first turn");
+    assert!(
+        first_turn <= per_read + 1,
+        "only what one read carried: {first_turn}"
+    );
+    h.turn();
+    let rest = types(&receiver.chat(&mut h)).len();
+    assert_eq!(first_turn + rest, count, "and everything, turn by turn");
 }
 
 // --- timers ------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ Usage: bench/aggregate.py RUN_DIR    (reads RUN_DIR/raw.txt and RUN_DIR/meta.txt
 Each line of raw.txt is one wschat-bench report (`--json`) with `server`, `round`, `scenario`
 added by compare.sh, or a failed run: `{"server", "round", "scenario", "error"}`.
 Medians are over rounds; ratios are computed within each round (same conditions for both
-servers) and then their median is taken.
+servers) and then their median is taken. When the run has `wschat-base` (compare.sh with
+BASELINE=<rev>), a last table compares wschat with it the same way.
 """
 
 import json
@@ -14,7 +15,7 @@ import statistics
 import sys
 from pathlib import Path
 
-SERVERS = ["wschat", "fastwebsockets", "tokio-tungstenite", "ws"]
+SERVERS = ["wschat", "wschat-base", "fastwebsockets", "tokio-tungstenite", "ws"]
 
 # scenario id -> title; the order of the report.
 SCENARIOS = {
@@ -22,9 +23,11 @@ SCENARIOS = {
     "echo-100c-1KiB-k1": "Echo, 100 connections × 1 KiB, 1 in flight",
     "echo-1000c-16B-k1": "Echo, 1000 connections × 16 B, 1 in flight",
     "echo-100c-16B-k8": "Echo, 100 connections × 16 B, 8 in flight",
+    "broadcast": "Chat broadcast",
     "hold": "Idle connections (RSS)",
 }
 ONE_IN_FLIGHT = ["echo-100c-16B-k1", "echo-100c-1KiB-k1", "echo-1000c-16B-k1"]
+ECHO = ONE_IN_FLIGHT + ["echo-100c-16B-k8"]
 SHORT = {
     "echo-100c-16B-k1": "16 B, 100 conns",
     "echo-100c-1KiB-k1": "1 KiB, 100 conns",
@@ -93,6 +96,134 @@ def per_round_ratios(runs, scenario, numerator, denominator, name):
     return [top[n] / bottom[n] for n in sorted(top) if n in bottom and bottom[n] > 0]
 
 
+def target_row(rows, what, values, fmt, target_text, passes):
+    """Appends a row: the per-round values, their median and whether the median meets the target."""
+    if not values:
+        rows.append(f"| {what} | — | — | {target_text} | no data |")
+        return
+    median = statistics.median(values)
+    verdict = "met" if passes(median) else "**not met**"
+    rows.append(f"| {what} | {', '.join(fmt(v) for v in values)} | {fmt(median)} | {target_text} | {verdict} |")
+
+
+def in_order_row(rows, runs, server, scenario, what):
+    """Appends a row: did every receiver get every message, in order, in each round of `server`?"""
+    rounds = sorted({r["round"] for r in runs if r.get("server") == server and r.get("scenario") == scenario})
+    if not rounds:
+        rows.append(f"| {what} | — | — | every round | no data |")
+        return
+    cells = []
+    for n in rounds:
+        ok = [r for r in good(runs, server, scenario) if r["round"] == n]
+        cells.append("failed" if not ok else "yes" if ok[0].get("all_in_order") is True
+                     else f"**no** ({why_not_in_order(ok[0])})")
+    verdict = "met" if all(cell == "yes" for cell in cells) else "**not met**"
+    rows.append(f"| {what} | {', '.join(cells)} | {cells.count('yes')}/{len(cells)} | every round | {verdict} |")
+
+
+def why_not_in_order(run):
+    """How a broadcast run fell short: receivers still behind when the drain gave up, receivers that
+    saw a message out of order or skipped one."""
+    if "receivers_short" not in run:
+        return "no detail"
+    return f"{run['receivers_short']} short, {run['receivers_out_of_order']} out of order"
+
+
+def broadcast_title(runs, present):
+    """The broadcast's heading, with the receivers and the sender's rate of its runs."""
+    shapes = sorted({(int(r["receivers"]), float(r["rate"])) for s in present
+                     for r in good(runs, s, "broadcast") if "receivers" in r and "rate" in r})
+    if not shapes:
+        return SCENARIOS["broadcast"]
+    shown = (f"{c:,} receivers, one sender at {rate:,.0f} msgs/s" for c, rate in shapes)
+    return "Chat broadcast, " + "; ".join(shown)
+
+
+def broadcast_table(runs, present):
+    """The broadcast's table: deliveries, order, the server's CPU per delivery and its memory."""
+    out = [
+        "Every receiver checks it got every message in order. CPU per delivery counts the server's CPU "
+        "and the deliveries from the start of the measured window to the end of the drain (the wait "
+        "for the last deliveries after the sender stops); deliveries/s counts the window only.",
+        "",
+        "| server | runs | deliveries/s, median (min–max) | all in order "
+        "| server CPU µs/delivery, median (min–max) | user + kernel µs, median | server CPU busy, median | drain s, median | p50 / p99 ms, median "
+        "| server RSS KiB at the end, median |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for server in present:
+        ok, bad = good(runs, server, "broadcast"), failed(runs, server, "broadcast")
+        in_order = sum(1 for r in ok if r.get("all_in_order") is True)
+        shortfalls = [why_not_in_order(r) for r in ok if r.get("all_in_order") is not True]
+        order_cell = f"{in_order}/{len(ok)}" if ok else "—"
+        if shortfalls:
+            order_cell += f" ({'; '.join(shortfalls)})"
+        rss = field(ok, "server_rss_kib")
+        user, kernel = field(ok, "server_user_us_per_delivery"), field(ok, "server_sys_us_per_delivery")
+        split = f"{statistics.median(user):.2f} + {statistics.median(kernel):.2f}" if user and kernel else "—"
+        # The server's CPU time covers the window and the drain.
+        busy = [float(r["server_cpu_s"]) / (float(r["seconds"]) + float(r.get("drain_s", 0))) for r in ok
+                if "server_cpu_s" in r and float(r.get("seconds", 0)) > 0]
+        drain, p50, p99 = field(ok, "drain_s"), field(ok, "p50_us"), field(ok, "p99_us")
+        latency = (f"{statistics.median(p50) / 1000:.1f} / {statistics.median(p99) / 1000:.1f}"
+                   if p50 and p99 else "—")
+        out.append(
+            f"| {server} | {runs_cell(ok, bad)} | {spread(field(ok, 'deliveries_per_sec'), integer)} "
+            f"| {order_cell} "
+            f"| {spread(field(ok, 'server_cpu_us_per_delivery'), micros)} | {split} "
+            f"| {f'{statistics.median(busy):.0%}' if busy else '—'} "
+            f"| {f'{statistics.median(drain):.2f}' if drain else '—'} | {latency} "
+            f"| {integer(statistics.median(rss)) if rss else '—'} |"
+        )
+    return out
+
+
+def baseline_table(runs):
+    """wschat against its own baseline build: the same-round ratios new ÷ base."""
+    new, base = "wschat", "wschat-base"
+    rows = []
+    for scenario in ECHO:
+        target_row(
+            rows, f"CPU/msg, {SHORT[scenario]}",
+            per_round_ratios(runs, scenario, new, base, "server_cpu_us_per_msg"),
+            ratio, "≤ 1.03×", lambda m: m <= 1.03,
+        )
+    target_row(
+        rows, f"msgs/s, {SHORT['echo-100c-16B-k8']}",
+        per_round_ratios(runs, "echo-100c-16B-k8", new, base, "msgs_per_sec"),
+        ratio, "≥ 0.97×", lambda m: m >= 0.97,
+    )
+    target_row(
+        rows, "broadcast: CPU/delivery",
+        per_round_ratios(runs, "broadcast", new, base, "server_cpu_us_per_delivery"),
+        ratio, "≤ 1.03×", lambda m: m <= 1.03,
+    )
+    target_row(
+        rows, "broadcast: deliveries/s",
+        per_round_ratios(runs, "broadcast", new, base, "deliveries_per_sec"),
+        ratio, "≥ 0.97×", lambda m: m >= 0.97,
+    )
+    in_order_row(rows, runs, new, "broadcast", f"broadcast: every message in order, {new}")
+    in_order_row(rows, runs, base, "broadcast", f"broadcast: every message in order, {base}")
+    conns = sorted({int(r["connections"]) for s in (new, base) for r in good(runs, s, "hold")})
+    target_row(
+        rows, f"RSS, {'/'.join(f'{c:,}' for c in conns) or '—'} idle connections",
+        per_round_ratios(runs, "hold", new, base, "server_rss_kib"),
+        ratio, "≤ 1.10×", lambda m: m <= 1.10,
+    )
+    return [
+        "### wschat vs its baseline",
+        "",
+        "Ratios wschat ÷ wschat-base (the BASELINE build), taken within each round, then the median "
+        "over rounds. A target allows no loss beyond the noise margin: CPU at most 3 % more, "
+        "throughput at most 3 % less, memory at most 10 % more.",
+        "",
+        "| figure | per round | median | target | |",
+        "|---|---|---:|---|---|",
+        *rows,
+    ]
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: aggregate.py RUN_DIR")
@@ -112,7 +243,10 @@ def main():
             continue
         out.append(f"### {title}")
         out.append("")
-        if scenario == "hold":
+        if scenario == "broadcast":
+            out[-2] = f"### {broadcast_title(runs, present)}"
+            out += broadcast_table(runs, present)
+        elif scenario == "hold":
             conns = sorted({int(r["connections"]) for s in present for r in good(runs, s, scenario)})
             if conns:
                 out[-2] = f"### {', '.join(f'{c:,}' for c in conns)} idle connections (RSS)"
@@ -147,36 +281,25 @@ def main():
 
     # The project's targets.
     rows = []
-
-    def target_row(what, values, fmt, target_text, passes):
-        if not values:
-            rows.append(f"| {what} | — | — | {target_text} | no data |")
-            return
-        median = statistics.median(values)
-        verdict = "met" if passes(median) else "**not met**"
-        rows.append(
-            f"| {what} | {', '.join(fmt(v) for v in values)} | {fmt(median)} | {target_text} | {verdict} |"
-        )
-
     for scenario in ONE_IN_FLIGHT:
         target_row(
-            f"CPU/msg wschat ÷ fastwebsockets, {SHORT[scenario]}",
+            rows, f"CPU/msg wschat ÷ fastwebsockets, {SHORT[scenario]}",
             per_round_ratios(runs, scenario, "wschat", "fastwebsockets", "server_cpu_us_per_msg"),
             ratio, "≤ 1.00×", lambda m: m <= 1.0,
         )
     for scenario in ONE_IN_FLIGHT:
         target_row(
-            f"CPU/msg wschat ÷ tokio-tungstenite, {SHORT[scenario]}",
+            rows, f"CPU/msg wschat ÷ tokio-tungstenite, {SHORT[scenario]}",
             per_round_ratios(runs, scenario, "wschat", "tokio-tungstenite", "server_cpu_us_per_msg"),
             ratio, "≤ 0.67×", lambda m: m <= 0.67,
         )
     target_row(
-        "msgs/s wschat ÷ tokio-tungstenite, 16 B, 100 conns, 8 in flight",
+        rows, "msgs/s wschat ÷ tokio-tungstenite, 16 B, 100 conns, 8 in flight",
         per_round_ratios(runs, "echo-100c-16B-k8", "wschat", "tokio-tungstenite", "msgs_per_sec"),
         ratio, "≥ 1.60×", lambda m: m >= 1.6,
     )
     target_row(
-        "wschat p99 µs, 16 B, 100 conns, 1 in flight",
+        rows, "wschat p99 µs, 16 B, 100 conns, 1 in flight",
         [float(r["p99_us"]) for r in sorted(good(runs, "wschat", "echo-100c-16B-k1"), key=lambda r: r["round"])],
         integer, "≤ 1,100 µs", lambda m: m <= 1100,
     )
@@ -184,7 +307,7 @@ def main():
     conns = {int(r["connections"]) for r in hold}
     if conns == {10000}:
         target_row(
-            "wschat RSS KiB, 10,000 idle connections",
+            rows, "wschat RSS KiB, 10,000 idle connections",
             [float(r["server_rss_kib"]) for r in hold],
             integer, "≤ 10 MB (9,766 KiB)", lambda m: m * 1024 <= 10_000_000,
         )
@@ -202,6 +325,10 @@ def main():
     out.append("| figure | per round | median | target | |")
     out.append("|---|---|---:|---|---|")
     out += rows
+
+    if any(r.get("server") == "wschat-base" for r in runs):
+        out.append("")
+        out += baseline_table(runs)
 
     failures = [r for r in runs if "error" in r]
     if failures:

@@ -5,15 +5,34 @@
 # Every server runs pinned to cpu0, the load generator to cpu1, on 127.0.0.1 only. Each run gets
 # a fresh server process, which is stopped afterwards. The server order alternates every round.
 #
+# Scenarios: four echo runs and the idle-connection hold for every server; a chat broadcast (one
+# room, BROADCAST_RECEIVERS receivers, one sender at BROADCAST_RATE messages/s) for the wschat
+# servers only, since the peers have no chat.
+#
+# Before and after: BASELINE=<git rev> (e.g. BASELINE=e4efc6e) also builds that revision's wschat
+# (release, --locked) from a temporary `git worktree` under target/bench-baseline/, with its own
+# CARGO_TARGET_DIR there (target/bench-baseline/target, so it neither fights nor invalidates the
+# main build), copies the binary to target/bench-baseline/wschat-<commit> and removes the worktree.
+# It runs as the server `wschat-base` on its own port, with the same command-line flags as `wschat`
+# in every scenario, and takes its place in SERVERS (right after wschat) and so in the alternating
+# order. aggregate.py then adds a table of the same-round ratios wschat ÷ wschat-base.
+#
 # Environment:
 #   ROUNDS=3              rounds (each: every scenario against every server)
-#   SECONDS_PER_RUN=10    measured seconds per echo run (plus WARMUP=2 unmeasured seconds)
+#   SECONDS_PER_RUN=10    measured seconds per echo and broadcast run (plus WARMUP=2 unmeasured seconds)
 #   IDLE_CONNECTIONS=10000, HOLD_SECONDS=5   the idle-connection (RSS) scenario
+#   BROADCAST_RECEIVERS=1000, BROADCAST_RATE=3000   the broadcast scenario (messages/s of the sender)
+#   BROADCAST_DRAIN=10    most seconds the broadcast waits, after the sender stops, for every receiver
+#                         to catch up (one still behind then counts as short: not all in order)
 #   QUICK=1               smoke test: ROUNDS=1, SECONDS_PER_RUN=3, IDLE_CONNECTIONS=2000, HOLD_SECONDS=2
 #                         (explicit values of those variables still win)
-#   SERVERS="wschat fastwebsockets tokio-tungstenite ws"   a subset, for debugging
-#   BASE_PORT=9400        servers listen on BASE_PORT..BASE_PORT+3
-#   SKIP_BUILD=1          use the binaries and node_modules already built
+#   BASELINE=<rev>        also run that revision's wschat as wschat-base (see above)
+#   SERVERS="wschat fastwebsockets tokio-tungstenite ws"   a subset, for debugging; with BASELINE the
+#                         default is "wschat wschat-base fastwebsockets tokio-tungstenite ws", and
+#                         wschat-base may be listed only with BASELINE. Only the peers SERVERS names are built.
+#   BASE_PORT=9400        servers listen on BASE_PORT..BASE_PORT+4 (wschat-base on BASE_PORT+4)
+#   SKIP_BUILD=1          use the binaries and node_modules already built (with BASELINE: the copy
+#                         target/bench-baseline/wschat-<commit> of an earlier run)
 #
 # Output: target/bench/<timestamp>/{raw.txt,table.md,meta.txt,bench.log,server-*.log}
 set -euo pipefail
@@ -34,7 +53,15 @@ SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 WARMUP=${WARMUP:-2}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 HOLD_SECONDS=${HOLD_SECONDS:-5}
-SERVERS=${SERVERS:-"wschat fastwebsockets tokio-tungstenite ws"}
+BROADCAST_RECEIVERS=${BROADCAST_RECEIVERS:-1000}
+BROADCAST_RATE=${BROADCAST_RATE:-3000}
+BROADCAST_DRAIN=${BROADCAST_DRAIN:-10}
+BASELINE=${BASELINE:-}
+if [[ -n $BASELINE ]]; then
+    SERVERS=${SERVERS:-"wschat wschat-base fastwebsockets tokio-tungstenite ws"}
+else
+    SERVERS=${SERVERS:-"wschat fastwebsockets tokio-tungstenite ws"}
+fi
 BASE_PORT=${BASE_PORT:-9400}
 
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, not '$ROUNDS'"
@@ -42,6 +69,9 @@ BASE_PORT=${BASE_PORT:-9400}
 [[ $SECONDS_PER_RUN =~ ^[0-9]+([.][0-9]+)?$ ]] || die "SECONDS_PER_RUN must be a number of seconds"
 [[ $HOLD_SECONDS =~ ^[0-9]+([.][0-9]+)?$ ]] || die "HOLD_SECONDS must be a number of seconds"
 [[ $WARMUP =~ ^[0-9]+([.][0-9]+)?$ ]] || die "WARMUP must be a number of seconds"
+[[ $BROADCAST_RECEIVERS =~ ^[1-9][0-9]*$ ]] || die "BROADCAST_RECEIVERS must be a positive integer"
+[[ $BROADCAST_RATE =~ ^[0-9]+([.][0-9]+)?$ ]] || die "BROADCAST_RATE must be a number of messages per second"
+[[ $BROADCAST_DRAIN =~ ^[0-9]+([.][0-9]+)?$ ]] || die "BROADCAST_DRAIN must be a number of seconds"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -49,7 +79,27 @@ root=$(cd "$here/.." && pwd)
 unset CARGO_TARGET_DIR RUST_LOG
 cd "$root"
 
-for tool in cargo node npm python3 taskset ss timeout; do
+known_servers="wschat wschat-base fastwebsockets tokio-tungstenite ws"
+read -r -a order <<<"$SERVERS"
+((${#order[@]} > 0)) || die "SERVERS is empty"
+for name in "${order[@]}"; do
+    [[ " $known_servers " == *" $name "* ]] || die "unknown server '$name' (known: $known_servers)"
+done
+# True if SERVERS names server $1.
+wanted() {
+    local name
+    for name in "${order[@]}"; do [[ $name == "$1" ]] && return 0; done
+    return 1
+}
+if wanted wschat-base; then
+    [[ -n $BASELINE ]] || die "SERVERS names wschat-base but BASELINE is not set (e.g. BASELINE=e4efc6e)"
+elif [[ -n $BASELINE ]]; then
+    die "BASELINE=$BASELINE is set but SERVERS ('$SERVERS') has no wschat-base"
+fi
+
+tools=(cargo python3 taskset ss timeout git)
+wanted ws && tools+=(node npm)
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || die "needs '$tool' on PATH"
 done
 cpus=$(nproc)
@@ -64,21 +114,71 @@ if [[ $files != unlimited ]] && ((files < need_files)); then
 fi
 
 # --- Build -------------------------------------------------------------------------------------
+baseline_dir=$root/target/bench-baseline
+baseline_sha=
+baseline_bin=
+if [[ -n $BASELINE ]]; then
+    baseline_sha=$(git -C "$root" rev-parse --verify --quiet "$BASELINE^{commit}") ||
+        die "BASELINE=$BASELINE is not a commit of this repository"
+    baseline_bin=$baseline_dir/wschat-$baseline_sha
+fi
+
+# Removes the worktree at $1 (and git's entry for it, also when only the entry is left, as after a
+# `cargo clean`).
+remove_worktree() {
+    git -C "$root" worktree remove --force "$1" 2>/dev/null || rm -rf "$1"
+    git -C "$root" worktree prune
+}
+
+# The baseline's worktree while it exists, for cleanup_build to remove should the build fail.
+baseline_src=
+cleanup_build() {
+    [[ -z $baseline_src ]] || remove_worktree "$baseline_src"
+    baseline_src=
+}
+trap cleanup_build EXIT
+
+# Builds BASELINE's wschat in a temporary worktree and copies it to $baseline_bin. The worktree is
+# made afresh (after removing what an interrupted run may have left) and removed afterwards; the
+# dependencies stay built in the baseline's own target directory for the next run.
+build_baseline() {
+    echo "compare.sh: building wschat at BASELINE=$BASELINE ($baseline_sha, release)" >&2
+    mkdir -p "$baseline_dir"
+    baseline_src=$baseline_dir/src-$baseline_sha
+    remove_worktree "$baseline_src"
+    git -C "$root" worktree add --quiet --detach "$baseline_src" "$baseline_sha"
+    (cd "$baseline_src" && CARGO_TARGET_DIR=$baseline_dir/target cargo build --release --locked --bin wschat)
+    cp "$baseline_dir/target/release/wschat" "$baseline_bin.tmp"
+    mv "$baseline_bin.tmp" "$baseline_bin"
+    cleanup_build
+}
+
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
     echo "compare.sh: building wschat (release)" >&2
     cargo build --release --bin wschat --bin wschat-bench
-    echo "compare.sh: building the Rust peers (release)" >&2
-    (cd "$here/peers" && cargo build --release --locked)
-    echo "compare.sh: installing the Node peer (npm ci)" >&2
-    (cd "$here/peers/node" && npm ci --no-audit --no-fund --loglevel=error)
+    wanted wschat-base && build_baseline
+    if wanted fastwebsockets || wanted tokio-tungstenite; then
+        echo "compare.sh: building the Rust peers (release)" >&2
+        (cd "$here/peers" && cargo build --release --locked)
+    fi
+    if wanted ws; then
+        echo "compare.sh: installing the Node peer (npm ci)" >&2
+        (cd "$here/peers/node" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
 fi
 wschat_bin=$root/target/release/wschat
 bench_bin=$root/target/release/wschat-bench
 peers_bin=$here/peers/target/release
-for bin in "$wschat_bin" "$bench_bin" "$peers_bin/fastwebsockets-echo" "$peers_bin/tungstenite-echo"; do
+needed=("$wschat_bin" "$bench_bin")
+wanted wschat-base && needed+=("$baseline_bin")
+wanted fastwebsockets && needed+=("$peers_bin/fastwebsockets-echo")
+wanted tokio-tungstenite && needed+=("$peers_bin/tungstenite-echo")
+for bin in "${needed[@]}"; do
     [[ -x $bin ]] || die "missing $bin (run without SKIP_BUILD=1)"
 done
-[[ -d $here/peers/node/node_modules/ws ]] || die "missing bench/peers/node/node_modules (run without SKIP_BUILD=1)"
+if wanted ws; then
+    [[ -d $here/peers/node/node_modules/ws ]] || die "missing bench/peers/node/node_modules (run without SKIP_BUILD=1)"
+fi
 
 out=$root/target/bench/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out"
@@ -92,27 +192,56 @@ server_port() {
         fastwebsockets) echo $((BASE_PORT + 1)) ;;
         tokio-tungstenite) echo $((BASE_PORT + 2)) ;;
         ws) echo $((BASE_PORT + 3)) ;;
-        *) die "unknown server '$1' (known: wschat fastwebsockets tokio-tungstenite ws)" ;;
+        wschat-base) echo $((BASE_PORT + 4)) ;;
+        *) die "unknown server '$1' (known: $known_servers)" ;;
     esac
 }
 
-# The echo endpoint: wschat serves it at /echo, the peers echo on any path.
-server_path() {
-    if [[ $1 == wschat ]]; then echo /echo; else echo /; fi
+# True for the two builds of wschat (this tree's and BASELINE's).
+is_wschat() {
+    [[ $1 == wschat || $1 == wschat-base ]]
 }
 
+# True if server $1 takes part in scenario $2: the broadcast needs the chat, which only wschat has.
+takes_part() {
+    [[ $2 != broadcast ]] || is_wschat "$1"
+}
+
+# The endpoint of server $1 for bench mode $2: wschat's chat is at /, its echo at /echo; the
+# peers echo on any path.
+server_path() {
+    if is_wschat "$1" && [[ $2 != broadcast ]]; then echo /echo; else echo /; fi
+}
+
+# wschat's flags for scenario $2 on port $1: one command line for both builds, so that the baseline
+# and this tree run under exactly the same configuration.
+wschat_flags() {
+    local port=$1 scenario=$2 flags connections=0
+    case $scenario in
+        broadcast)
+            # The chat at /, no echo. A single sender at thousands of messages/s is far beyond the
+            # chat's per-client rate limit, and a receiver may fall megabytes behind at moments.
+            flags="--listen 127.0.0.1:$port --rate-limit 100000 --rate-burst 100000 --max-queued-output 16777216"
+            connections=$((BROADCAST_RECEIVERS + 1))
+            ;;
+        hold)
+            flags="--echo --listen 127.0.0.1:$port"
+            connections=$IDLE_CONNECTIONS
+            ;;
+        *) flags="--echo --listen 127.0.0.1:$port" ;;
+    esac
+    # Its default --max-connections is 10000; above that the scenario needs more.
+    if ((connections > 10000)); then flags+=" --max-connections $((connections + 100))"; fi
+    echo "$flags"
+}
+
+# The command line of server $1 for scenario $2.
 server_command() {
     local port
     port=$(server_port "$1")
     case $1 in
-        wschat)
-            # Its default --max-connections is 10000; above that the hold scenario needs more.
-            if ((IDLE_CONNECTIONS > 10000)); then
-                echo "$wschat_bin --echo --listen 127.0.0.1:$port --max-connections $((IDLE_CONNECTIONS + 100))"
-            else
-                echo "$wschat_bin --echo --listen 127.0.0.1:$port"
-            fi
-            ;;
+        wschat) echo "$wschat_bin $(wschat_flags "$port" "$2")" ;;
+        wschat-base) echo "$baseline_bin $(wschat_flags "$port" "$2")" ;;
         fastwebsockets) echo "$peers_bin/fastwebsockets-echo $port" ;;
         tokio-tungstenite) echo "$peers_bin/tungstenite-echo $port" ;;
         ws) echo "node $here/peers/node/server.js $port" ;;
@@ -140,13 +269,13 @@ wait_port_free() {
 }
 
 server_pid=
-# Starts server $1 pinned to cpu0; sets server_pid once it listens.
+# Starts server $1 for scenario $2 pinned to cpu0; sets server_pid once it listens.
 start_server() {
-    local name=$1 port tries=0
+    local name=$1 scenario=$2 port tries=0
     port=$(server_port "$name")
     wait_port_free "$port"
     # shellcheck disable=SC2046 # the command is split into words on purpose
-    taskset -c 0 $(server_command "$name") >>"$out/server-$name.log" 2>&1 &
+    taskset -c 0 $(server_command "$name" "$scenario") >>"$out/server-$name.log" 2>&1 &
     server_pid=$!
     until listening "$port"; do
         alive "$server_pid" || die "$name exited at start (see $out/server-$name.log)"
@@ -177,6 +306,7 @@ cleanup() {
         kill -KILL "$server_pid" 2>/dev/null || true
         wait "$server_pid" 2>/dev/null || true
     fi
+    cleanup_build
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -203,8 +333,15 @@ scenarios=(
     "echo-100c-1KiB-k1|echo -c 100 -k 1 -s 1024"
     "echo-1000c-16B-k1|echo -c 1000 -k 1 -s 16"
     "echo-100c-16B-k8|echo -c 100 -k 8 -s 16"
+    "broadcast|broadcast -c $BROADCAST_RECEIVERS -r $BROADCAST_RATE --drain $BROADCAST_DRAIN"
     "hold|hold -c $IDLE_CONNECTIONS"
 )
+
+# Seconds wschat-bench may need to open $1 connections: 250 at a time, each batch bounded by
+# 30 s in wschat-bench.
+open_seconds() {
+    python3 -c "import math; print(math.ceil($1 / 250) * 30)"
+}
 
 # Runs scenario $2 against server $1 in round $3.
 run_one() {
@@ -214,16 +351,23 @@ run_one() {
     mode=${args%% *}
     args=${args#* }
     port=$(server_port "$name")
-    path=$(server_path "$name")
-    if [[ $mode == hold ]]; then
-        args="$args -t $HOLD_SECONDS"
-        # Opening: 250 connections at a time, each batch bounded by 30 s in wschat-bench.
-        limit=$(python3 -c "print(int($HOLD_SECONDS + 60 + $IDLE_CONNECTIONS / 250 * 30))")
-    else
-        args="$args -t $SECONDS_PER_RUN --warmup $WARMUP"
-        limit=$(python3 -c "print(int($SECONDS_PER_RUN + $WARMUP + 120))")
-    fi
-    start_server "$name"
+    path=$(server_path "$name" "$mode")
+    case $mode in
+        hold)
+            args="$args -t $HOLD_SECONDS"
+            limit=$(python3 -c "print(int($HOLD_SECONDS + 60 + $(open_seconds "$IDLE_CONNECTIONS")))")
+            ;;
+        broadcast)
+            args="$args -t $SECONDS_PER_RUN --warmup $WARMUP"
+            # Also: 0.5 s of settling after the opening, and the drain.
+            limit=$(python3 -c "print(int($SECONDS_PER_RUN + $WARMUP + $BROADCAST_DRAIN + 61 + $(open_seconds $((BROADCAST_RECEIVERS + 1)))))")
+            ;;
+        *)
+            args="$args -t $SECONDS_PER_RUN --warmup $WARMUP"
+            limit=$(python3 -c "print(int($SECONDS_PER_RUN + $WARMUP + 120))")
+            ;;
+    esac
+    start_server "$name" "$id"
     echo "compare.sh: round $round/$ROUNDS  $id  $name" >&2
     echo "== round $round $id $name" >>"$out/bench.log"
     status=0
@@ -264,9 +408,13 @@ EOF
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "wschat: $(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)"
-    echo "peers: $peer_versions; node $(node --version); $(rustc --version)"
+    if [[ -n $BASELINE ]]; then
+        echo "wschat-base: $(git -C "$root" describe --always "$baseline_sha") (BASELINE=$BASELINE, commit $baseline_sha)"
+    fi
+    echo "peers: $peer_versions; node $(node --version 2>/dev/null || echo none); $(rustc --version)"
     echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr)"
-    echo "settings: ROUNDS=$ROUNDS SECONDS_PER_RUN=$SECONDS_PER_RUN WARMUP=$WARMUP IDLE_CONNECTIONS=$IDLE_CONNECTIONS HOLD_SECONDS=$HOLD_SECONDS"
+    echo "settings: ROUNDS=$ROUNDS SECONDS_PER_RUN=$SECONDS_PER_RUN WARMUP=$WARMUP IDLE_CONNECTIONS=$IDLE_CONNECTIONS HOLD_SECONDS=$HOLD_SECONDS BROADCAST_RECEIVERS=$BROADCAST_RECEIVERS BROADCAST_RATE=$BROADCAST_RATE BROADCAST_DRAIN=$BROADCAST_DRAIN"
+    echo "servers: ${order[*]}"
     echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$out/meta.txt"
 
@@ -274,8 +422,6 @@ busy=$(pgrep -f 'libfuzzer|fuzz/target' || true)
 [[ -z $busy ]] || echo "compare.sh: warning: fuzzers are running (pids $(echo $busy)); they steal CPU from the runs" >&2
 
 # --- Rounds ------------------------------------------------------------------------------------
-read -r -a order <<<"$SERVERS"
-for name in "${order[@]}"; do server_port "$name" >/dev/null; done
 started=$(date +%s)
 for ((round = 1; round <= ROUNDS; round++)); do
     if ((round % 2 == 1)); then
@@ -286,7 +432,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     fi
     for spec in "${scenarios[@]}"; do
         for name in "${this_round[@]}"; do
-            run_one "$name" "$spec" "$round"
+            if takes_part "$name" "${spec%%|*}"; then run_one "$name" "$spec" "$round"; fi
         done
     done
 done

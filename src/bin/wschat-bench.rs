@@ -85,6 +85,9 @@ enum Mode {
         /// Unmeasured seconds before.
         #[arg(long, default_value_t = 1.0)]
         warmup: f64,
+        /// Most seconds to wait, once the sender stops, for the receivers to catch up.
+        #[arg(long, default_value_t = 10.0)]
+        drain: f64,
     },
     /// Idle connections that only answer pings.
     Hold {
@@ -550,6 +553,7 @@ fn run_broadcast(args: &Args, mode: &Mode) -> io::Result<Report> {
         rate,
         seconds,
         warmup,
+        drain,
     } = mode.clone()
     else {
         unreachable!("called for broadcast")
@@ -604,8 +608,10 @@ fn run_broadcast(args: &Args, mode: &Mode) -> io::Result<Report> {
     let elapsed = measured_from.elapsed().as_secs_f64();
     let deliveries = load.deliveries;
     let total_sent = sent;
-    // Stop sending and wait (bounded) for the last deliveries to arrive.
-    let drain_until = Instant::now() + Duration::from_secs(10);
+    // Stop sending and wait (bounded) for the last deliveries to arrive. They still count (as
+    // `drained_deliveries`), but not towards deliveries/s.
+    let drain_from = Instant::now();
+    let drain_until = drain_from + secs(drain);
     while Instant::now() < drain_until
         && bench.clients[..connections]
             .iter()
@@ -614,9 +620,17 @@ fn run_broadcast(args: &Args, mode: &Mode) -> io::Result<Report> {
         bench.turn(Some(Duration::from_millis(50)), &mut load)?;
     }
     let receivers = &bench.clients[..connections];
-    let complete = receivers
+    // Told apart, since a receiver still behind when the drain gives up is not one that got
+    // messages out of order.
+    let short = receivers
         .iter()
-        .all(|client| client.state.next_seq == total_sent && !client.state.out_of_order);
+        .filter(|client| client.state.next_seq != total_sent)
+        .count();
+    let out_of_order = receivers
+        .iter()
+        .filter(|client| client.state.out_of_order)
+        .count();
+    let complete = short == 0 && out_of_order == 0;
     let mut report = Report(Vec::new());
     report.push("mode", "broadcast");
     report.push("receivers", connections);
@@ -629,8 +643,14 @@ fn run_broadcast(args: &Args, mode: &Mode) -> io::Result<Report> {
         format!("{:.0}", deliveries as f64 / elapsed),
     );
     report.push("all_in_order", complete);
+    report.push("receivers_short", short);
+    report.push("receivers_out_of_order", out_of_order);
+    report.push("drain_s", format!("{:.2}", drain_from.elapsed().as_secs_f64()));
+    report.push("drained_deliveries", load.deliveries - deliveries);
     add_latencies(&mut report, std::mem::take(&mut load.latencies_us));
-    probe.finish(&mut report, "delivery", deliveries);
+    // The server's CPU is read now, after the drain, so it is divided by the deliveries up to now:
+    // a backlog written out during the drain would otherwise be charged to the window's deliveries.
+    probe.finish(&mut report, "delivery", load.deliveries);
     Ok(report)
 }
 

@@ -91,6 +91,8 @@ pub struct Hub {
     /// Scratch for the chat's answers to one input.
     actions: Vec<Action>,
     outputs: VecDeque<Output>,
+    /// Deliveries (recipient × event) waiting in `outputs`.
+    backlog: usize,
 }
 
 impl Hub {
@@ -104,6 +106,7 @@ impl Hub {
             last_session: 0,
             actions: Vec::new(),
             outputs: VecDeque::new(),
+            backlog: 0,
         }
     }
 
@@ -149,7 +152,17 @@ impl Hub {
 
     /// The next thing to do, in the order the inputs caused them.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        let output = self.outputs.pop_front()?;
+        if let Output::Deliver { to, .. } = &output {
+            self.backlog -= to.len();
+        }
+        Some(output)
+    }
+
+    /// Deliveries waiting to be applied, counted per recipient: what the queue costs in memory
+    /// until it is drained.
+    pub fn backlog(&self) -> usize {
+        self.backlog
     }
 
     /// Chat sessions open now.
@@ -161,13 +174,17 @@ impl Hub {
     fn queue_actions(&mut self) {
         for action in self.actions.drain(..) {
             let output = match action {
-                Action::Send { to, json } => Output::Deliver {
-                    to: to
+                Action::Send { to, json } => {
+                    let to: Vec<ConnId> = to
                         .iter()
                         .filter_map(|session| self.conn_of.get(session).copied())
-                        .collect(),
-                    event: Event::new(json),
-                },
+                        .collect();
+                    self.backlog += to.len();
+                    Output::Deliver {
+                        to,
+                        event: Event::new(json),
+                    }
+                }
                 Action::Close { client, code, reason } => match self.conn_of.get(&client) {
                     Some(&conn) => Output::Close { conn, code, reason },
                     None => continue,

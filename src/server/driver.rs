@@ -22,6 +22,9 @@
 //! connections (and their sockets) after every read's worth, so a flood of chat messages never
 //! piles up in the queues faster than one read can produce.
 //!
+//! (A turn that has queued more than [`DRAIN_BACKLOG`] deliveries drains the hub early, between
+//! two readiness events, to bound the memory the queue holds.)
+//!
 //! Nothing called from a stack reaches another connection: the stack talks to the hub, the hub
 //! queues outputs, and only step 2 applies them.
 
@@ -40,6 +43,12 @@ use crate::hub::{Hub, Output};
 
 /// One read's worth of bytes; shared by every connection, so idle ones hold no read buffer.
 pub const SCRATCH_LEN: usize = 64 * 1024;
+/// Deliveries (recipient × event) the hub may hold before the driver drains it in the middle of a
+/// turn. Draining once per turn batches each recipient's writes, but a turn of many joins into a
+/// big room (a reconnect storm after a restart: up to 1,024 events per turn, each a `joined` notice
+/// to every member) would hold millions of queue slots at once; past this budget the turn drains
+/// early. 16,384 is sixteen messages to a room of a thousand.
+pub const DRAIN_BACKLOG: usize = 16 * 1024;
 /// Connections accepted past `--max-connections` only to be told 503; beyond this many they are
 /// dropped at once.
 pub const OVERFLOW_SLACK: usize = 64;
@@ -176,6 +185,9 @@ impl<S: Socket> Driver<S> {
     pub fn readable(&mut self, id: ConnId, now: Now) {
         self.read(id, now);
         self.settle(id, now);
+        if self.hub.backlog() > DRAIN_BACKLOG {
+            self.drain_hub(now);
+        }
     }
 
     /// The socket of `id` may take more output.

@@ -543,6 +543,33 @@ fn a_turn_of_many_messages_does_not_close_a_receiver_that_keeps_reading() {
 }
 
 #[test]
+fn a_storm_of_joins_in_one_turn_is_drained_before_the_queue_passes_its_budget() {
+    let mut h = Harness::new(&[]);
+    let clients: Vec<Client> = (0..300).map(|_| h.connect()).collect();
+    let now = h.now();
+    let mut largest = 0;
+    for client in &clients {
+        client
+            .pipe
+            .0
+            .borrow_mut()
+            .to_server
+            .extend(upgrade_request("/").bytes());
+        h.driver.readable(client.id, now);
+        largest = largest.max(h.driver.hub().backlog());
+    }
+    // Each join tells every member: 45,000 deliveries in all, never more than the budget (plus
+    // the one join that crossed it) at a time.
+    assert!(largest <= DRAIN_BACKLOG + clients.len(), "{largest}");
+    assert!(
+        largest > DRAIN_BACKLOG / 2,
+        "the budget was actually reached: {largest}"
+    );
+    h.turn();
+    assert_eq!(h.driver.hub().backlog(), 0);
+}
+
+#[test]
 fn an_id_kept_after_its_connection_left_never_reaches_the_slots_next_occupant() {
     let mut h = Harness::new(&["--echo"]);
     let mut first = h.connect();

@@ -175,10 +175,10 @@ impl Hub {
         for action in self.actions.drain(..) {
             let output = match action {
                 Action::Send { to, json } => {
-                    let to: Vec<ConnId> = to
-                        .iter()
-                        .filter_map(|session| self.conn_of.get(session).copied())
-                        .collect();
+                    // Sized once: a filtered iterator would grow the vector by doubling.
+                    let mut conns = Vec::with_capacity(to.len());
+                    conns.extend(to.iter().filter_map(|session| self.conn_of.get(session).copied()));
+                    let to = conns;
                     self.backlog += to.len();
                     Output::Deliver {
                         to,

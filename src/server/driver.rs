@@ -78,6 +78,8 @@ struct Peer<S> {
     writable: bool,
     /// Reading stopped because the stack did not want more input (its queue was full).
     paused: bool,
+    /// Listed in `touched` this turn (so a broadcast lists each recipient once, without a sort).
+    touched: bool,
 }
 
 /// The connection table, timers and hub of one event loop.
@@ -174,6 +176,7 @@ impl<S: Socket> Driver<S> {
             timer: None,
             writable: false,
             paused: false,
+            touched: false,
         });
         debug!("#{id} {addr} accepted");
         self.interest.push((id, Interest::Register));
@@ -221,7 +224,7 @@ impl<S: Socket> Driver<S> {
         let mut ctx = Ctx { hub, config, now };
         for (_, peer) in peers.iter_mut() {
             peer.stack.shutdown(&mut ctx);
-            touched.push(peer.stack.id());
+            touch(peer, touched);
         }
         self.drain_hub(now);
     }
@@ -375,9 +378,10 @@ impl<S: Socket> Driver<S> {
                 return;
             }
             let mut touched = std::mem::take(&mut self.touched);
-            touched.sort_unstable();
-            touched.dedup();
             for id in touched.drain(..) {
+                if let Some(peer) = self.peer_mut(id) {
+                    peer.touched = false;
+                }
                 self.settle(id, now);
             }
             // Keep the allocation for the next turn.
@@ -406,17 +410,25 @@ impl<S: Socket> Driver<S> {
                             flush(peer, &mut ctx);
                         }
                         peer.stack.deliver(&event, &mut ctx);
-                        touched.push(id);
+                        touch(peer, touched);
                     }
                 }
             }
             Output::Close { conn, code, reason } => {
                 if let Some(peer) = peer_at(peers, conn) {
                     peer.stack.close(code, &reason, &mut ctx);
-                    touched.push(conn);
+                    touch(peer, touched);
                 }
             }
         }
+    }
+}
+
+/// Lists `peer` among the connections to settle at the end of the drain, once.
+fn touch<S>(peer: &mut Peer<S>, touched: &mut Vec<ConnId>) {
+    if !peer.touched {
+        peer.touched = true;
+        touched.push(peer.stack.id());
     }
 }
 

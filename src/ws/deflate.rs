@@ -124,7 +124,10 @@ impl fmt::Display for ExtensionError {
             Self::UnknownParam(name) => write!(f, "unknown permessage-deflate parameter {name:?}"),
             Self::DuplicateParam(name) => write!(f, "parameter {name:?} appears more than once"),
             Self::UnexpectedValue(name) => write!(f, "parameter {name:?} takes no value"),
-            Self::InvalidWindowBits { param, value: Some(value) } => {
+            Self::InvalidWindowBits {
+                param,
+                value: Some(value),
+            } => {
                 write!(f, "{param}={value:?} is not a window size 8-15")
             }
             Self::InvalidWindowBits { param, value: None } => write!(f, "{param} needs a value"),
@@ -361,7 +364,10 @@ impl Params {
         let mut parsed = Self::default();
         for (i, param) in params.iter().enumerate() {
             let name = param.name.to_ascii_lowercase();
-            if params[..i].iter().any(|earlier| earlier.name.eq_ignore_ascii_case(&name)) {
+            if params[..i]
+                .iter()
+                .any(|earlier| earlier.name.eq_ignore_ascii_case(&name))
+            {
                 return Err(ExtensionError::DuplicateParam(name));
             }
             let value = param.value.as_deref();
@@ -431,7 +437,10 @@ fn window_bits(param: &str, value: Option<&str>) -> Result<u8, ExtensionError> {
 /// The server wiring calls it with the request's header values and, on `Some((params, value))`,
 /// adds `Sec-WebSocket-Extensions: {value}` to its 101 response and builds the connection with
 /// [`crate::ws::protocol::Connection::with_deflate`].
-pub fn negotiate<S: AsRef<str>>(header_values: &[S], policy: &DeflatePolicy) -> Option<(DeflateParams, String)> {
+pub fn negotiate<S: AsRef<str>>(
+    header_values: &[S],
+    policy: &DeflatePolicy,
+) -> Option<(DeflateParams, String)> {
     parse_extensions(header_values)
         .ok()?
         .iter()
@@ -547,7 +556,11 @@ impl Compressor {
     /// compressed on its own.
     pub fn new(window_bits: u8, context_takeover: bool) -> Self {
         Self {
-            deflate: Compress::new_with_window_bits(Compression::new(LEVEL), false, zlib_window_bits(window_bits)),
+            deflate: Compress::new_with_window_bits(
+                Compression::new(LEVEL),
+                false,
+                zlib_window_bits(window_bits),
+            ),
             context_takeover,
         }
     }
@@ -726,8 +739,10 @@ impl Decompressor {
             .inflate
             .decompress(input, output, FlushDecompress::None)
             .map_err(|_| InflateError::Corrupt)?;
-        let consumed = usize::try_from(self.inflate.total_in() - in_before).map_err(|_| InflateError::Corrupt)?;
-        let produced = usize::try_from(self.inflate.total_out() - out_before).map_err(|_| InflateError::Corrupt)?;
+        let consumed =
+            usize::try_from(self.inflate.total_in() - in_before).map_err(|_| InflateError::Corrupt)?;
+        let produced =
+            usize::try_from(self.inflate.total_out() - out_before).map_err(|_| InflateError::Corrupt)?;
         Ok((consumed, produced, status))
     }
 }
@@ -788,7 +803,9 @@ mod tests {
                 passage
             })
             .collect();
-        let order = [0, 1, 2, 0, 3, 4, 1, 5, 6, 7, 2, 8, 9, 10, 11, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+        let order = [
+            0, 1, 2, 0, 3, 4, 1, 5, 6, 7, 2, 8, 9, 10, 11, 3, 4, 5, 6, 7, 8, 9, 10, 11,
+        ];
         order.iter().flat_map(|&i| passages[i].iter().copied()).collect()
     }
 
@@ -965,7 +982,11 @@ mod tests {
                 client_max_window_bits: 15,
             }
         );
-        let (params, _) = negotiate(&["permessage-deflate; client_max_window_bits=11"], &DeflatePolicy::default()).unwrap();
+        let (params, _) = negotiate(
+            &["permessage-deflate; client_max_window_bits=11"],
+            &DeflatePolicy::default(),
+        )
+        .unwrap();
         assert_eq!(params.client_max_window_bits, 11, "the client's own promise");
         assert!(!params.client_no_context_takeover);
     }
@@ -976,7 +997,10 @@ mod tests {
             client_max_window_bits: 12,
         };
         let (params, answer) = negotiate(&["permessage-deflate; client_max_window_bits"], &policy).unwrap();
-        assert_eq!(answer, "permessage-deflate; server_no_context_takeover; client_max_window_bits=12");
+        assert_eq!(
+            answer,
+            "permessage-deflate; server_no_context_takeover; client_max_window_bits=12"
+        );
         assert_eq!(params.client_max_window_bits, 12);
         let (params, answer) = negotiate(&["permessage-deflate"], &policy).unwrap();
         assert_eq!(answer, "permessage-deflate; server_no_context_takeover");
@@ -985,7 +1009,10 @@ mod tests {
 
     #[test]
     fn offers_spread_over_repeated_header_lines_are_one_list() {
-        let values = ["permessage-deflate; unknown_param", "permessage-deflate; server_max_window_bits=9"];
+        let values = [
+            "permessage-deflate; unknown_param",
+            "permessage-deflate; server_max_window_bits=9",
+        ];
         let (params, _) = negotiate(&values, &DeflatePolicy::default()).unwrap();
         assert_eq!(params.server_max_window_bits, 9);
     }
@@ -1013,11 +1040,26 @@ mod tests {
         let table = [
             ("", None),
             ("permessage-deflate", Some((false, false, 15, 15))),
-            ("permessage-deflate; server_no_context_takeover", Some((true, false, 15, 15))),
-            ("permessage-deflate; client_no_context_takeover", Some((false, true, 15, 15))),
-            ("permessage-deflate; client_max_window_bits=9", Some((false, false, 15, 9))),
-            ("permessage-deflate; client_max_window_bits=8", Some((false, false, 15, 8))),
-            ("permessage-deflate; server_max_window_bits=8", Some((false, false, 8, 15))),
+            (
+                "permessage-deflate; server_no_context_takeover",
+                Some((true, false, 15, 15)),
+            ),
+            (
+                "permessage-deflate; client_no_context_takeover",
+                Some((false, true, 15, 15)),
+            ),
+            (
+                "permessage-deflate; client_max_window_bits=9",
+                Some((false, false, 15, 9)),
+            ),
+            (
+                "permessage-deflate; client_max_window_bits=8",
+                Some((false, false, 15, 8)),
+            ),
+            (
+                "permessage-deflate; server_max_window_bits=8",
+                Some((false, false, 8, 15)),
+            ),
             (
                 "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
                  server_max_window_bits=12; client_max_window_bits=\"10\"",
@@ -1025,12 +1067,14 @@ mod tests {
             ),
         ];
         for (answer, expected) in table {
-            let expected = expected.map(|(server_nct, client_nct, server_bits, client_bits)| DeflateParams {
-                server_no_context_takeover: server_nct,
-                client_no_context_takeover: client_nct,
-                server_max_window_bits: server_bits,
-                client_max_window_bits: client_bits,
-            });
+            let expected = expected.map(
+                |(server_nct, client_nct, server_bits, client_bits)| DeflateParams {
+                    server_no_context_takeover: server_nct,
+                    client_no_context_takeover: client_nct,
+                    server_max_window_bits: server_bits,
+                    client_max_window_bits: client_bits,
+                },
+            );
             assert_eq!(accept_response(&[answer]), Ok(expected), "{answer}");
         }
     }
@@ -1038,9 +1082,18 @@ mod tests {
     #[test]
     fn client_fails_on_answers_it_did_not_offer_or_cannot_parse() {
         let table = [
-            ("x-webkit-deflate-frame", ExtensionError::Unrequested("x-webkit-deflate-frame".into())),
-            ("permessage-deflate, permessage-deflate", ExtensionError::AcceptedTwice),
-            ("permessage-deflate; mux", ExtensionError::UnknownParam("mux".into())),
+            (
+                "x-webkit-deflate-frame",
+                ExtensionError::Unrequested("x-webkit-deflate-frame".into()),
+            ),
+            (
+                "permessage-deflate, permessage-deflate",
+                ExtensionError::AcceptedTwice,
+            ),
+            (
+                "permessage-deflate; mux",
+                ExtensionError::UnknownParam("mux".into()),
+            ),
             (
                 "permessage-deflate; client_max_window_bits",
                 ExtensionError::InvalidWindowBits {
@@ -1087,7 +1140,10 @@ mod tests {
     #[test]
     fn rfc_7_2_3_1_hello_in_one_compressed_block() {
         assert_eq!(compress(15, b"Hello"), [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
-        assert_eq!(inflate_one(15, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]).unwrap(), b"Hello");
+        assert_eq!(
+            inflate_one(15, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]).unwrap(),
+            b"Hello"
+        );
     }
 
     #[test]
@@ -1109,7 +1165,10 @@ mod tests {
         let mut decompressor = Decompressor::new(15);
         assert_eq!(inflate(&mut decompressor, &[&first]).unwrap(), b"Hello");
         assert_eq!(inflate(&mut decompressor, &[&second]).unwrap(), b"Hello");
-        assert!(inflate_one(15, &second).is_err(), "without the first, the second means nothing");
+        assert!(
+            inflate_one(15, &second).is_err(),
+            "without the first, the second means nothing"
+        );
     }
 
     #[test]
@@ -1156,8 +1215,15 @@ mod tests {
         let text = far_repeats();
         for bits in MIN_WINDOW_BITS..=MAX_WINDOW_BITS {
             let compressed = compress(bits, &text);
-            assert!(compressed.len() < text.len() / 2, "window {bits}: it does compress");
-            assert_eq!(inflate_strictly(bits, &compressed).unwrap(), text, "window {bits}");
+            assert!(
+                compressed.len() < text.len() / 2,
+                "window {bits}: it does compress"
+            );
+            assert_eq!(
+                inflate_strictly(bits, &compressed).unwrap(),
+                text,
+                "window {bits}"
+            );
             // Twice: the shared compressor was reset, not left with a history.
             assert_eq!(compress(bits, &text), compressed, "window {bits}");
         }
@@ -1184,7 +1250,8 @@ mod tests {
         let message = b"Hello, Hello, Hello";
         let mut zlib = Compress::new_with_window_bits(Compression::new(LEVEL), false, 15);
         let mut flushed = Vec::with_capacity(100);
-        zlib.compress_vec(message, &mut flushed, FlushCompress::Sync).unwrap();
+        zlib.compress_vec(message, &mut flushed, FlushCompress::Sync)
+            .unwrap();
         assert!(flushed.ends_with(&TAIL));
         assert_eq!(compress(15, message), flushed[..flushed.len() - 4]);
     }
@@ -1197,12 +1264,17 @@ mod tests {
         decompressor
             .inflate(&compressed, &mut out, usize::MAX, |_| Ok::<(), InflateError>(()))
             .unwrap();
-        decompressor.finish(&mut out, usize::MAX, |_| Ok::<(), InflateError>(())).unwrap();
+        decompressor
+            .finish(&mut out, usize::MAX, |_| Ok::<(), InflateError>(()))
+            .unwrap();
         assert_eq!(out, b"Hello, Hello, Hello");
         // Appended after a piece that ends inside a block (a frame, say), it would break the block.
         let (first, rest) = compressed.split_at(3);
         let mut decompressor = Decompressor::new(15);
-        assert_ne!(inflate(&mut decompressor, &[first, &TAIL, rest]).as_deref(), Ok(&b"Hello, Hello, Hello"[..]));
+        assert_ne!(
+            inflate(&mut decompressor, &[first, &TAIL, rest]).as_deref(),
+            Ok(&b"Hello, Hello, Hello"[..])
+        );
     }
 
     #[test]
@@ -1211,7 +1283,11 @@ mod tests {
         let compressed = compress(12, &text);
         for cut in (0..compressed.len()).step_by(97) {
             let (a, b) = compressed.split_at(cut);
-            assert_eq!(inflate(&mut Decompressor::new(12), &[a, b]).unwrap(), text, "cut at {cut}");
+            assert_eq!(
+                inflate(&mut Decompressor::new(12), &[a, b]).unwrap(),
+                text,
+                "cut at {cut}"
+            );
         }
         let bytes: Vec<&[u8]> = compressed.chunks(1).collect();
         assert_eq!(inflate(&mut Decompressor::new(12), &bytes).unwrap(), text);
@@ -1243,10 +1319,13 @@ mod tests {
         decompressor
             .inflate(&compressed, &mut out, 5000, |_| Ok::<(), InflateError>(()))
             .unwrap();
-        decompressor.finish(&mut out, 5000, |_| Ok::<(), InflateError>(())).unwrap();
+        decompressor
+            .finish(&mut out, 5000, |_| Ok::<(), InflateError>(()))
+            .unwrap();
         assert_eq!(out, message);
         let mut out = Vec::new();
-        let result = Decompressor::new(15).inflate(&compressed, &mut out, 4999, |_| Ok::<(), InflateError>(()));
+        let result =
+            Decompressor::new(15).inflate(&compressed, &mut out, 4999, |_| Ok::<(), InflateError>(()));
         assert_eq!(result, Err(InflateError::TooBig { limit: 4999 }));
     }
 
@@ -1255,7 +1334,8 @@ mod tests {
         let message = vec![b'x'; 100_000];
         let compressed = compress(15, &message);
         let mut out = Vec::new();
-        let result = Decompressor::new(15).inflate(&compressed, &mut out, usize::MAX, |_| Err(InflateError::Corrupt));
+        let result =
+            Decompressor::new(15).inflate(&compressed, &mut out, usize::MAX, |_| Err(InflateError::Corrupt));
         assert_eq!(result, Err(InflateError::Corrupt));
         assert!(out.len() <= INFLATE_STEP, "stopped after the first step");
     }
@@ -1310,10 +1390,12 @@ mod tests {
             }
         }
         const LEN_BASE: [usize; 29] = [
-            3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163,
-            195, 227, 258,
+            3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131,
+            163, 195, 227, 258,
         ];
-        const LEN_EXTRA: [u32; 29] = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0];
+        const LEN_EXTRA: [u32; 29] = [
+            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
+        ];
         const DIST_BASE: [usize; 30] = [
             1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537, 2049,
             3073, 4097, 6145, 8193, 12289, 16385, 24577,
@@ -1321,7 +1403,8 @@ mod tests {
         const DIST_EXTRA: [u32; 30] = [
             0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13,
         ];
-        const CODE_LENGTH_ORDER: [usize; 19] = [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15];
+        const CODE_LENGTH_ORDER: [usize; 19] =
+            [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15];
 
         let mut bits = Bits { input, bit: 0 };
         let mut out: Vec<u8> = Vec::new();
@@ -1404,13 +1487,19 @@ mod tests {
         // "HelloHello": the second "Hello" is 5 bytes back.
         let twice = compress(15, b"HelloHello");
         assert_eq!(inflate_strictly(15, &twice).unwrap(), b"HelloHello");
-        assert!(inflate_strictly(2, &twice).is_err(), "a 4-byte window is too small for it");
+        assert!(
+            inflate_strictly(2, &twice).is_err(),
+            "a 4-byte window is too small for it"
+        );
     }
 
     #[test]
     fn garbage_is_corrupt_data() {
         assert_eq!(inflate_one(15, &[0xff, 0xff, 0xff]), Err(InflateError::Corrupt));
         // A stored block whose length check fails.
-        assert_eq!(inflate_one(15, &[0x00, 0x05, 0x00, 0x00, 0x00]), Err(InflateError::Corrupt));
+        assert_eq!(
+            inflate_one(15, &[0x00, 0x05, 0x00, 0x00, 0x00]),
+            Err(InflateError::Corrupt)
+        );
     }
 }

@@ -23,17 +23,25 @@
 //!     └──────────────────────── WebSocket Connection", §7.1.7) ────────────────────────┘
 //! ```
 //!
+//! With permessage-deflate (RFC 7692, negotiated in the handshake and handed over with
+//! [`Connection::with_deflate`]) the extension claims RSV1, the "Per-Message Compressed" bit: it may
+//! be set on the first frame of a data message only, and such a message is inflated as its pieces
+//! arrive ([`crate::ws::deflate`]), with the limits and the UTF-8 check applied to the inflated
+//! bytes. Without the extension every reserved bit still fails the connection, as §5.2 asks.
+//!
 //! There is no lasting "closing by peer" state: we answer a peer's Close in the same call that
 //! receives it, so the handshake is complete as soon as the peer's Close is read. In `Closed` the
 //! connection accepts no input and emits nothing; the transport flushes the outbox and closes TCP
 //! (the server first, §7.1.1).
 
+use std::cell::OnceCell;
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::outbox::{Outbox, SharedBytes};
 use crate::trace::{self, Direction, Preview};
 use crate::ws::close::{self, CloseCode, CloseError};
+use crate::ws::deflate::{self, Decompressor, DeflateParams, InflateError};
 use crate::ws::frame::{self, FrameError, FrameHeader, OpCode};
 use crate::ws::mask::apply_mask;
 use crate::ws::utf8::Utf8Validator;
@@ -105,6 +113,30 @@ impl Default for Timeouts {
 pub struct Config {
     pub limits: Limits,
     pub timeouts: Timeouts,
+}
+
+/// RSV1 as [`FrameHeader::rsv`] holds it: permessage-deflate's "Per-Message Compressed" bit
+/// (RFC 7692 §6).
+const RSV1: u8 = 0b100;
+
+/// A permessage-deflate agreement, for [`Connection::with_deflate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeflateConfig {
+    /// What the opening handshake agreed ([`deflate::negotiate`] or [`deflate::accept_response`]).
+    pub params: DeflateParams,
+    /// Messages of at least this many bytes are sent compressed, shorter ones as they are (RFC 7692
+    /// §6: a sender chooses message by message).
+    pub deflate_threshold: usize,
+}
+
+impl DeflateConfig {
+    /// The agreement, with the default threshold ([`deflate::DEFAULT_THRESHOLD`]).
+    pub fn new(params: DeflateParams) -> Self {
+        Self {
+            params,
+            deflate_threshold: deflate::DEFAULT_THRESHOLD,
+        }
+    }
 }
 
 /// What the peer did. Payloads borrow the input (or the connection's message buffer) and live only
@@ -180,6 +212,16 @@ pub enum ProtocolError {
     MessageTooBig { len: u64, max: usize },
     /// A message in more than [`Limits::max_fragments`] frames.
     TooManyFragments { max: usize },
+    /// RFC 7692 §6: RSV1 on a control frame ("An endpoint MUST NOT set the 'Per-Message
+    /// Compressed' bit of control frames").
+    CompressedControlFrame,
+    /// RFC 7692 §6: RSV1 on a continuation frame ("... and non-first fragments of a data message").
+    CompressedContinuation,
+    /// RFC 7692 §7.2.2: a compressed message that is not valid DEFLATE data.
+    InvalidCompressedData,
+    /// A compressed message that inflates to more than [`Limits::max_message_size`] (the limit
+    /// is on what the message costs us, its inflated size).
+    InflatedTooBig { max: usize },
 }
 
 impl ProtocolError {
@@ -192,17 +234,33 @@ impl ProtocolError {
             | Self::MaskedServerFrame
             | Self::UnexpectedContinuation
             | Self::ExpectedContinuation
+            | Self::CompressedControlFrame
+            | Self::CompressedContinuation
             | Self::Close(CloseError::OneBytePayload | CloseError::InvalidCode(_)) => {
                 CloseCode::ProtocolError
             }
-            Self::InvalidUtf8 | Self::Close(CloseError::ReasonNotUtf8) => CloseCode::InvalidPayload,
-            Self::FrameTooBig { .. } | Self::MessageTooBig { .. } | Self::TooManyFragments { .. } => {
-                CloseCode::MessageTooBig
+            // Data that does not inflate is data inconsistent with its message, like bad UTF-8.
+            Self::InvalidUtf8 | Self::InvalidCompressedData | Self::Close(CloseError::ReasonNotUtf8) => {
+                CloseCode::InvalidPayload
             }
+            Self::FrameTooBig { .. }
+            | Self::MessageTooBig { .. }
+            | Self::TooManyFragments { .. }
+            | Self::InflatedTooBig { .. } => CloseCode::MessageTooBig,
         }
     }
 
-    /// The section of RFC 6455 that states the rule.
+    /// The RFC that states the rule: RFC 6455, or RFC 7692 for permessage-deflate's rules.
+    pub fn rfc(self) -> &'static str {
+        match self {
+            Self::CompressedControlFrame | Self::CompressedContinuation | Self::InvalidCompressedData => {
+                "RFC 7692"
+            }
+            _ => "RFC 6455",
+        }
+    }
+
+    /// The section of [`ProtocolError::rfc`] that states the rule.
     pub fn rfc_section(self) -> &'static str {
         match self {
             Self::Frame(FrameError::ReservedOpcode(_) | FrameError::LengthHighBitSet) => "§5.2",
@@ -212,7 +270,12 @@ impl ProtocolError {
             Self::UnexpectedContinuation | Self::ExpectedContinuation => "§5.4",
             Self::Close(_) => "§5.5.1",
             Self::InvalidUtf8 => "§8.1",
-            Self::FrameTooBig { .. } | Self::MessageTooBig { .. } | Self::TooManyFragments { .. } => "§10.4",
+            Self::FrameTooBig { .. }
+            | Self::MessageTooBig { .. }
+            | Self::TooManyFragments { .. }
+            | Self::InflatedTooBig { .. } => "§10.4",
+            Self::CompressedControlFrame | Self::CompressedContinuation => "§6",
+            Self::InvalidCompressedData => "§7.2.2",
         }
     }
 }
@@ -221,7 +284,9 @@ impl fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Frame(error) => error.fmt(f),
-            Self::ReservedBits(bits) => write!(f, "reserved bits {bits:03b} set without an extension"),
+            Self::ReservedBits(bits) => {
+                write!(f, "reserved bits {bits:03b} set, not claimed by an extension")
+            }
             Self::UnmaskedClientFrame => f.write_str("client frame is not masked"),
             Self::MaskedServerFrame => f.write_str("server frame is masked"),
             Self::UnexpectedContinuation => f.write_str("continuation frame without a message"),
@@ -231,6 +296,10 @@ impl fmt::Display for ProtocolError {
             Self::FrameTooBig { len, max } => write!(f, "frame of {len} bytes exceeds {max}"),
             Self::MessageTooBig { len, max } => write!(f, "message of {len} bytes exceeds {max}"),
             Self::TooManyFragments { max } => write!(f, "message in more than {max} fragments"),
+            Self::CompressedControlFrame => f.write_str("compressed control frame"),
+            Self::CompressedContinuation => f.write_str("RSV1 on a continuation frame"),
+            Self::InvalidCompressedData => f.write_str("compressed message is not valid DEFLATE data"),
+            Self::InflatedTooBig { max } => write!(f, "message inflates to more than {max} bytes"),
         }
     }
 }
@@ -240,6 +309,15 @@ impl std::error::Error for ProtocolError {}
 impl From<FrameError> for ProtocolError {
     fn from(error: FrameError) -> Self {
         Self::Frame(error)
+    }
+}
+
+impl From<InflateError> for ProtocolError {
+    fn from(error: InflateError) -> Self {
+        match error {
+            InflateError::Corrupt => Self::InvalidCompressedData,
+            InflateError::TooBig { limit } => Self::InflatedTooBig { max: limit },
+        }
     }
 }
 
@@ -302,6 +380,86 @@ impl SharedFrame {
     }
 }
 
+/// A data message for many server connections, encoded the way each one needs it: plain, or
+/// compressed for the window its client agreed to. Each encoding is made the first time a
+/// connection asks for it, at most once, and then shared like a [`SharedFrame`]; one built for a
+/// broadcast to clients that all negotiated permessage-deflate never makes the plain one. Sharing
+/// a compressed frame is sound because a server never takes over compression context (see
+/// [`crate::ws::deflate`]): the bytes depend on the message and the window alone.
+///
+/// Queue it with [`Sender::send_shared_message`].
+#[derive(Debug)]
+pub struct SharedMessage {
+    opcode: OpCode,
+    payload: Box<[u8]>,
+    plain: OnceCell<SharedFrame>,
+    /// The compressed frame per window size 8-15; `None` inside if compression failed (the plain
+    /// frame goes instead).
+    compressed: [OnceCell<Option<SharedBytes>>; 8],
+}
+
+impl SharedMessage {
+    pub fn new(message: Message<'_>) -> Self {
+        let (opcode, payload) = message.parts();
+        Self {
+            opcode,
+            payload: payload.into(),
+            plain: OnceCell::new(),
+            compressed: Default::default(),
+        }
+    }
+
+    /// The message itself.
+    pub fn message(&self) -> Message<'_> {
+        match self.opcode {
+            // The payload came from a `&str` in `new`.
+            OpCode::Text => Message::Text(std::str::from_utf8(&self.payload).unwrap_or_default()),
+            _ => Message::Binary(&self.payload),
+        }
+    }
+
+    /// Length of the payload, before any compression.
+    pub fn len(&self) -> usize {
+        self.payload.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.payload.is_empty()
+    }
+
+    /// The uncompressed frame.
+    pub fn plain(&self) -> &SharedFrame {
+        self.plain.get_or_init(|| SharedFrame::new(self.message()))
+    }
+
+    /// The compressed frame (RSV1) for a client whose server window is `2^window_bits` bytes.
+    fn compressed(&self, window_bits: u8) -> Option<&SharedBytes> {
+        let bits = window_bits.clamp(deflate::MIN_WINDOW_BITS, deflate::MAX_WINDOW_BITS);
+        self.compressed[usize::from(bits - deflate::MIN_WINDOW_BITS)]
+            .get_or_init(|| {
+                let mut payload = Vec::new();
+                deflate::compress_shared(bits, &self.payload, &mut payload).ok()?;
+                let mut bytes = Vec::new();
+                let mut header = FrameHeader::new(true, self.opcode, None, payload.len());
+                header.rsv = RSV1;
+                encode(&mut bytes, &header, &payload);
+                Some(bytes.into())
+            })
+            .as_ref()
+    }
+}
+
+/// Appends a whole frame to `out`: `header`, reserved bits included, and `payload`, masked when
+/// the header has a key.
+fn encode(out: &mut Vec<u8>, header: &FrameHeader, payload: &[u8]) {
+    let start = out.len();
+    frame::encode_frame(out, header.fin, header.opcode, payload, header.mask);
+    // encode_frame writes no reserved bits; an extension's go into bits 6..4 of the first byte.
+    if let Some(first) = out.get_mut(start) {
+        *first |= header.rsv << 4;
+    }
+}
+
 impl Message<'_> {
     fn parts(&self) -> (OpCode, &[u8]) {
         match *self {
@@ -348,6 +506,17 @@ struct Tx {
     status: Option<Box<CloseStatus>>,
     /// The connection's id in the wire trace, when it is traced.
     trace_id: Option<u64>,
+    /// How we compress, when permessage-deflate was negotiated. Boxed: most connections have none.
+    deflate: Option<Box<TxDeflate>>,
+}
+
+/// The sending side of permessage-deflate. There is no compressor here: we never take over
+/// context, so compressors are shared per thread ([`deflate::compress_shared`]).
+#[derive(Debug)]
+struct TxDeflate {
+    config: DeflateConfig,
+    /// The largest window our direction may use (§7.1.2).
+    window_bits: u8,
 }
 
 impl Tx {
@@ -355,15 +524,35 @@ impl Tx {
         self.mask_keys.as_mut().map(MaskKeys::next)
     }
 
+    /// Queues a frame as it is: control frames, and data sent uncompressed.
     fn queue_frame(&mut self, opcode: OpCode, payload: &[u8]) {
-        let mask = self.mask();
-        if let Some(id) = self.trace_id {
-            let header = FrameHeader::new(true, opcode, mask, payload.len());
-            let preview = &payload[..payload.len().min(trace::PREVIEW_LEN)];
-            trace::line(id, &trace::format_frame(Direction::Out, &header, preview));
+        let header = FrameHeader::new(true, opcode, self.mask(), payload.len());
+        self.queue(&header, payload, None);
+    }
+
+    /// Queues a data message, compressed (RSV1) when the extension is on and the message is at
+    /// least the threshold long.
+    fn queue_message(&mut self, opcode: OpCode, payload: &[u8]) {
+        if let Some(deflate) = &self.deflate
+            && payload.len() >= deflate.config.deflate_threshold
+        {
+            let mut compressed = Vec::new();
+            if deflate::compress_shared(deflate.window_bits, payload, &mut compressed).is_ok() {
+                let mut header = FrameHeader::new(true, opcode, self.mask(), compressed.len());
+                header.rsv = RSV1;
+                self.queue(&header, &compressed, Some(payload));
+                return;
+            }
         }
-        self.outbox
-            .append_with(|out| frame::encode_frame(out, true, opcode, payload, mask));
+        self.queue_frame(opcode, payload);
+    }
+
+    /// Traces and queues one frame; `inflated` is the message a compressed payload stands for.
+    fn queue(&mut self, header: &FrameHeader, payload: &[u8], inflated: Option<&[u8]>) {
+        if let Some(id) = self.trace_id {
+            trace::line(id, &trace_out(header, payload, inflated));
+        }
+        self.outbox.append_with(|out| encode(out, header, payload));
     }
 
     /// Sends Close (once, §5.5.1) and moves to `next`.
@@ -428,6 +617,19 @@ impl Tx {
     }
 }
 
+/// The trace line of a frame we send.
+fn trace_out(header: &FrameHeader, payload: &[u8], inflated: Option<&[u8]>) -> String {
+    fn preview(bytes: &[u8]) -> &[u8] {
+        &bytes[..bytes.len().min(trace::PREVIEW_LEN)]
+    }
+    match inflated {
+        Some(message) => {
+            trace::format_compressed_frame(Direction::Out, header, message.len() as u64, preview(message))
+        }
+        None => trace::format_frame(Direction::Out, header, preview(payload)),
+    }
+}
+
 /// A handle for sending on a connection, given to the event callback and returned by
 /// [`Connection::sender`].
 pub struct Sender<'a> {
@@ -436,11 +638,12 @@ pub struct Sender<'a> {
 }
 
 impl Sender<'_> {
-    /// Queues a message as one final frame.
+    /// Queues a message as one final frame, compressed if permessage-deflate is on and the
+    /// message reaches [`DeflateConfig::deflate_threshold`].
     pub fn send(&mut self, message: Message<'_>) -> Result<(), SendError> {
         self.check_open()?;
         let (opcode, payload) = message.parts();
-        self.tx.queue_frame(opcode, payload);
+        self.tx.queue_message(opcode, payload);
         Ok(())
     }
 
@@ -452,20 +655,45 @@ impl Sender<'_> {
         self.send(Message::Binary(data))
     }
 
-    /// Queues a frame encoded once for many connections, without copying it.
+    /// Queues a frame encoded once for many connections, without copying it. It goes out as it
+    /// is, uncompressed: [`Sender::send_shared_message`] picks the encoding per connection.
     pub fn send_shared(&mut self, frame: &SharedFrame) -> Result<(), SendError> {
         self.check_open()?;
         if self.tx.role == Role::Client {
             return Err(SendError::SharedFrameFromClient);
         }
-        if let Some(id) = self.tx.trace_id
-            && let Ok(Some((header, len))) = FrameHeader::parse(&frame.0)
-        {
-            let preview = &frame.0[len..frame.0.len().min(len + trace::PREVIEW_LEN)];
-            trace::line(id, &trace::format_frame(Direction::Out, &header, preview));
-        }
-        self.tx.outbox.push_shared(frame.0.clone());
+        self.push_shared(&frame.0, None);
         Ok(())
+    }
+
+    /// Queues a message shared by many connections in the encoding this one negotiated: the
+    /// compressed frame for its window when permessage-deflate is on and the message reaches the
+    /// threshold, else the plain frame. Either is made at most once per message and shared. A
+    /// client masks every frame with its own key, so it sends its own copy instead.
+    pub fn send_shared_message(&mut self, message: &SharedMessage) -> Result<(), SendError> {
+        self.check_open()?;
+        if self.tx.role == Role::Client {
+            return self.send(message.message());
+        }
+        if let Some(deflate) = &self.tx.deflate
+            && message.len() >= deflate.config.deflate_threshold
+            && let Some(bytes) = message.compressed(deflate.window_bits)
+        {
+            self.push_shared(bytes, Some(&message.payload));
+            return Ok(());
+        }
+        self.push_shared(&message.plain().0, None);
+        Ok(())
+    }
+
+    /// Traces and queues a shared frame; `inflated` as in `Tx::queue`.
+    fn push_shared(&mut self, bytes: &SharedBytes, inflated: Option<&[u8]>) {
+        if let Some(id) = self.tx.trace_id
+            && let Ok(Some((header, len))) = FrameHeader::parse(bytes)
+        {
+            trace::line(id, &trace_out(&header, &bytes[len..], inflated));
+        }
+        self.tx.outbox.push_shared(bytes.clone());
     }
 
     /// Sends a Ping (§5.5.2).
@@ -523,8 +751,29 @@ struct Rx {
     utf8: Utf8Validator,
     /// A control frame's payload cut across reads.
     control: Vec<u8>,
-    /// The start of the current frame's payload, kept only while the connection is traced.
+    /// The start of the current frame's payload, kept only while the connection is traced; for a
+    /// compressed message, the start of what the frame inflated to.
     preview: Option<Box<Preview>>,
+    /// How the peer compresses, when permessage-deflate was negotiated. Boxed: most connections
+    /// have none.
+    deflate: Option<Box<RxDeflate>>,
+}
+
+/// The receiving side of permessage-deflate.
+#[derive(Debug)]
+struct RxDeflate {
+    /// The largest window the peer compresses with (§7.1.2).
+    window_bits: u8,
+    /// The peer compresses each message on its own (it agreed to `*_no_context_takeover`), so
+    /// the decompressor need not outlive a message.
+    peer_resets: bool,
+    /// Exists while a compressed message is being received; for good, once created, when the
+    /// peer may refer back to earlier messages.
+    decompressor: Option<Decompressor>,
+    /// The message being assembled arrived with RSV1.
+    compressed: bool,
+    /// Bytes the current frame inflated to so far, for the trace.
+    frame_inflated: u64,
 }
 
 impl Rx {
@@ -540,14 +789,28 @@ impl Rx {
             utf8: Utf8Validator::new(),
             control: Vec::new(),
             preview: None,
+            deflate: None,
         }
     }
 
-    /// Traces the current incoming frame with the payload seen so far.
+    /// Whether `header` is a frame of a compressed message (RSV1 was on its first frame).
+    fn is_compressed(&self, header: &FrameHeader) -> bool {
+        !header.opcode.is_control() && self.deflate.as_ref().is_some_and(|deflate| deflate.compressed)
+    }
+
+    /// Traces the current incoming frame with the payload seen so far (inflated, for a frame of
+    /// a compressed message).
     fn trace_frame(&self, header: &FrameHeader, tx: &Tx) {
-        if let (Some(id), Some(preview)) = (tx.trace_id, &self.preview) {
-            trace::line(id, &trace::format_frame(Direction::In, header, preview.bytes()));
-        }
+        let (Some(id), Some(preview)) = (tx.trace_id, &self.preview) else {
+            return;
+        };
+        let line = match &self.deflate {
+            Some(deflate) if self.is_compressed(header) => {
+                trace::format_compressed_frame(Direction::In, header, deflate.frame_inflated, preview.bytes())
+            }
+            _ => trace::format_frame(Direction::In, header, preview.bytes()),
+        };
+        trace::line(id, &line);
     }
 
     /// Consumes bytes from the front of `input` and returns how many.
@@ -575,7 +838,11 @@ impl Rx {
                     None => mask_offset,
                 };
                 let remaining = remaining - take as u64;
-                if let Some(preview) = &mut self.preview {
+                // A compressed frame is previewed and traced as it inflates (in `on_payload`).
+                let compressed = self.is_compressed(&header);
+                if let Some(preview) = &mut self.preview
+                    && !compressed
+                {
                     preview.extend(piece);
                     if remaining == 0 {
                         self.trace_frame(&header, tx);
@@ -627,12 +894,17 @@ impl Rx {
         if let Some(preview) = &mut self.preview {
             **preview = Preview::new();
         }
+        if let Some(deflate) = &mut self.deflate {
+            deflate.frame_inflated = 0;
+        }
         if let Err(error) = self.begin_frame(&header, tx.role) {
             self.trace_frame(&header, tx);
             return Err(error);
         }
         if header.payload_len == 0 {
-            self.trace_frame(&header, tx);
+            if !self.is_compressed(&header) {
+                self.trace_frame(&header, tx);
+            }
             self.read = ReadState::Header { len: 0 };
             self.on_payload(&header, &mut [], true, tx, now, on_event)?;
         } else {
@@ -645,11 +917,28 @@ impl Rx {
         Ok(used)
     }
 
-    /// Checks a header against the rules that depend on the connection, before any payload.
-    fn begin_frame(&mut self, header: &FrameHeader, role: Role) -> Result<(), ProtocolError> {
-        if header.rsv != 0 {
+    /// §5.2: "RSV1, RSV2, RSV3: MUST be 0 unless an extension is negotiated that defines
+    /// meanings for non-zero values". permessage-deflate defines RSV1, on the first frame of a
+    /// data message only (RFC 7692 §6).
+    fn check_reserved_bits(&self, header: &FrameHeader) -> Result<(), ProtocolError> {
+        let claimed = if self.deflate.is_some() { RSV1 } else { 0 };
+        if header.rsv & !claimed != 0 {
             return Err(ProtocolError::ReservedBits(header.rsv));
         }
+        if header.rsv & RSV1 != 0 {
+            if header.opcode.is_control() {
+                return Err(ProtocolError::CompressedControlFrame);
+            }
+            if header.opcode == OpCode::Continuation {
+                return Err(ProtocolError::CompressedContinuation);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a header against the rules that depend on the connection, before any payload.
+    fn begin_frame(&mut self, header: &FrameHeader, role: Role) -> Result<(), ProtocolError> {
+        self.check_reserved_bits(header)?;
         match (role, header.mask.is_some()) {
             (Role::Server, false) => return Err(ProtocolError::UnmaskedClientFrame),
             (Role::Client, true) => return Err(ProtocolError::MaskedServerFrame),
@@ -678,11 +967,15 @@ impl Rx {
                     return Err(ProtocolError::ExpectedContinuation);
                 }
                 self.message_kind = Some(header.opcode);
+                if let Some(deflate) = &mut self.deflate {
+                    deflate.compressed = header.rsv & RSV1 != 0;
+                }
             }
             OpCode::Close | OpCode::Ping | OpCode::Pong => return Ok(()),
         }
         let message_len = self.message_len + header.payload_len;
-        if message_len > self.limits.max_message_size as u64 {
+        // A compressed message is limited by what it inflates to, as it inflates.
+        if !self.is_compressed(header) && message_len > self.limits.max_message_size as u64 {
             return Err(ProtocolError::MessageTooBig {
                 len: message_len,
                 max: self.limits.max_message_size,
@@ -708,6 +1001,9 @@ impl Rx {
     {
         if header.opcode.is_control() {
             return self.on_control_payload(header, piece, frame_done, tx, now, on_event);
+        }
+        if self.is_compressed(header) {
+            return self.on_compressed_payload(header, piece, frame_done, tx, now, on_event);
         }
         let kind = self.message_kind.unwrap_or(OpCode::Binary);
         let message_done = frame_done && header.fin;
@@ -735,6 +1031,87 @@ impl Rx {
             let message = std::mem::take(&mut self.message);
             deliver(kind, &message, tx, now, on_event)?;
             self.end_message();
+        }
+        Ok(())
+    }
+
+    /// Handles a piece of a compressed message: inflates it at once (RFC 7692 §7.2.2), so the
+    /// limit and the UTF-8 check apply to the inflated bytes as they come.
+    fn on_compressed_payload<F>(
+        &mut self,
+        header: &FrameHeader,
+        piece: &[u8],
+        frame_done: bool,
+        tx: &mut Tx,
+        now: Instant,
+        on_event: &mut F,
+    ) -> Result<(), ProtocolError>
+    where
+        F: FnMut(Event<'_>, &mut Sender<'_>),
+    {
+        let message_done = frame_done && header.fin;
+        // §7.1.3: after our Close, data is read only to find the peer's Close.
+        let open = tx.state == State::Open;
+        let inflated = if open {
+            self.inflate(piece, message_done)
+        } else {
+            Ok(())
+        };
+        if frame_done {
+            self.trace_frame(header, tx);
+        }
+        inflated?;
+        if message_done {
+            if open {
+                let message = std::mem::take(&mut self.message);
+                deliver(
+                    self.message_kind.unwrap_or(OpCode::Binary),
+                    &message,
+                    tx,
+                    now,
+                    on_event,
+                )?;
+            }
+            self.end_message();
+        }
+        Ok(())
+    }
+
+    /// Inflates a piece of the current compressed message into `self.message`, and ends the
+    /// message when it is the last piece.
+    fn inflate(&mut self, piece: &[u8], message_done: bool) -> Result<(), ProtocolError> {
+        let Some(deflate) = self.deflate.as_deref_mut() else {
+            return Ok(());
+        };
+        let limit = self.limits.max_message_size;
+        let text = self.message_kind == Some(OpCode::Text);
+        let window_bits = deflate.window_bits;
+        let decompressor = deflate
+            .decompressor
+            .get_or_insert_with(|| Decompressor::new(window_bits));
+        let (utf8, preview, frame_inflated) =
+            (&mut self.utf8, &mut self.preview, &mut deflate.frame_inflated);
+        let mut inspect = |inflated: &[u8]| {
+            *frame_inflated += inflated.len() as u64;
+            if let Some(preview) = preview {
+                preview.extend(inflated);
+            }
+            if text {
+                // §8.1 on the inflated text, so it still fails at the first invalid byte.
+                utf8.feed(inflated).map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            Ok::<(), ProtocolError>(())
+        };
+        decompressor.inflate(piece, &mut self.message, limit, &mut inspect)?;
+        if !message_done {
+            return Ok(());
+        }
+        decompressor.finish(&mut self.message, limit, &mut inspect)?;
+        if deflate.peer_resets {
+            deflate.decompressor = None;
+        }
+        if text {
+            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         Ok(())
     }
@@ -770,6 +1147,9 @@ impl Rx {
         self.message_len = 0;
         self.fragments = 0;
         self.utf8 = Utf8Validator::new();
+        if let Some(deflate) = &mut self.deflate {
+            deflate.compressed = false;
+        }
     }
 }
 
@@ -856,11 +1236,58 @@ impl Connection {
                 close_deadline: None,
                 status: None,
                 trace_id: None,
+                deflate: None,
             },
             timeouts: config.timeouts,
             last_heard: now,
             next_ping: config.timeouts.ping_interval.map(|interval| now + interval),
         }
+    }
+
+    /// Turns on permessage-deflate (RFC 7692) as the opening handshake agreed it. Without it a
+    /// connection behaves exactly as RFC 6455 alone says, RSV1 included.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use wschat::ws::deflate::{self, DeflatePolicy};
+    /// use wschat::ws::protocol::{Config, Connection, DeflateConfig, Role};
+    ///
+    /// // The server side: the request's Sec-WebSocket-Extensions values, our policy.
+    /// let offers = ["permessage-deflate; client_max_window_bits"];
+    /// let (params, answer) = deflate::negotiate(&offers, &DeflatePolicy::default()).expect("accepted");
+    /// assert_eq!(answer, "permessage-deflate; server_no_context_takeover"); // into the 101 response
+    /// let conn = Connection::new(Role::Server, Config::default(), Instant::now())
+    ///     .with_deflate(DeflateConfig::new(params));
+    /// assert_eq!(conn.deflate().map(|deflate| deflate.params), Some(params));
+    /// ```
+    pub fn with_deflate(mut self, deflate: DeflateConfig) -> Self {
+        let (ours, theirs) = match self.tx.role {
+            Role::Server => (
+                deflate.params.server_to_client(),
+                deflate.params.client_to_server(),
+            ),
+            Role::Client => (
+                deflate.params.client_to_server(),
+                deflate.params.server_to_client(),
+            ),
+        };
+        self.tx.deflate = Some(Box::new(TxDeflate {
+            config: deflate,
+            window_bits: ours.max_window_bits,
+        }));
+        self.rx.deflate = Some(Box::new(RxDeflate {
+            window_bits: theirs.max_window_bits,
+            peer_resets: theirs.no_context_takeover,
+            decompressor: None,
+            compressed: false,
+            frame_inflated: 0,
+        }));
+        self
+    }
+
+    /// The permessage-deflate agreement, if there is one.
+    pub fn deflate(&self) -> Option<DeflateConfig> {
+        self.tx.deflate.as_ref().map(|deflate| deflate.config)
     }
 
     /// Prints every frame of this connection to the wire trace ([`crate::trace`]) as `#id`.

@@ -36,6 +36,7 @@
 
 use std::cell::OnceCell;
 use std::fmt;
+use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
 use crate::outbox::{Outbox, SharedBytes};
@@ -472,14 +473,23 @@ impl Message<'_> {
 /// Masking keys for a client: xorshift64* over a seed. §10.3 wants keys an intermediary cannot
 /// predict; the seed should come from the OS (see [`random_seed`]). Only clients mask.
 #[derive(Debug, Clone)]
-struct MaskKeys(u64);
+///
+/// The state is never 0 (xorshift maps non-zero states to non-zero states), and saying so in the
+/// type makes `Option<MaskKeys>` 8 bytes instead of 16: every connection carries one.
+struct MaskKeys(NonZeroU64);
 
 impl MaskKeys {
+    fn new(seed: u64) -> Self {
+        Self(NonZeroU64::new(seed).unwrap_or(NonZeroU64::MIN))
+    }
+
     fn next(&mut self) -> [u8; 4] {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let value = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let mut state = self.0.get();
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        *self = Self::new(state);
+        let value = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
         ((value >> 32) as u32).to_ne_bytes()
     }
 }
@@ -506,17 +516,17 @@ struct Tx {
     status: Option<Box<CloseStatus>>,
     /// The connection's id in the wire trace, when it is traced.
     trace_id: Option<u64>,
-    /// How we compress, when permessage-deflate was negotiated. Boxed: most connections have none.
-    deflate: Option<Box<TxDeflate>>,
 }
 
-/// The sending side of permessage-deflate. There is no compressor here: we never take over
-/// context, so compressors are shared per thread ([`deflate::compress_shared`]).
-#[derive(Debug)]
-struct TxDeflate {
-    config: DeflateConfig,
+/// How data messages are compressed on the way out. There is no compressor here: we never take
+/// over context, so compressors are shared per thread ([`deflate::compress_shared`]). A copy
+/// travels in each [`Sender`], taken from the extension's state in [`Rx`], so that the sending half
+/// stays as small as it was.
+#[derive(Debug, Clone, Copy)]
+struct Compression {
     /// The largest window our direction may use (§7.1.2).
     window_bits: u8,
+    threshold: usize,
 }
 
 impl Tx {
@@ -532,12 +542,12 @@ impl Tx {
 
     /// Queues a data message, compressed (RSV1) when the extension is on and the message is at
     /// least the threshold long.
-    fn queue_message(&mut self, opcode: OpCode, payload: &[u8]) {
-        if let Some(deflate) = &self.deflate
-            && payload.len() >= deflate.config.deflate_threshold
+    fn queue_message(&mut self, opcode: OpCode, payload: &[u8], compression: Option<Compression>) {
+        if let Some(compression) = compression
+            && payload.len() >= compression.threshold
         {
             let mut compressed = Vec::new();
-            if deflate::compress_shared(deflate.window_bits, payload, &mut compressed).is_ok() {
+            if deflate::compress_shared(compression.window_bits, payload, &mut compressed).is_ok() {
                 let mut header = FrameHeader::new(true, opcode, self.mask(), compressed.len());
                 header.rsv = RSV1;
                 self.queue(&header, &compressed, Some(payload));
@@ -635,6 +645,7 @@ fn trace_out(header: &FrameHeader, payload: &[u8], inflated: Option<&[u8]>) -> S
 pub struct Sender<'a> {
     tx: &'a mut Tx,
     now: Instant,
+    compression: Option<Compression>,
 }
 
 impl Sender<'_> {
@@ -643,7 +654,7 @@ impl Sender<'_> {
     pub fn send(&mut self, message: Message<'_>) -> Result<(), SendError> {
         self.check_open()?;
         let (opcode, payload) = message.parts();
-        self.tx.queue_message(opcode, payload);
+        self.tx.queue_message(opcode, payload, self.compression);
         Ok(())
     }
 
@@ -675,9 +686,9 @@ impl Sender<'_> {
         if self.tx.role == Role::Client {
             return self.send(message.message());
         }
-        if let Some(deflate) = &self.tx.deflate
-            && message.len() >= deflate.config.deflate_threshold
-            && let Some(bytes) = message.compressed(deflate.window_bits)
+        if let Some(compression) = self.compression
+            && message.len() >= compression.threshold
+            && let Some(bytes) = message.compressed(compression.window_bits)
         {
             self.push_shared(bytes, Some(&message.payload));
             return Ok(());
@@ -759,9 +770,13 @@ struct Rx {
     deflate: Option<Box<RxDeflate>>,
 }
 
-/// The receiving side of permessage-deflate.
+/// permessage-deflate's state: the agreement, and the receiving side. It lives in [`Rx`] because
+/// receiving is where the state is; sending needs only [`Compression`].
 #[derive(Debug)]
 struct RxDeflate {
+    config: DeflateConfig,
+    /// How we compress.
+    compression: Compression,
     /// The largest window the peer compresses with (§7.1.2).
     window_bits: u8,
     /// The peer compresses each message on its own (it agreed to `*_no_context_takeover`), so
@@ -791,6 +806,11 @@ impl Rx {
             preview: None,
             deflate: None,
         }
+    }
+
+    /// How [`Sender`]s compress, if the extension is on.
+    fn compression(&self) -> Option<Compression> {
+        self.deflate.as_ref().map(|deflate| deflate.compression)
     }
 
     /// Whether `header` is a frame of a compressed message (RSV1 was on its first frame).
@@ -1016,7 +1036,7 @@ impl Rx {
         }
         if message_done && self.message.is_empty() && piece.len() as u64 == header.payload_len {
             // The whole message is in this read: deliver it from the input, no copy.
-            deliver(kind, piece, tx, now, on_event)?;
+            deliver(kind, piece, tx, now, self.compression(), on_event)?;
             self.end_message();
             return Ok(());
         }
@@ -1029,7 +1049,7 @@ impl Rx {
                 self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
             }
             let message = std::mem::take(&mut self.message);
-            deliver(kind, &message, tx, now, on_event)?;
+            deliver(kind, &message, tx, now, self.compression(), on_event)?;
             self.end_message();
         }
         Ok(())
@@ -1064,13 +1084,8 @@ impl Rx {
         if message_done {
             if open {
                 let message = std::mem::take(&mut self.message);
-                deliver(
-                    self.message_kind.unwrap_or(OpCode::Binary),
-                    &message,
-                    tx,
-                    now,
-                    on_event,
-                )?;
+                let kind = self.message_kind.unwrap_or(OpCode::Binary);
+                deliver(kind, &message, tx, now, self.compression(), on_event)?;
             }
             self.end_message();
         }
@@ -1133,11 +1148,11 @@ impl Rx {
             return Ok(());
         }
         if self.control.is_empty() {
-            return on_control_frame(header.opcode, piece, tx, now, on_event);
+            return on_control_frame(header.opcode, piece, tx, now, self.compression(), on_event);
         }
         let mut payload = std::mem::take(&mut self.control);
         payload.extend_from_slice(piece);
-        on_control_frame(header.opcode, &payload, tx, now, on_event)
+        on_control_frame(header.opcode, &payload, tx, now, self.compression(), on_event)
     }
 
     /// Resets message assembly and gives its buffer back.
@@ -1159,6 +1174,7 @@ fn deliver<F>(
     payload: &[u8],
     tx: &mut Tx,
     now: Instant,
+    compression: Option<Compression>,
     on_event: &mut F,
 ) -> Result<(), ProtocolError>
 where
@@ -1169,7 +1185,7 @@ where
     } else {
         Event::Binary(payload)
     };
-    on_event(event, &mut Sender { tx, now });
+    on_event(event, &mut Sender { tx, now, compression });
     Ok(())
 }
 
@@ -1179,6 +1195,7 @@ fn on_control_frame<F>(
     payload: &[u8],
     tx: &mut Tx,
     now: Instant,
+    compression: Option<Compression>,
     on_event: &mut F,
 ) -> Result<(), ProtocolError>
 where
@@ -1201,7 +1218,7 @@ where
             Event::Close(body)
         }
     };
-    on_event(event, &mut Sender { tx, now });
+    on_event(event, &mut Sender { tx, now, compression });
     Ok(())
 }
 
@@ -1231,12 +1248,11 @@ impl Connection {
                 role,
                 state: State::Open,
                 outbox: Outbox::new(),
-                mask_keys: (role == Role::Client).then_some(MaskKeys(seed | 1)),
+                mask_keys: (role == Role::Client).then(|| MaskKeys::new(seed | 1)),
                 close_timeout: config.timeouts.close_timeout,
                 close_deadline: None,
                 status: None,
                 trace_id: None,
-                deflate: None,
             },
             timeouts: config.timeouts,
             last_heard: now,
@@ -1271,11 +1287,12 @@ impl Connection {
                 deflate.params.server_to_client(),
             ),
         };
-        self.tx.deflate = Some(Box::new(TxDeflate {
-            config: deflate,
-            window_bits: ours.max_window_bits,
-        }));
         self.rx.deflate = Some(Box::new(RxDeflate {
+            config: deflate,
+            compression: Compression {
+                window_bits: ours.max_window_bits,
+                threshold: deflate.deflate_threshold,
+            },
             window_bits: theirs.max_window_bits,
             peer_resets: theirs.no_context_takeover,
             decompressor: None,
@@ -1287,7 +1304,7 @@ impl Connection {
 
     /// The permessage-deflate agreement, if there is one.
     pub fn deflate(&self) -> Option<DeflateConfig> {
-        self.tx.deflate.as_ref().map(|deflate| deflate.config)
+        self.rx.deflate.as_ref().map(|deflate| deflate.config)
     }
 
     /// Prints every frame of this connection to the wire trace ([`crate::trace`]) as `#id`.
@@ -1323,6 +1340,7 @@ impl Connection {
         Sender {
             tx: &mut self.tx,
             now,
+            compression: self.rx.compression(),
         }
     }
 

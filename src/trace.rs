@@ -191,6 +191,33 @@ pub fn line(id: u64, text: &str) {
     log::trace!(target: TARGET, "#{id} {text}");
 }
 
+/// Logging to stderr for a binary: `RUST_LOG`, else `default_filter`; with `trace`, the wire trace
+/// too. Trace lines are printed bare, so that frames line up in a terminal.
+pub fn init_logging(trace: bool, default_filter: &str) {
+    use std::io::Write;
+
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter));
+    if trace {
+        builder.filter_module(TARGET, log::LevelFilter::Trace);
+    }
+    builder.format(|out, record| {
+        if record.target() == TARGET {
+            writeln!(out, "{}", record.args())
+        } else {
+            writeln!(
+                out,
+                "[{} {:<5} {}] {}",
+                out.timestamp_seconds(),
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        }
+    });
+    builder.init();
+}
+
 /// Prints an HTTP head (request or response), one line per header line.
 pub fn http_head(id: u64, direction: Direction, head: &[u8]) {
     for header_line in String::from_utf8_lossy(head).lines().filter(|l| !l.is_empty()) {

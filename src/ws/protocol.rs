@@ -768,6 +768,8 @@ struct Rx {
     /// How the peer compresses, when permessage-deflate was negotiated. Boxed: most connections
     /// have none.
     deflate: Option<Box<RxDeflate>>,
+    /// Data messages that arrive after our Close are still delivered.
+    deliver_while_closing: bool,
 }
 
 /// permessage-deflate's state: the agreement, and the receiving side. It lives in [`Rx`] because
@@ -805,7 +807,15 @@ impl Rx {
             control: Vec::new(),
             preview: None,
             deflate: None,
+            deliver_while_closing: false,
         }
+    }
+
+    /// Whether data messages are still delivered. After our Close (§7.1.3) they are read only to
+    /// find the peer's Close, unless the connection was built with
+    /// [`Connection::deliver_data_while_closing`].
+    fn wants_data(&self, state: State) -> bool {
+        state == State::Open || (state == State::ClosingByUs && self.deliver_while_closing)
     }
 
     /// How [`Sender`]s compress, if the extension is on.
@@ -1027,8 +1037,7 @@ impl Rx {
         }
         let kind = self.message_kind.unwrap_or(OpCode::Binary);
         let message_done = frame_done && header.fin;
-        if tx.state != State::Open {
-            // §7.1.3: after our Close, data is read only to find the peer's Close.
+        if !self.wants_data(tx.state) {
             if message_done {
                 self.end_message();
             }
@@ -1070,8 +1079,7 @@ impl Rx {
         F: FnMut(Event<'_>, &mut Sender<'_>),
     {
         let message_done = frame_done && header.fin;
-        // §7.1.3: after our Close, data is read only to find the peer's Close.
-        let open = tx.state == State::Open;
+        let open = self.wants_data(tx.state);
         let inflated = if open {
             self.inflate(piece, message_done)
         } else {
@@ -1299,6 +1307,17 @@ impl Connection {
             compressed: false,
             frame_inflated: 0,
         }));
+        self
+    }
+
+    /// Keeps delivering the peer's data messages after we sent Close, until its Close arrives
+    /// (they can no longer be answered). RFC 6455 §1.4 only has an endpoint discard what follows
+    /// the peer's Close; what was in flight when we closed is still the peer's data. A client that
+    /// closes at the end of its input wants the replies still on their way (`wschat-client`). Off
+    /// by default: a server that closes a connection (shutdown, a client that floods it) has
+    /// stopped serving it.
+    pub fn deliver_data_while_closing(mut self) -> Self {
+        self.rx.deliver_while_closing = true;
         self
     }
 

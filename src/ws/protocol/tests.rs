@@ -1128,3 +1128,26 @@ fn without_the_extension_nothing_is_compressed() {
     assert_eq!(result.output[0].rsv, 0);
     assert_eq!(result.output[0].payload, long.as_bytes());
 }
+
+#[test]
+fn data_in_flight_after_our_close_is_delivered_when_asked() {
+    let now = Instant::now();
+    let mut conn = closing_by_us(now).deliver_data_while_closing();
+    drain(&mut conn);
+    let mut input = concat(&[frame(FIN, OpCode::Text, b"in flight"), close_frame(1000, "")]);
+    let mut events = Vec::new();
+    let mut sent = Vec::new();
+    conn.receive(&mut input, now, |event, sender| {
+        sent.push(sender.send_text("too late"));
+        events.push(Seen::from(event));
+    });
+    assert_eq!(
+        events,
+        [
+            Seen::Text("in flight".into()),
+            Seen::Close(Some((1000, String::new())))
+        ]
+    );
+    assert_eq!(sent[0], Err(SendError::Closing), "it can no longer be answered");
+    assert_eq!(conn.state(), State::Closed);
+}

@@ -391,20 +391,27 @@ impl SharedFrame {
 /// Queue it with [`Sender::send_shared_message`].
 #[derive(Debug)]
 pub struct SharedMessage {
-    opcode: OpCode,
-    payload: Box<[u8]>,
+    message: OwnedMessage,
     plain: OnceCell<SharedFrame>,
     /// The compressed frame per window size 8-15; `None` inside if compression failed (the plain
     /// frame goes instead).
     compressed: [OnceCell<Option<SharedBytes>>; 8],
 }
 
+/// A [`Message`] that owns its payload.
+#[derive(Debug)]
+enum OwnedMessage {
+    Text(Box<str>),
+    Binary(Box<[u8]>),
+}
+
 impl SharedMessage {
     pub fn new(message: Message<'_>) -> Self {
-        let (opcode, payload) = message.parts();
         Self {
-            opcode,
-            payload: payload.into(),
+            message: match message {
+                Message::Text(text) => OwnedMessage::Text(text.into()),
+                Message::Binary(data) => OwnedMessage::Binary(data.into()),
+            },
             plain: OnceCell::new(),
             compressed: Default::default(),
         }
@@ -412,20 +419,19 @@ impl SharedMessage {
 
     /// The message itself.
     pub fn message(&self) -> Message<'_> {
-        match self.opcode {
-            // The payload came from a `&str` in `new`.
-            OpCode::Text => Message::Text(std::str::from_utf8(&self.payload).unwrap_or_default()),
-            _ => Message::Binary(&self.payload),
+        match &self.message {
+            OwnedMessage::Text(text) => Message::Text(text),
+            OwnedMessage::Binary(data) => Message::Binary(data),
         }
     }
 
     /// Length of the payload, before any compression.
     pub fn len(&self) -> usize {
-        self.payload.len()
+        self.message().parts().1.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.payload.is_empty()
+        self.len() == 0
     }
 
     /// The uncompressed frame.
@@ -438,10 +444,11 @@ impl SharedMessage {
         let bits = window_bits.clamp(deflate::MIN_WINDOW_BITS, deflate::MAX_WINDOW_BITS);
         self.compressed[usize::from(bits - deflate::MIN_WINDOW_BITS)]
             .get_or_init(|| {
+                let (opcode, message) = self.message().parts();
                 let mut payload = Vec::new();
-                deflate::compress_shared(bits, &self.payload, &mut payload).ok()?;
+                deflate::compress_shared(bits, message, &mut payload).ok()?;
                 let mut bytes = Vec::new();
-                let mut header = FrameHeader::new(true, self.opcode, None, payload.len());
+                let mut header = FrameHeader::new(true, opcode, None, payload.len());
                 header.rsv = RSV1;
                 encode(&mut bytes, &header, &payload);
                 Some(bytes.into())
@@ -461,9 +468,9 @@ fn encode(out: &mut Vec<u8>, header: &FrameHeader, payload: &[u8]) {
     }
 }
 
-impl Message<'_> {
-    fn parts(&self) -> (OpCode, &[u8]) {
-        match *self {
+impl<'a> Message<'a> {
+    fn parts(self) -> (OpCode, &'a [u8]) {
+        match self {
             Message::Text(text) => (OpCode::Text, text.as_bytes()),
             Message::Binary(data) => (OpCode::Binary, data),
         }
@@ -472,10 +479,10 @@ impl Message<'_> {
 
 /// Masking keys for a client: xorshift64* over a seed. §10.3 wants keys an intermediary cannot
 /// predict; the seed should come from the OS (see [`random_seed`]). Only clients mask.
-#[derive(Debug, Clone)]
 ///
 /// The state is never 0 (xorshift maps non-zero states to non-zero states), and saying so in the
 /// type makes `Option<MaskKeys>` 8 bytes instead of 16: every connection carries one.
+#[derive(Debug, Clone)]
 struct MaskKeys(NonZeroU64);
 
 impl MaskKeys {
@@ -690,7 +697,7 @@ impl Sender<'_> {
             && message.len() >= compression.threshold
             && let Some(bytes) = message.compressed(compression.window_bits)
         {
-            self.push_shared(bytes, Some(&message.payload));
+            self.push_shared(bytes, Some(message.message().parts().1));
             return Ok(());
         }
         self.push_shared(&message.plain().0, None);
@@ -1130,9 +1137,6 @@ impl Rx {
             return Ok(());
         }
         decompressor.finish(&mut self.message, limit, &mut inspect)?;
-        if deflate.peer_resets {
-            deflate.decompressor = None;
-        }
         if text {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
         }
@@ -1172,6 +1176,9 @@ impl Rx {
         self.utf8 = Utf8Validator::new();
         if let Some(deflate) = &mut self.deflate {
             deflate.compressed = false;
+            if deflate.peer_resets {
+                deflate.decompressor = None;
+            }
         }
     }
 }

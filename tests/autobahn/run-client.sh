@@ -14,8 +14,9 @@
 #   expected-client-cases.json, client-reports/ (index.json, index.html, ...),
 #   wstest-server.log, client.log
 #
-# Environment (besides the shared AUTOBAHN_PORT, AUTOBAHN_CASES,
-# AUTOBAHN_TIMEOUT, AUTOBAHN_VERBOSE, AUTOBAHN_PYTHON27 described in common.sh):
+# Environment (besides the shared AUTOBAHN_PORT, here 9011 by default,
+# AUTOBAHN_CASES, AUTOBAHN_TIMEOUT, AUTOBAHN_VERBOSE, AUTOBAHN_PYTHON27
+# described in common.sh):
 #   AUTOBAHN_CLIENT_CMD  shell command that runs the client under test instead
 #                        of the example (no cargo build then); it gets the
 #                        server's URL (ws://127.0.0.1:$AUTOBAHN_PORT) as its
@@ -26,6 +27,8 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 LOG_PREFIX=autobahn-client
+# Not run.sh's 9001, so that both sides can run at once.
+export AUTOBAHN_PORT="${AUTOBAHN_PORT:-9011}"
 # shellcheck source=common.sh
 source "$HERE/common.sh"
 

@@ -368,7 +368,9 @@ pub fn extensions(data: &[u8]) {
         // The answer may leave out a window the client promised itself.
         assert!(accepted.client_max_window_bits >= params.client_max_window_bits);
         if params.client_no_context_takeover {
-            assert!(text.contains("client_no_context_takeover"), "only when offered");
+            // Parameter names are matched ignoring ASCII case.
+            let offers = text.to_ascii_lowercase();
+            assert!(offers.contains("client_no_context_takeover"), "only when offered");
         }
     }
     if let Ok(Some(params)) = deflate::accept_response(&values) {
@@ -480,6 +482,22 @@ mod tests {
         );
         handshake(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
         utf8(&[1, 2, 0, 0xce, 0xba, 0xf4, 0x90]);
+    }
+
+    #[test]
+    fn inputs_the_fuzzer_found() {
+        // Parameter names match ignoring ASCII case, in the invariant too.
+        extensions(b"permessage-deflate; client_no_context_tadow_b0its=7, permessage-deflate; client_no_context_takeovEr; client_max_window_bits");
+        // Text that turns invalid, then data that is not DEFLATE: whole, zlib met both in one
+        // call and reported the corruption; cut, the bad text came first. The first fault in
+        // the stream now wins either way.
+        connection_deflate(&[
+            0x80, 0x04, 0x01, 0x00, 0x03, 0x00, 0x07, 0x00, 0x14, 0x00, 0xc1, 0xa3, 0x37, 0xfa, 0x21, 0x3d,
+            0x0d, 0x4d, 0xca, 0x41, 0xf8, 0x03, 0xc7, 0x4e, 0x4a, 0x34, 0x4c, 0xe8, 0x66, 0xb2, 0xef, 0x75,
+            0x1b, 0xab, 0xe9, 0xf4, 0xfb, 0xb1, 0x00, 0xc1, 0x88, 0x37, 0xfa, 0x21, 0x3d, 0xc4, 0xb2, 0xec,
+            0xf4, 0xfe, 0xfd, 0x21, 0x74, 0x05, 0x00, 0xd0, 0x1b, 0x17, 0x0d, 0xd0, 0x6b, 0x3e, 0xd2, 0xfa,
+            0x21,
+        ]);
     }
 
     #[test]

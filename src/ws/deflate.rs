@@ -688,7 +688,7 @@ impl Decompressor {
             let (consumed, produced, status) = if room == 0 {
                 // At the limit: one more byte of output is one too many.
                 let mut probe = [0u8; 1];
-                let step = self.step(input, &mut probe)?;
+                let step = self.step(input, &mut probe);
                 if step.1 > 0 {
                     return Err(InflateError::TooBig { limit }.into());
                 }
@@ -696,13 +696,15 @@ impl Decompressor {
             } else {
                 out.resize(start + room, 0);
                 let step = self.step(input, &mut out[start..]);
-                out.truncate(start + step.map_or(0, |(_, produced, _)| produced));
-                step?
+                out.truncate(start + step.1);
+                step
             };
+            // What came out before corrupt data is inspected first: the first fault in the
+            // stream is the one reported, however the input was cut.
             if produced > 0 {
                 inspect(&out[start..])?;
             }
-            self.ended = status == Status::StreamEnd;
+            self.ended = status? == Status::StreamEnd;
             input = input.get(consumed..).ok_or(InflateError::Corrupt)?;
             let output_full = room > 0 && produced == room;
             if input.is_empty() && !output_full {
@@ -732,18 +734,20 @@ impl Decompressor {
         Ok(())
     }
 
-    /// One call into zlib: bytes consumed, bytes produced, status.
-    fn step(&mut self, input: &[u8], output: &mut [u8]) -> Result<(usize, usize, Status), InflateError> {
+    /// One call into zlib: bytes consumed and bytes produced (also when it then ran into corrupt
+    /// data), and the status.
+    fn step(&mut self, input: &[u8], output: &mut [u8]) -> (usize, usize, Result<Status, InflateError>) {
         let (in_before, out_before) = (self.inflate.total_in(), self.inflate.total_out());
         let status = self
             .inflate
             .decompress(input, output, FlushDecompress::None)
-            .map_err(|_| InflateError::Corrupt)?;
+            .map_err(|_| InflateError::Corrupt);
+        // zlib never counts more than the slices hold; the `min`s only spare us an unwrap.
         let consumed =
-            usize::try_from(self.inflate.total_in() - in_before).map_err(|_| InflateError::Corrupt)?;
+            usize::try_from(self.inflate.total_in() - in_before).map_or(input.len(), |n| n.min(input.len()));
         let produced =
-            usize::try_from(self.inflate.total_out() - out_before).map_err(|_| InflateError::Corrupt)?;
-        Ok((consumed, produced, status))
+            usize::try_from(self.inflate.total_out() - out_before).map_or(0, |n| n.min(output.len()));
+        (consumed, produced, status)
     }
 }
 
@@ -1491,6 +1495,30 @@ mod tests {
             inflate_strictly(2, &twice).is_err(),
             "a 4-byte window is too small for it"
         );
+    }
+
+    #[test]
+    fn output_before_corrupt_data_is_inspected_first() {
+        // Found by the fuzzer: text that goes bad, then data that is not DEFLATE. Whole or
+        // byte by byte, the bad text is what is reported.
+        let mut payload = compress(15, b"ok \xff and then");
+        payload.truncate(payload.len() - 1);
+        payload.extend_from_slice(&[0xff; 8]);
+        use crate::ws::protocol::ProtocolError;
+        let first_fault = |pieces: &[&[u8]]| {
+            let mut out = Vec::new();
+            let mut decompressor = Decompressor::new(15);
+            let mut validator = crate::ws::utf8::Utf8Validator::new();
+            for piece in pieces {
+                decompressor.inflate(piece, &mut out, usize::MAX, |step| {
+                    validator.feed(step).map_err(|_| ProtocolError::InvalidUtf8)
+                })?;
+            }
+            Ok::<(), ProtocolError>(())
+        };
+        let bytes: Vec<&[u8]> = payload.chunks(1).collect();
+        assert_eq!(first_fault(&[&payload]), Err(ProtocolError::InvalidUtf8));
+        assert_eq!(first_fault(&bytes), Err(ProtocolError::InvalidUtf8));
     }
 
     #[test]

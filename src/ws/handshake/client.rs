@@ -25,7 +25,7 @@ pub enum ClientHandshakeError {
     WrongAccept,
     /// §4.1 items 5-6: the server chose an extension or subprotocol we did not offer.
     Unrequested(&'static str),
-    /// RFC 7692 §5: the server's answer to our permessage-deflate offer is invalid.
+    /// RFC 7692 §5, §7: the server's answer to our permessage-deflate offer is invalid.
     Extension(ExtensionError),
 }
 

@@ -40,7 +40,7 @@ const TRACE_ID: u64 = 1;
 #[derive(Parser, Debug)]
 #[command(name = "wschat-client", version, about)]
 struct Args {
-    /// Server URL, ws://host[:port][/path] (no TLS: wss:// is not supported).
+    /// Server URL: `ws://host[:port][/path]` (no TLS: `wss://` is not supported).
     url: String,
     /// Do not offer permessage-deflate.
     #[arg(long)]

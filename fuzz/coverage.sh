@@ -10,7 +10,7 @@ CORPUS_ROOT="$(realpath "${CORPUS_ROOT:-$(dirname "$0")/corpus}")"
 cd "$(dirname "$0")"
 LLVM="${LLVM_PATH:-/usr/lib/llvm-22/bin}"
 export RUSTC_BOOTSTRAP=1
-TARGETS=(frame handshake connection utf8)
+TARGETS=(frame handshake connection connection_deflate extensions utf8)
 objects=()
 for target in "${TARGETS[@]}"; do
     echo "coverage: $target over $CORPUS_ROOT/$target"

@@ -2,6 +2,7 @@
 """Writes the committed seed corpus (fuzz/corpus/<target>/seed_*). Rerun after changing it."""
 import os
 import struct
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KEY = bytes([0x37, 0xFA, 0x21, 0x3D])
@@ -103,6 +104,46 @@ STACK = {
     "body_refused": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
 }
 
+# permessage-deflate (RFC 7692 §7.2.3): compressed client messages. The connection_deflate input
+# is one byte choosing the agreement (see wschat::fuzzing::deflate_from), then the connection's.
+HELLO = bytes([0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00])
+
+
+def deflated(data):
+    """A message payload as RFC 7692 §7.2.1 makes it: raw DEFLATE, sync flush, tail removed."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+DEFLATE_SESSIONS = {
+    "hello": frame(0x1, HELLO, rsv=4),
+    "hello_fragments": frame(0x1, HELLO[:3], fin=False, rsv=4) + frame(0x0, HELLO[3:]),
+    "context_takeover": frame(0x1, HELLO, rsv=4) + frame(0x1, bytes([0xF2, 0x00, 0x11, 0x00, 0x00]), rsv=4),
+    "stored_block": frame(0x2, bytes([0x00, 0x05, 0x00, 0xFA, 0xFF]) + b"Hello" + b"\x00", rsv=4),
+    "bfinal": frame(0x1, bytes([0xF3, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00, 0x00]), rsv=4),
+    "empty": frame(0x1, b"\x00", rsv=4) + close(1000),
+    "bomb": frame(0x2, deflated(b"\x00" * 100000), rsv=4),
+    "long_text": frame(0x1, deflated("κόσμε, chat line ".encode() * 40), rsv=4),
+    "rsv1_on_ping": frame(0x9, b"p", rsv=4),
+    "rsv1_on_continuation": frame(0x1, HELLO[:3], fin=False, rsv=4) + frame(0x0, HELLO[3:], rsv=4),
+    "plain_then_compressed": frame(0x1, b"plain") + frame(0x1, HELLO, rsv=4),
+}
+
+EXTENSIONS = {
+    "chrome": "permessage-deflate; client_max_window_bits",
+    "firefox": "permessage-deflate",
+    "autobahn_13_7": "permessage-deflate; client_no_context_takeover; client_max_window_bits; "
+    "server_no_context_takeover; server_max_window_bits=8, permessage-deflate; "
+    "client_no_context_takeover; client_max_window_bits; server_no_context_takeover, permessage-deflate",
+    "rfc_7_1_3": "permessage-deflate; client_max_window_bits; server_max_window_bits=10, "
+    "permessage-deflate; client_max_window_bits",
+    "quoted_two_lines": 'permessage-deflate; server_max_window_bits="12"\nx-webkit-deflate-frame',
+    "answer": "permessage-deflate; server_no_context_takeover; client_max_window_bits=9",
+    "bad_params": "permessage-deflate; server_max_window_bits=08; mux, permessage-deflate; a=\"b c\"",
+}
+
 UTF8 = {
     "greek": "κόσμε".encode(),
     "emoji": "chat 🌍 𝄞".encode(),
@@ -127,6 +168,12 @@ for name, data in {**FRAMES, **SESSIONS}.items():
     write("connection", name + "_split", with_cuts(data, [1, 3, 7, len(data) // 2]))
 for name, text in HANDSHAKES.items():
     write("handshake", name, text.encode())
+for name, data in DEFLATE_SESSIONS.items():
+    for flags in (0x80, 0x1F):
+        write("connection_deflate", "%s_%02x" % (name, flags), bytes([flags]) + with_cuts(data, []))
+    write("connection_deflate", name + "_split", bytes([0x80]) + with_cuts(data, [1, 3, 7, len(data) // 2]))
+for name, text in EXTENSIONS.items():
+    write("extensions", name, text.encode())
 for name, data in UTF8.items():
     write("utf8", name, with_cuts(data, [1, 2, len(data) - 1]))
 for name, data in STACK.items():

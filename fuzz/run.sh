@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 SECONDS_PER_TARGET="${FUZZ_SECONDS:-60}"
 TARGETS=("$@")
-[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(frame handshake connection utf8 http stack)
+[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(frame handshake connection connection_deflate extensions utf8 http stack)
 
 if ! command -v cargo-fuzz >/dev/null; then
     echo "fuzz: installing cargo-fuzz"

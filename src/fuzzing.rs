@@ -8,10 +8,13 @@
 use std::time::Instant;
 
 use crate::http;
+use crate::ws::deflate::{self, DeflateParams, DeflatePolicy, Extension};
 use crate::ws::frame::{FrameHeader, LengthForm, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
 use crate::ws::handshake::{Policy, Request};
 use crate::ws::mask::{apply_mask, apply_mask_bytewise};
-use crate::ws::protocol::{Config, Connection, Event, Limits, OwnedEvent, Role, State, Timeouts};
+use crate::ws::protocol::{
+    Config, Connection, DeflateConfig, Event, Limits, OwnedEvent, ProtocolError, Role, State, Timeouts,
+};
 use crate::ws::utf8::Utf8Validator;
 
 /// Cuts `data` into a prefix of split instructions and the stream: the first byte says how many
@@ -180,10 +183,21 @@ struct Outcome {
     events: Vec<Seen>,
     output: Vec<u8>,
     state: State,
+    /// The rule the stream broke, if it did.
+    error: Option<ProtocolError>,
 }
 
-fn serve(pieces: &[&[u8]], now: Instant) -> Outcome {
-    let mut conn = Connection::new(Role::Server, fuzz_config(), now);
+/// A connection in `role` with the fuzz limits, and permessage-deflate if given.
+fn fuzz_connection(role: Role, config: Config, deflate: Option<DeflateConfig>, now: Instant) -> Connection {
+    let conn = Connection::new(role, config, now);
+    match deflate {
+        Some(deflate) => conn.with_deflate(deflate),
+        None => conn,
+    }
+}
+
+fn serve(pieces: &[&[u8]], now: Instant, deflate: Option<DeflateConfig>) -> Outcome {
+    let mut conn = fuzz_connection(Role::Server, fuzz_config(), deflate, now);
     let mut events = Vec::new();
     let mut output = Vec::new();
     for piece in pieces {
@@ -198,10 +212,23 @@ fn serve(pieces: &[&[u8]], now: Instant) -> Outcome {
                 }
                 _ => {}
             }
+            if let Event::Text(text) = event {
+                assert!(
+                    text.len() <= FUZZ_LIMITS.max_message_size,
+                    "over the limit, delivered"
+                );
+            }
+            if let Event::Binary(data) = event {
+                assert!(
+                    data.len() <= FUZZ_LIMITS.max_message_size,
+                    "over the limit, delivered"
+                );
+            }
             events.push(Seen::from(event));
         });
-        // Memory stays bounded by the limits: at most one message and one control frame, with
-        // room for the vector's growth.
+        // Memory stays bounded by the limits, compressed messages included (they are limited as
+        // they inflate): at most one message and one control frame, with room for the vector's
+        // growth.
         let bound = 2 * (FUZZ_LIMITS.max_message_size + MAX_CONTROL_PAYLOAD);
         assert!(conn.buffered() <= bound, "{} bytes buffered", conn.buffered());
         conn.outbox()
@@ -212,27 +239,95 @@ fn serve(pieces: &[&[u8]], now: Instant) -> Outcome {
         events,
         output,
         state: conn.state(),
+        error: conn.close_status().and_then(|status| status.error),
     }
 }
 
 /// `connection` target: a server connection fed arbitrary bytes split at arbitrary points.
 /// - the same stream split differently yields the same events, output and state;
 /// - every byte the server emits parses, with our own parser in client role, as valid unmasked
-///   server frames, without any protocol error;
-/// - nothing follows a Close;
-/// - buffered memory stays within the limits (checked in `serve`).
+///   server frames, without any protocol error, and carries back exactly the messages received;
+/// - nothing follows a Close, and a broken rule is answered with its close code;
+/// - buffered memory stays within the limits, and no message over the limit is delivered
+///   (checked in `serve`).
 pub fn connection(data: &[u8]) {
-    let (stream, cuts) = split_input(data);
-    let now = clock_origin();
-    let whole = serve(&[stream], now);
-    let split = serve(&pieces(stream, &cuts), now);
-    assert_eq!(whole, split, "split at {cuts:?}");
-    check_server_output(&whole.output, now);
+    serve_split(data, None);
 }
 
-/// Reads the server's output as a client would, with limits generous enough for any echo.
-fn check_server_output(output: &[u8], now: Instant) {
+/// `connection_deflate` target: the `connection` target on a connection that negotiated
+/// permessage-deflate. The first byte chooses the agreement (see [`deflate_from`]); the rest is
+/// the `connection` target's input. On top of its invariants: a compressed message is limited by
+/// its inflated size (a bomb fails with 1009 and holds no more than the limit), and what the
+/// server compresses inflates, on a client with the same agreement, to what it echoed.
+pub fn connection_deflate(data: &[u8]) {
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    serve_split(rest, Some(deflate_from(flags)));
+}
+
+/// An agreement from one byte: bit 0 the client's `no_context_takeover`, bits 1-3 and 4-6 the
+/// server's and the client's window (8 + n), bit 7 whether every message we send is compressed.
+/// The server always has `server_no_context_takeover`, as ours always asks.
+pub fn deflate_from(flags: u8) -> DeflateConfig {
+    DeflateConfig {
+        params: DeflateParams {
+            server_no_context_takeover: true,
+            client_no_context_takeover: flags & 1 != 0,
+            server_max_window_bits: 8 + (flags >> 1 & 7),
+            client_max_window_bits: 8 + (flags >> 4 & 7),
+        },
+        deflate_threshold: if flags & 0x80 != 0 { 0 } else { 64 },
+    }
+}
+
+fn serve_split(data: &[u8], deflate: Option<DeflateConfig>) {
+    let (stream, cuts) = split_input(data);
+    let now = clock_origin();
+    let whole = serve(&[stream], now, deflate);
+    let split = serve(&pieces(stream, &cuts), now, deflate);
+    assert_eq!(whole, split, "split at {cuts:?}");
+    check_server_output(&whole, now, deflate);
+}
+
+/// Reads the server's output as a client with the same agreement would, with limits generous
+/// enough for any echo: the frames are well formed, unmasked, nothing follows a Close, a broken
+/// rule is answered with its code, and the echoes read back as the messages received.
+fn check_server_output(outcome: &Outcome, now: Instant, deflate: Option<DeflateConfig>) {
+    let (last_close, echoed) = read_server_frames(&outcome.output, now, deflate);
+    if let Some(error) = outcome.error {
+        let code = last_close.and_then(|payload| {
+            payload
+                .get(..2)
+                .map(|code| u16::from_be_bytes([code[0], code[1]]))
+        });
+        assert_eq!(
+            code,
+            Some(error.close_code().as_u16()),
+            "{error} is answered with its code"
+        );
+    }
+    let received: Vec<&Seen> = outcome
+        .events
+        .iter()
+        .filter(|event| matches!(event, Seen::Text(_) | Seen::Binary(_)))
+        .collect();
+    assert!(
+        received.iter().copied().eq(echoed.iter()),
+        "the echoes read back as the messages received"
+    );
+}
+
+/// Checks `output` as a stream of server frames (well formed, unmasked, nothing after a Close, no
+/// protocol error for a client with the same agreement). Returns the last Close's payload and the
+/// data messages the client read.
+fn read_server_frames(
+    output: &[u8],
+    now: Instant,
+    deflate: Option<DeflateConfig>,
+) -> (Option<Vec<u8>>, Vec<Seen>) {
     let mut rest = output;
+    let mut last_close = None;
     while !rest.is_empty() {
         let (header, len) = FrameHeader::parse(rest)
             .expect("server frames are well formed")
@@ -240,6 +335,9 @@ fn check_server_output(output: &[u8], now: Instant) {
         assert!(header.mask.is_none(), "server frames are not masked");
         let end = len + usize::try_from(header.payload_len).expect("payload fits in memory");
         assert!(end <= rest.len(), "server frames are complete");
+        if header.opcode == OpCode::Close {
+            last_close = Some(rest[len..end].to_vec());
+        }
         rest = &rest[end..];
         if header.opcode == OpCode::Close {
             assert!(rest.is_empty(), "nothing after Close");
@@ -248,13 +346,93 @@ fn check_server_output(output: &[u8], now: Instant) {
     let mut config = fuzz_config();
     config.limits.max_frame_size = usize::MAX;
     config.limits.max_message_size = usize::MAX;
-    let mut client = Connection::new(Role::Client, config, now);
-    client.receive(&mut output.to_vec(), now, |_, _| {});
+    config.limits.max_fragments = usize::MAX;
+    let mut client = fuzz_connection(Role::Client, config, deflate, now);
+    let mut echoed = Vec::new();
+    client.receive(&mut output.to_vec(), now, |event, _| {
+        if matches!(event, Event::Text(_) | Event::Binary(_)) {
+            echoed.push(Seen::from(event));
+        }
+    });
     let error = client.close_status().and_then(|status| status.error);
     assert_eq!(
         error, None,
         "the client found a protocol error in the server's output"
     );
+    (last_close, echoed)
+}
+
+/// `extensions` target: the input is `Sec-WebSocket-Extensions` values, one per line.
+/// - a header that parses renders back to a header that parses to the same list;
+/// - whatever the server answers, our client accepts, with the same agreement on all the server
+///   decides, and within the ranges of §7.1;
+/// - the client's check of arbitrary answers never panics, and what it accepts is in range.
+pub fn extensions(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let values: Vec<&str> = text.split('\n').collect();
+    if let Ok(parsed) = deflate::parse_extensions(&values) {
+        let rendered = render_extensions(&parsed);
+        assert_eq!(
+            deflate::parse_extensions(&[rendered.as_str()]),
+            Ok(parsed),
+            "{rendered}"
+        );
+    }
+    if let Some((params, answer)) = deflate::negotiate(&values, &DeflatePolicy::default()) {
+        assert_in_range(&params);
+        assert!(params.server_no_context_takeover, "we always ask for it");
+        let accepted = deflate::accept_response(&[answer.as_str()])
+            .expect("our answer is valid")
+            .expect("our answer accepts");
+        assert_eq!(
+            (
+                accepted.server_no_context_takeover,
+                accepted.client_no_context_takeover,
+                accepted.server_max_window_bits
+            ),
+            (
+                params.server_no_context_takeover,
+                params.client_no_context_takeover,
+                params.server_max_window_bits
+            ),
+            "{answer}"
+        );
+        // The answer may leave out a window the client promised itself.
+        assert!(accepted.client_max_window_bits >= params.client_max_window_bits);
+        if params.client_no_context_takeover {
+            // Parameter names are matched ignoring ASCII case.
+            let offers = text.to_ascii_lowercase();
+            assert!(offers.contains("client_no_context_takeover"), "only when offered");
+        }
+    }
+    if let Ok(Some(params)) = deflate::accept_response(&values) {
+        assert_in_range(&params);
+    }
+}
+
+fn assert_in_range(params: &DeflateParams) {
+    let range = deflate::MIN_WINDOW_BITS..=deflate::MAX_WINDOW_BITS;
+    assert!(range.contains(&params.server_max_window_bits) && range.contains(&params.client_max_window_bits));
+}
+
+/// A header value for `extensions` (values are tokens once parsed).
+fn render_extensions(extensions: &[Extension]) -> String {
+    extensions
+        .iter()
+        .map(|extension| {
+            let mut element = extension.name.clone();
+            for param in &extension.params {
+                element.push_str("; ");
+                element.push_str(&param.name);
+                if let Some(value) = &param.value {
+                    element.push('=');
+                    element.push_str(value);
+                }
+            }
+            element
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `http` target: an HTTP/1.1 server connection ([`crate::http::Conn`]) driven by the scripted
@@ -442,7 +620,8 @@ fn check_stack_output(mut output: &[u8]) {
         };
         let code = response.code.expect("a status");
         if code == 101 {
-            return check_server_output(&output[head_len..], clock_origin());
+            read_server_frames(&output[head_len..], clock_origin(), None);
+            return;
         }
         let length = response
             .headers
@@ -477,6 +656,15 @@ mod tests {
         split.extend_from_slice(&hello);
         split.extend_from_slice(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]);
         connection(&split);
+        // RFC 7692 §7.2.3.1, compressed "Hello" in two fragments, to a server that compresses
+        // its echo.
+        let mut compressed = vec![0x80 | 0x1e, 2, 0, 9, 0];
+        compressed.extend_from_slice(&[0x41, 0x83, 0, 0, 0, 0, 0xf2, 0x48, 0xcd]);
+        compressed.extend_from_slice(&[0x80, 0x84, 0, 0, 0, 0, 0xc9, 0xc9, 0x07, 0x00]);
+        connection_deflate(&compressed);
+        extensions(
+            b"permessage-deflate; client_max_window_bits\npermessage-deflate; server_max_window_bits=\"10\"",
+        );
         handshake(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
         utf8(&[1, 2, 0, 0xce, 0xba, 0xf4, 0x90]);
         let mut session = b"\x02\x10\x00\x30\x00GET /style.css HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
@@ -502,6 +690,35 @@ mod tests {
     }
 
     #[test]
+    fn inputs_the_fuzzer_found() {
+        // Parameter names match ignoring ASCII case, in the invariant too.
+        extensions(b"permessage-deflate; client_no_context_tadow_b0its=7, permessage-deflate; client_no_context_takeovEr; client_max_window_bits");
+        // Text that turns invalid, then data that is not DEFLATE: whole, zlib met both in one
+        // call and reported the corruption; cut, the bad text came first. The first fault in
+        // the stream now wins either way.
+        connection_deflate(&[
+            0x80, 0x04, 0x01, 0x00, 0x03, 0x00, 0x07, 0x00, 0x14, 0x00, 0xc1, 0xa3, 0x37, 0xfa, 0x21, 0x3d,
+            0x0d, 0x4d, 0xca, 0x41, 0xf8, 0x03, 0xc7, 0x4e, 0x4a, 0x34, 0x4c, 0xe8, 0x66, 0xb2, 0xef, 0x75,
+            0x1b, 0xab, 0xe9, 0xf4, 0xfb, 0xb1, 0x00, 0xc1, 0x88, 0x37, 0xfa, 0x21, 0x3d, 0xc4, 0xb2, 0xec,
+            0xf4, 0xfe, 0xfd, 0x21, 0x74, 0x05, 0x00, 0xd0, 0x1b, 0x17, 0x0d, 0xd0, 0x6b, 0x3e, 0xd2, 0xfa,
+            0x21,
+        ]);
+    }
+
+    #[test]
+    fn a_decompression_bomb_keeps_the_invariants() {
+        // 512 KiB of zeros in one compressed frame of about 500 bytes, to a server whose limit
+        // is 4 KiB.
+        let mut payload = Vec::new();
+        deflate::compress_shared(15, &vec![0; 512 << 10], &mut payload).unwrap();
+        let mut data = vec![0x80, 0];
+        data.extend(crate::testing::masked_frame(0xc2, &payload, [1, 2, 3, 4]));
+        connection_deflate(&data);
+        let outcome = serve(&[&data[2..]], clock_origin(), Some(deflate_from(0x80)));
+        assert_eq!(outcome.error, Some(ProtocolError::InflatedTooBig { max: 4096 }));
+    }
+
+    #[test]
     fn garbage_does_not_break_any_invariant() {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         for len in 0..400 {
@@ -516,6 +733,8 @@ mod tests {
             frame(&data);
             handshake(&data);
             connection(&data);
+            connection_deflate(&data);
+            extensions(&data);
             utf8(&data);
             stack(&data);
         }

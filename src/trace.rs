@@ -8,9 +8,12 @@
 //! #1 <- FIN RSV=000 TEXT   MASK=37fa213d len=5      (7-bit)  "Hello"
 //! #1 -> FIN RSV=000 TEXT   MASK=-        len=5      (7-bit)  "Hello"
 //! #1 <- FIN RSV=000 CLOSE  MASK=0c0d0e0f len=5      (7-bit)  code=1000 (normal closure) reason="bye"
+//! #2 <- FIN RSV=100 TEXT   MASK=37fa213d len=7      (7-bit)  compressed, inflated len=5 "Hello"
 //! ```
 //!
-//! `<-` is what the peer sent, `->` what we sent. Fragments show `...` instead of `FIN`.
+//! `<-` is what the peer sent, `->` what we sent. Fragments show `...` instead of `FIN`. A frame of
+//! a message compressed with permessage-deflate (RSV1 on its first frame, RFC 7692) shows its
+//! length on the wire, then what it inflated to, and the inflated text.
 
 use std::fmt::Write as _;
 
@@ -71,12 +74,33 @@ impl Preview {
 
 /// One frame as a trace line (without the connection prefix).
 pub fn format_frame(direction: Direction, header: &FrameHeader, preview: &[u8]) -> String {
+    let mut line = header_fields(direction, header);
+    describe_payload(&mut line, header.opcode, preview, header.payload_len);
+    line.trim_end().to_owned()
+}
+
+/// A frame of a compressed message (RFC 7692) as a trace line: `inflated_len` bytes came out of
+/// its `header.payload_len` bytes on the wire, and `preview` is the start of them.
+pub fn format_compressed_frame(
+    direction: Direction,
+    header: &FrameHeader,
+    inflated_len: u64,
+    preview: &[u8],
+) -> String {
+    let mut line = header_fields(direction, header);
+    line.push_str(&format!("compressed, inflated len={inflated_len} "));
+    describe_payload(&mut line, header.opcode, preview, inflated_len);
+    line.trim_end().to_owned()
+}
+
+/// The header's fields, in fixed-width columns.
+fn header_fields(direction: Direction, header: &FrameHeader) -> String {
     let form = match header.length_form {
         LengthForm::Bits7 => "(7-bit)",
         LengthForm::Bits16 => "(16-bit)",
         LengthForm::Bits64 => "(64-bit)",
     };
-    let mut line = format!(
+    format!(
         "{} {} RSV={:03b} {:<6} MASK={:<8} len={:<6} {form:<8} ",
         direction.arrow(),
         if header.fin { "FIN" } else { "..." },
@@ -84,19 +108,22 @@ pub fn format_frame(direction: Direction, header: &FrameHeader, preview: &[u8]) 
         header.opcode.name(),
         header.mask.map_or_else(|| "-".to_owned(), hex),
         header.payload_len,
-    );
-    let complete = preview.len() as u64 == header.payload_len;
-    match header.opcode {
+    )
+}
+
+/// The start of a payload of `len` bytes, as text, hex or a Close body; `...` when cut.
+fn describe_payload(line: &mut String, opcode: OpCode, preview: &[u8], len: u64) {
+    let complete = preview.len() as u64 == len;
+    match opcode {
         OpCode::Close if complete => line.push_str(&describe_close(preview)),
         OpCode::Text | OpCode::Continuation => line.push_str(&quote(preview)),
         // Binary data, and pings that carry it (e.g. a counter), read better as hex.
         _ if !is_printable(preview) => line.push_str(&hex(preview)),
         _ => line.push_str(&quote(preview)),
     }
-    if !complete && header.opcode != OpCode::Close {
+    if !complete && opcode != OpCode::Close {
         line.push_str("...");
     }
-    line.trim_end().to_owned()
 }
 
 /// A Close payload: its code with the RFC's meaning, and its reason.
@@ -117,9 +144,10 @@ fn describe_close(payload: &[u8]) -> String {
 /// Why a connection failed, with the rule's section.
 pub fn format_failure(error: &ProtocolError) -> String {
     format!(
-        "!! fail: {} -> close {} (RFC 6455 {})",
+        "!! fail: {} -> close {} ({} {})",
         error,
         error.close_code(),
+        error.rfc(),
         error.rfc_section()
     )
 }
@@ -161,6 +189,33 @@ fn quote(bytes: &[u8]) -> String {
 /// Prints one trace line for connection `id`.
 pub fn line(id: u64, text: &str) {
     log::trace!(target: TARGET, "#{id} {text}");
+}
+
+/// Logging to stderr for a binary: `RUST_LOG`, else `default_filter`; with `trace`, the wire trace
+/// too. Trace lines are printed bare, so that frames line up in a terminal.
+pub fn init_logging(trace: bool, default_filter: &str) {
+    use std::io::Write;
+
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter));
+    if trace {
+        builder.filter_module(TARGET, log::LevelFilter::Trace);
+    }
+    builder.format(|out, record| {
+        if record.target() == TARGET {
+            writeln!(out, "{}", record.args())
+        } else {
+            writeln!(
+                out,
+                "[{} {:<5} {}] {}",
+                out.timestamp_seconds(),
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        }
+    });
+    builder.init();
 }
 
 /// Prints an HTTP head (request or response), one line per header line.
@@ -247,6 +302,30 @@ mod tests {
         assert_eq!(
             format_failure(&ProtocolError::UnmaskedClientFrame),
             "!! fail: client frame is not masked -> close 1002 (protocol error) (RFC 6455 §5.1)"
+        );
+        assert_eq!(
+            format_failure(&ProtocolError::CompressedControlFrame),
+            "!! fail: compressed control frame -> close 1002 (protocol error) (RFC 7692 §6)"
+        );
+    }
+
+    #[test]
+    fn compressed_frame_line_shows_rsv1_both_lengths_and_the_inflated_text() {
+        let mut compressed = header(true, OpCode::Text, Some([0x37, 0xfa, 0x21, 0x3d]), 7);
+        compressed.rsv = 0b100;
+        assert_eq!(
+            format_compressed_frame(Direction::In, &compressed, 5, b"Hello"),
+            "<- FIN RSV=100 TEXT   MASK=37fa213d len=7      (7-bit)  compressed, inflated len=5 \"Hello\""
+        );
+        let line = format_compressed_frame(
+            Direction::Out,
+            &header(true, OpCode::Binary, None, 30),
+            4000,
+            &[0; 3],
+        );
+        assert!(
+            line.ends_with("compressed, inflated len=4000 000000..."),
+            "{line}"
         );
     }
 

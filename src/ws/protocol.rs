@@ -23,17 +23,26 @@
 //!     └──────────────────────── WebSocket Connection", §7.1.7) ────────────────────────┘
 //! ```
 //!
+//! With permessage-deflate (RFC 7692, negotiated in the handshake and handed over with
+//! [`Connection::with_deflate`]) the extension claims RSV1, the "Per-Message Compressed" bit: it may
+//! be set on the first frame of a data message only, and such a message is inflated as its pieces
+//! arrive ([`crate::ws::deflate`]), with the limits and the UTF-8 check applied to the inflated
+//! bytes. Without the extension every reserved bit still fails the connection, as §5.2 asks.
+//!
 //! There is no lasting "closing by peer" state: we answer a peer's Close in the same call that
 //! receives it, so the handshake is complete as soon as the peer's Close is read. In `Closed` the
 //! connection accepts no input and emits nothing; the transport flushes the outbox and closes TCP
 //! (the server first, §7.1.1).
 
+use std::cell::OnceCell;
 use std::fmt;
+use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
 use crate::outbox::{Outbox, SharedBytes};
 use crate::trace::{self, Direction, Preview};
 use crate::ws::close::{self, CloseCode, CloseError};
+use crate::ws::deflate::{self, Decompressor, DeflateParams, InflateError};
 use crate::ws::frame::{self, FrameError, FrameHeader, OpCode};
 use crate::ws::mask::apply_mask;
 use crate::ws::utf8::Utf8Validator;
@@ -105,6 +114,30 @@ impl Default for Timeouts {
 pub struct Config {
     pub limits: Limits,
     pub timeouts: Timeouts,
+}
+
+/// RSV1 as [`FrameHeader::rsv`] holds it: permessage-deflate's "Per-Message Compressed" bit
+/// (RFC 7692 §6).
+const RSV1: u8 = 0b100;
+
+/// A permessage-deflate agreement, for [`Connection::with_deflate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeflateConfig {
+    /// What the opening handshake agreed ([`deflate::negotiate`] or [`deflate::accept_response`]).
+    pub params: DeflateParams,
+    /// Messages of at least this many bytes are sent compressed, shorter ones as they are (RFC 7692
+    /// §6: a sender chooses message by message).
+    pub deflate_threshold: usize,
+}
+
+impl DeflateConfig {
+    /// The agreement, with the default threshold ([`deflate::DEFAULT_THRESHOLD`]).
+    pub fn new(params: DeflateParams) -> Self {
+        Self {
+            params,
+            deflate_threshold: deflate::DEFAULT_THRESHOLD,
+        }
+    }
 }
 
 /// What the peer did. Payloads borrow the input (or the connection's message buffer) and live only
@@ -180,6 +213,16 @@ pub enum ProtocolError {
     MessageTooBig { len: u64, max: usize },
     /// A message in more than [`Limits::max_fragments`] frames.
     TooManyFragments { max: usize },
+    /// RFC 7692 §6: RSV1 on a control frame ("An endpoint MUST NOT set the 'Per-Message
+    /// Compressed' bit of control frames").
+    CompressedControlFrame,
+    /// RFC 7692 §6: RSV1 on a continuation frame ("... and non-first fragments of a data message").
+    CompressedContinuation,
+    /// RFC 7692 §7.2.2: a compressed message that is not valid DEFLATE data.
+    InvalidCompressedData,
+    /// A compressed message that inflates to more than [`Limits::max_message_size`] (the limit
+    /// is on what the message costs us, its inflated size).
+    InflatedTooBig { max: usize },
 }
 
 impl ProtocolError {
@@ -192,17 +235,33 @@ impl ProtocolError {
             | Self::MaskedServerFrame
             | Self::UnexpectedContinuation
             | Self::ExpectedContinuation
+            | Self::CompressedControlFrame
+            | Self::CompressedContinuation
             | Self::Close(CloseError::OneBytePayload | CloseError::InvalidCode(_)) => {
                 CloseCode::ProtocolError
             }
-            Self::InvalidUtf8 | Self::Close(CloseError::ReasonNotUtf8) => CloseCode::InvalidPayload,
-            Self::FrameTooBig { .. } | Self::MessageTooBig { .. } | Self::TooManyFragments { .. } => {
-                CloseCode::MessageTooBig
+            // Data that does not inflate is data inconsistent with its message, like bad UTF-8.
+            Self::InvalidUtf8 | Self::InvalidCompressedData | Self::Close(CloseError::ReasonNotUtf8) => {
+                CloseCode::InvalidPayload
             }
+            Self::FrameTooBig { .. }
+            | Self::MessageTooBig { .. }
+            | Self::TooManyFragments { .. }
+            | Self::InflatedTooBig { .. } => CloseCode::MessageTooBig,
         }
     }
 
-    /// The section of RFC 6455 that states the rule.
+    /// The RFC that states the rule: RFC 6455, or RFC 7692 for permessage-deflate's rules.
+    pub fn rfc(self) -> &'static str {
+        match self {
+            Self::CompressedControlFrame | Self::CompressedContinuation | Self::InvalidCompressedData => {
+                "RFC 7692"
+            }
+            _ => "RFC 6455",
+        }
+    }
+
+    /// The section of [`ProtocolError::rfc`] that states the rule.
     pub fn rfc_section(self) -> &'static str {
         match self {
             Self::Frame(FrameError::ReservedOpcode(_) | FrameError::LengthHighBitSet) => "§5.2",
@@ -212,7 +271,12 @@ impl ProtocolError {
             Self::UnexpectedContinuation | Self::ExpectedContinuation => "§5.4",
             Self::Close(_) => "§5.5.1",
             Self::InvalidUtf8 => "§8.1",
-            Self::FrameTooBig { .. } | Self::MessageTooBig { .. } | Self::TooManyFragments { .. } => "§10.4",
+            Self::FrameTooBig { .. }
+            | Self::MessageTooBig { .. }
+            | Self::TooManyFragments { .. }
+            | Self::InflatedTooBig { .. } => "§10.4",
+            Self::CompressedControlFrame | Self::CompressedContinuation => "§6",
+            Self::InvalidCompressedData => "§7.2.2",
         }
     }
 }
@@ -221,7 +285,9 @@ impl fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Frame(error) => error.fmt(f),
-            Self::ReservedBits(bits) => write!(f, "reserved bits {bits:03b} set without an extension"),
+            Self::ReservedBits(bits) => {
+                write!(f, "reserved bits {bits:03b} set, not claimed by an extension")
+            }
             Self::UnmaskedClientFrame => f.write_str("client frame is not masked"),
             Self::MaskedServerFrame => f.write_str("server frame is masked"),
             Self::UnexpectedContinuation => f.write_str("continuation frame without a message"),
@@ -231,6 +297,10 @@ impl fmt::Display for ProtocolError {
             Self::FrameTooBig { len, max } => write!(f, "frame of {len} bytes exceeds {max}"),
             Self::MessageTooBig { len, max } => write!(f, "message of {len} bytes exceeds {max}"),
             Self::TooManyFragments { max } => write!(f, "message in more than {max} fragments"),
+            Self::CompressedControlFrame => f.write_str("compressed control frame"),
+            Self::CompressedContinuation => f.write_str("RSV1 on a continuation frame"),
+            Self::InvalidCompressedData => f.write_str("compressed message is not valid DEFLATE data"),
+            Self::InflatedTooBig { max } => write!(f, "message inflates to more than {max} bytes"),
         }
     }
 }
@@ -240,6 +310,15 @@ impl std::error::Error for ProtocolError {}
 impl From<FrameError> for ProtocolError {
     fn from(error: FrameError) -> Self {
         Self::Frame(error)
+    }
+}
+
+impl From<InflateError> for ProtocolError {
+    fn from(error: InflateError) -> Self {
+        match error {
+            InflateError::Corrupt => Self::InvalidCompressedData,
+            InflateError::TooBig { limit } => Self::InflatedTooBig { max: limit },
+        }
     }
 }
 
@@ -302,9 +381,96 @@ impl SharedFrame {
     }
 }
 
-impl Message<'_> {
-    fn parts(&self) -> (OpCode, &[u8]) {
-        match *self {
+/// A data message for many server connections, encoded the way each one needs it: plain, or
+/// compressed for the window its client agreed to. Each encoding is made the first time a
+/// connection asks for it, at most once, and then shared like a [`SharedFrame`]; one built for a
+/// broadcast to clients that all negotiated permessage-deflate never makes the plain one. Sharing
+/// a compressed frame is sound because a server never takes over compression context (see
+/// [`crate::ws::deflate`]): the bytes depend on the message and the window alone.
+///
+/// Queue it with [`Sender::send_shared_message`].
+#[derive(Debug)]
+pub struct SharedMessage {
+    message: OwnedMessage,
+    plain: OnceCell<SharedFrame>,
+    /// The compressed frame per window size 8-15; `None` inside if compression failed (the plain
+    /// frame goes instead).
+    compressed: [OnceCell<Option<SharedBytes>>; 8],
+}
+
+/// A [`Message`] that owns its payload.
+#[derive(Debug)]
+enum OwnedMessage {
+    Text(Box<str>),
+    Binary(Box<[u8]>),
+}
+
+impl SharedMessage {
+    pub fn new(message: Message<'_>) -> Self {
+        Self {
+            message: match message {
+                Message::Text(text) => OwnedMessage::Text(text.into()),
+                Message::Binary(data) => OwnedMessage::Binary(data.into()),
+            },
+            plain: OnceCell::new(),
+            compressed: Default::default(),
+        }
+    }
+
+    /// The message itself.
+    pub fn message(&self) -> Message<'_> {
+        match &self.message {
+            OwnedMessage::Text(text) => Message::Text(text),
+            OwnedMessage::Binary(data) => Message::Binary(data),
+        }
+    }
+
+    /// Length of the payload, before any compression.
+    pub fn len(&self) -> usize {
+        self.message().parts().1.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The uncompressed frame.
+    pub fn plain(&self) -> &SharedFrame {
+        self.plain.get_or_init(|| SharedFrame::new(self.message()))
+    }
+
+    /// The compressed frame (RSV1) for a client whose server window is `2^window_bits` bytes.
+    fn compressed(&self, window_bits: u8) -> Option<&SharedBytes> {
+        let bits = window_bits.clamp(deflate::MIN_WINDOW_BITS, deflate::MAX_WINDOW_BITS);
+        self.compressed[usize::from(bits - deflate::MIN_WINDOW_BITS)]
+            .get_or_init(|| {
+                let (opcode, message) = self.message().parts();
+                let mut payload = Vec::new();
+                deflate::compress_shared(bits, message, &mut payload).ok()?;
+                let mut bytes = Vec::new();
+                let mut header = FrameHeader::new(true, opcode, None, payload.len());
+                header.rsv = RSV1;
+                encode(&mut bytes, &header, &payload);
+                Some(bytes.into())
+            })
+            .as_ref()
+    }
+}
+
+/// Appends a whole frame to `out`: `header`, reserved bits included, and `payload`, masked when
+/// the header has a key.
+fn encode(out: &mut Vec<u8>, header: &FrameHeader, payload: &[u8]) {
+    let start = out.len();
+    frame::encode_frame(out, header.fin, header.opcode, payload, header.mask);
+    // encode_frame writes no reserved bits; an extension's go into bits 6..4 of the first byte.
+    if let Some(first) = out.get_mut(start) {
+        *first |= header.rsv << 4;
+    }
+}
+
+impl<'a> Message<'a> {
+    fn parts(self) -> (OpCode, &'a [u8]) {
+        match self {
             Message::Text(text) => (OpCode::Text, text.as_bytes()),
             Message::Binary(data) => (OpCode::Binary, data),
         }
@@ -313,15 +479,24 @@ impl Message<'_> {
 
 /// Masking keys for a client: xorshift64* over a seed. §10.3 wants keys an intermediary cannot
 /// predict; the seed should come from the OS (see [`random_seed`]). Only clients mask.
+///
+/// The state is never 0 (xorshift maps non-zero states to non-zero states), and saying so in the
+/// type makes `Option<MaskKeys>` 8 bytes instead of 16: every connection carries one.
 #[derive(Debug, Clone)]
-struct MaskKeys(u64);
+struct MaskKeys(NonZeroU64);
 
 impl MaskKeys {
+    fn new(seed: u64) -> Self {
+        Self(NonZeroU64::new(seed).unwrap_or(NonZeroU64::MIN))
+    }
+
     fn next(&mut self) -> [u8; 4] {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let value = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let mut state = self.0.get();
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        *self = Self::new(state);
+        let value = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
         ((value >> 32) as u32).to_ne_bytes()
     }
 }
@@ -350,20 +525,51 @@ struct Tx {
     trace_id: Option<u64>,
 }
 
+/// How data messages are compressed on the way out. There is no compressor here: we never take
+/// over context, so compressors are shared per thread ([`deflate::compress_shared`]). A copy
+/// travels in each [`Sender`], taken from the extension's state in [`Rx`], so that the sending half
+/// stays as small as it was.
+#[derive(Debug, Clone, Copy)]
+struct Compression {
+    /// The largest window our direction may use (§7.1.2).
+    window_bits: u8,
+    threshold: usize,
+}
+
 impl Tx {
     fn mask(&mut self) -> Option<[u8; 4]> {
         self.mask_keys.as_mut().map(MaskKeys::next)
     }
 
+    /// Queues a frame as it is: control frames, and data sent uncompressed.
     fn queue_frame(&mut self, opcode: OpCode, payload: &[u8]) {
-        let mask = self.mask();
-        if let Some(id) = self.trace_id {
-            let header = FrameHeader::new(true, opcode, mask, payload.len());
-            let preview = &payload[..payload.len().min(trace::PREVIEW_LEN)];
-            trace::line(id, &trace::format_frame(Direction::Out, &header, preview));
+        let header = FrameHeader::new(true, opcode, self.mask(), payload.len());
+        self.queue(&header, payload, None);
+    }
+
+    /// Queues a data message, compressed (RSV1) when the extension is on and the message is at
+    /// least the threshold long.
+    fn queue_message(&mut self, opcode: OpCode, payload: &[u8], compression: Option<Compression>) {
+        if let Some(compression) = compression
+            && payload.len() >= compression.threshold
+        {
+            let mut compressed = Vec::new();
+            if deflate::compress_shared(compression.window_bits, payload, &mut compressed).is_ok() {
+                let mut header = FrameHeader::new(true, opcode, self.mask(), compressed.len());
+                header.rsv = RSV1;
+                self.queue(&header, &compressed, Some(payload));
+                return;
+            }
         }
-        self.outbox
-            .append_with(|out| frame::encode_frame(out, true, opcode, payload, mask));
+        self.queue_frame(opcode, payload);
+    }
+
+    /// Traces and queues one frame; `inflated` is the message a compressed payload stands for.
+    fn queue(&mut self, header: &FrameHeader, payload: &[u8], inflated: Option<&[u8]>) {
+        if let Some(id) = self.trace_id {
+            trace::line(id, &trace_out(header, payload, inflated));
+        }
+        self.outbox.append_with(|out| encode(out, header, payload));
     }
 
     /// Sends Close (once, §5.5.1) and moves to `next`.
@@ -428,19 +634,34 @@ impl Tx {
     }
 }
 
+/// The trace line of a frame we send.
+fn trace_out(header: &FrameHeader, payload: &[u8], inflated: Option<&[u8]>) -> String {
+    fn preview(bytes: &[u8]) -> &[u8] {
+        &bytes[..bytes.len().min(trace::PREVIEW_LEN)]
+    }
+    match inflated {
+        Some(message) => {
+            trace::format_compressed_frame(Direction::Out, header, message.len() as u64, preview(message))
+        }
+        None => trace::format_frame(Direction::Out, header, preview(payload)),
+    }
+}
+
 /// A handle for sending on a connection, given to the event callback and returned by
 /// [`Connection::sender`].
 pub struct Sender<'a> {
     tx: &'a mut Tx,
     now: Instant,
+    compression: Option<Compression>,
 }
 
 impl Sender<'_> {
-    /// Queues a message as one final frame.
+    /// Queues a message as one final frame, compressed if permessage-deflate is on and the
+    /// message reaches [`DeflateConfig::deflate_threshold`].
     pub fn send(&mut self, message: Message<'_>) -> Result<(), SendError> {
         self.check_open()?;
         let (opcode, payload) = message.parts();
-        self.tx.queue_frame(opcode, payload);
+        self.tx.queue_message(opcode, payload, self.compression);
         Ok(())
     }
 
@@ -452,20 +673,45 @@ impl Sender<'_> {
         self.send(Message::Binary(data))
     }
 
-    /// Queues a frame encoded once for many connections, without copying it.
+    /// Queues a frame encoded once for many connections, without copying it. It goes out as it
+    /// is, uncompressed: [`Sender::send_shared_message`] picks the encoding per connection.
     pub fn send_shared(&mut self, frame: &SharedFrame) -> Result<(), SendError> {
         self.check_open()?;
         if self.tx.role == Role::Client {
             return Err(SendError::SharedFrameFromClient);
         }
-        if let Some(id) = self.tx.trace_id
-            && let Ok(Some((header, len))) = FrameHeader::parse(&frame.0)
-        {
-            let preview = &frame.0[len..frame.0.len().min(len + trace::PREVIEW_LEN)];
-            trace::line(id, &trace::format_frame(Direction::Out, &header, preview));
-        }
-        self.tx.outbox.push_shared(frame.0.clone());
+        self.push_shared(&frame.0, None);
         Ok(())
+    }
+
+    /// Queues a message shared by many connections in the encoding this one negotiated: the
+    /// compressed frame for its window when permessage-deflate is on and the message reaches the
+    /// threshold, else the plain frame. Either is made at most once per message and shared. A
+    /// client masks every frame with its own key, so it sends its own copy instead.
+    pub fn send_shared_message(&mut self, message: &SharedMessage) -> Result<(), SendError> {
+        self.check_open()?;
+        if self.tx.role == Role::Client {
+            return self.send(message.message());
+        }
+        if let Some(compression) = self.compression
+            && message.len() >= compression.threshold
+            && let Some(bytes) = message.compressed(compression.window_bits)
+        {
+            self.push_shared(bytes, Some(message.message().parts().1));
+            return Ok(());
+        }
+        self.push_shared(&message.plain().0, None);
+        Ok(())
+    }
+
+    /// Traces and queues a shared frame; `inflated` as in `Tx::queue`.
+    fn push_shared(&mut self, bytes: &SharedBytes, inflated: Option<&[u8]>) {
+        if let Some(id) = self.tx.trace_id
+            && let Ok(Some((header, len))) = FrameHeader::parse(bytes)
+        {
+            trace::line(id, &trace_out(&header, &bytes[len..], inflated));
+        }
+        self.tx.outbox.push_shared(bytes.clone());
     }
 
     /// Sends a Ping (§5.5.2).
@@ -523,8 +769,35 @@ struct Rx {
     utf8: Utf8Validator,
     /// A control frame's payload cut across reads.
     control: Vec<u8>,
-    /// The start of the current frame's payload, kept only while the connection is traced.
+    /// The start of the current frame's payload, kept only while the connection is traced; for a
+    /// compressed message, the start of what the frame inflated to.
     preview: Option<Box<Preview>>,
+    /// How the peer compresses, when permessage-deflate was negotiated. Boxed: most connections
+    /// have none.
+    deflate: Option<Box<RxDeflate>>,
+    /// Data messages that arrive after our Close are still delivered.
+    deliver_while_closing: bool,
+}
+
+/// permessage-deflate's state: the agreement, and the receiving side. It lives in [`Rx`] because
+/// receiving is where the state is; sending needs only [`Compression`].
+#[derive(Debug)]
+struct RxDeflate {
+    config: DeflateConfig,
+    /// How we compress.
+    compression: Compression,
+    /// The largest window the peer compresses with (§7.1.2).
+    window_bits: u8,
+    /// The peer compresses each message on its own (it agreed to `*_no_context_takeover`), so
+    /// the decompressor need not outlive a message.
+    peer_resets: bool,
+    /// Exists while a compressed message is being received; for good, once created, when the
+    /// peer may refer back to earlier messages.
+    decompressor: Option<Decompressor>,
+    /// The message being assembled arrived with RSV1.
+    compressed: bool,
+    /// Bytes the current frame inflated to so far, for the trace.
+    frame_inflated: u64,
 }
 
 impl Rx {
@@ -540,14 +813,41 @@ impl Rx {
             utf8: Utf8Validator::new(),
             control: Vec::new(),
             preview: None,
+            deflate: None,
+            deliver_while_closing: false,
         }
     }
 
-    /// Traces the current incoming frame with the payload seen so far.
+    /// Whether data messages are still delivered. After our Close (§7.1.3) they are read only to
+    /// find the peer's Close, unless the connection was built with
+    /// [`Connection::deliver_data_while_closing`].
+    fn wants_data(&self, state: State) -> bool {
+        state == State::Open || (state == State::ClosingByUs && self.deliver_while_closing)
+    }
+
+    /// How [`Sender`]s compress, if the extension is on.
+    fn compression(&self) -> Option<Compression> {
+        self.deflate.as_ref().map(|deflate| deflate.compression)
+    }
+
+    /// Whether `header` is a frame of a compressed message (RSV1 was on its first frame).
+    fn is_compressed(&self, header: &FrameHeader) -> bool {
+        !header.opcode.is_control() && self.deflate.as_ref().is_some_and(|deflate| deflate.compressed)
+    }
+
+    /// Traces the current incoming frame with the payload seen so far (inflated, for a frame of
+    /// a compressed message).
     fn trace_frame(&self, header: &FrameHeader, tx: &Tx) {
-        if let (Some(id), Some(preview)) = (tx.trace_id, &self.preview) {
-            trace::line(id, &trace::format_frame(Direction::In, header, preview.bytes()));
-        }
+        let (Some(id), Some(preview)) = (tx.trace_id, &self.preview) else {
+            return;
+        };
+        let line = match &self.deflate {
+            Some(deflate) if self.is_compressed(header) => {
+                trace::format_compressed_frame(Direction::In, header, deflate.frame_inflated, preview.bytes())
+            }
+            _ => trace::format_frame(Direction::In, header, preview.bytes()),
+        };
+        trace::line(id, &line);
     }
 
     /// Consumes bytes from the front of `input` and returns how many.
@@ -575,7 +875,11 @@ impl Rx {
                     None => mask_offset,
                 };
                 let remaining = remaining - take as u64;
-                if let Some(preview) = &mut self.preview {
+                // A compressed frame is previewed and traced as it inflates (in `on_payload`).
+                let compressed = self.is_compressed(&header);
+                if let Some(preview) = &mut self.preview
+                    && !compressed
+                {
                     preview.extend(piece);
                     if remaining == 0 {
                         self.trace_frame(&header, tx);
@@ -627,12 +931,17 @@ impl Rx {
         if let Some(preview) = &mut self.preview {
             **preview = Preview::new();
         }
+        if let Some(deflate) = &mut self.deflate {
+            deflate.frame_inflated = 0;
+        }
         if let Err(error) = self.begin_frame(&header, tx.role) {
             self.trace_frame(&header, tx);
             return Err(error);
         }
         if header.payload_len == 0 {
-            self.trace_frame(&header, tx);
+            if !self.is_compressed(&header) {
+                self.trace_frame(&header, tx);
+            }
             self.read = ReadState::Header { len: 0 };
             self.on_payload(&header, &mut [], true, tx, now, on_event)?;
         } else {
@@ -645,11 +954,28 @@ impl Rx {
         Ok(used)
     }
 
-    /// Checks a header against the rules that depend on the connection, before any payload.
-    fn begin_frame(&mut self, header: &FrameHeader, role: Role) -> Result<(), ProtocolError> {
-        if header.rsv != 0 {
+    /// §5.2: "RSV1, RSV2, RSV3: MUST be 0 unless an extension is negotiated that defines
+    /// meanings for non-zero values". permessage-deflate defines RSV1, on the first frame of a
+    /// data message only (RFC 7692 §6).
+    fn check_reserved_bits(&self, header: &FrameHeader) -> Result<(), ProtocolError> {
+        let claimed = if self.deflate.is_some() { RSV1 } else { 0 };
+        if header.rsv & !claimed != 0 {
             return Err(ProtocolError::ReservedBits(header.rsv));
         }
+        if header.rsv & RSV1 != 0 {
+            if header.opcode.is_control() {
+                return Err(ProtocolError::CompressedControlFrame);
+            }
+            if header.opcode == OpCode::Continuation {
+                return Err(ProtocolError::CompressedContinuation);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a header against the rules that depend on the connection, before any payload.
+    fn begin_frame(&mut self, header: &FrameHeader, role: Role) -> Result<(), ProtocolError> {
+        self.check_reserved_bits(header)?;
         match (role, header.mask.is_some()) {
             (Role::Server, false) => return Err(ProtocolError::UnmaskedClientFrame),
             (Role::Client, true) => return Err(ProtocolError::MaskedServerFrame),
@@ -678,11 +1004,15 @@ impl Rx {
                     return Err(ProtocolError::ExpectedContinuation);
                 }
                 self.message_kind = Some(header.opcode);
+                if let Some(deflate) = &mut self.deflate {
+                    deflate.compressed = header.rsv & RSV1 != 0;
+                }
             }
             OpCode::Close | OpCode::Ping | OpCode::Pong => return Ok(()),
         }
         let message_len = self.message_len + header.payload_len;
-        if message_len > self.limits.max_message_size as u64 {
+        // A compressed message is limited by what it inflates to, as it inflates.
+        if !self.is_compressed(header) && message_len > self.limits.max_message_size as u64 {
             return Err(ProtocolError::MessageTooBig {
                 len: message_len,
                 max: self.limits.max_message_size,
@@ -709,10 +1039,12 @@ impl Rx {
         if header.opcode.is_control() {
             return self.on_control_payload(header, piece, frame_done, tx, now, on_event);
         }
+        if self.is_compressed(header) {
+            return self.on_compressed_payload(header, piece, frame_done, tx, now, on_event);
+        }
         let kind = self.message_kind.unwrap_or(OpCode::Binary);
         let message_done = frame_done && header.fin;
-        if tx.state != State::Open {
-            // §7.1.3: after our Close, data is read only to find the peer's Close.
+        if !self.wants_data(tx.state) {
             if message_done {
                 self.end_message();
             }
@@ -720,7 +1052,7 @@ impl Rx {
         }
         if message_done && self.message.is_empty() && piece.len() as u64 == header.payload_len {
             // The whole message is in this read: deliver it from the input, no copy.
-            deliver(kind, piece, tx, now, on_event)?;
+            deliver(kind, piece, tx, now, self.compression(), on_event)?;
             self.end_message();
             return Ok(());
         }
@@ -733,8 +1065,80 @@ impl Rx {
                 self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
             }
             let message = std::mem::take(&mut self.message);
-            deliver(kind, &message, tx, now, on_event)?;
+            deliver(kind, &message, tx, now, self.compression(), on_event)?;
             self.end_message();
+        }
+        Ok(())
+    }
+
+    /// Handles a piece of a compressed message: inflates it at once (RFC 7692 §7.2.2), so the
+    /// limit and the UTF-8 check apply to the inflated bytes as they come.
+    fn on_compressed_payload<F>(
+        &mut self,
+        header: &FrameHeader,
+        piece: &[u8],
+        frame_done: bool,
+        tx: &mut Tx,
+        now: Instant,
+        on_event: &mut F,
+    ) -> Result<(), ProtocolError>
+    where
+        F: FnMut(Event<'_>, &mut Sender<'_>),
+    {
+        let message_done = frame_done && header.fin;
+        let open = self.wants_data(tx.state);
+        let inflated = if open {
+            self.inflate(piece, message_done)
+        } else {
+            Ok(())
+        };
+        if frame_done {
+            self.trace_frame(header, tx);
+        }
+        inflated?;
+        if message_done {
+            if open {
+                let message = std::mem::take(&mut self.message);
+                let kind = self.message_kind.unwrap_or(OpCode::Binary);
+                deliver(kind, &message, tx, now, self.compression(), on_event)?;
+            }
+            self.end_message();
+        }
+        Ok(())
+    }
+
+    /// Inflates a piece of the current compressed message into `self.message`, and ends the
+    /// message when it is the last piece.
+    fn inflate(&mut self, piece: &[u8], message_done: bool) -> Result<(), ProtocolError> {
+        let Some(deflate) = self.deflate.as_deref_mut() else {
+            return Ok(());
+        };
+        let limit = self.limits.max_message_size;
+        let text = self.message_kind == Some(OpCode::Text);
+        let window_bits = deflate.window_bits;
+        let decompressor = deflate
+            .decompressor
+            .get_or_insert_with(|| Decompressor::new(window_bits));
+        let (utf8, preview, frame_inflated) =
+            (&mut self.utf8, &mut self.preview, &mut deflate.frame_inflated);
+        let mut inspect = |inflated: &[u8]| {
+            *frame_inflated += inflated.len() as u64;
+            if let Some(preview) = preview {
+                preview.extend(inflated);
+            }
+            if text {
+                // §8.1 on the inflated text, so it still fails at the first invalid byte.
+                utf8.feed(inflated).map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            Ok::<(), ProtocolError>(())
+        };
+        decompressor.inflate(piece, &mut self.message, limit, &mut inspect)?;
+        if !message_done {
+            return Ok(());
+        }
+        decompressor.finish(&mut self.message, limit, &mut inspect)?;
+        if text {
+            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         Ok(())
     }
@@ -756,11 +1160,11 @@ impl Rx {
             return Ok(());
         }
         if self.control.is_empty() {
-            return on_control_frame(header.opcode, piece, tx, now, on_event);
+            return on_control_frame(header.opcode, piece, tx, now, self.compression(), on_event);
         }
         let mut payload = std::mem::take(&mut self.control);
         payload.extend_from_slice(piece);
-        on_control_frame(header.opcode, &payload, tx, now, on_event)
+        on_control_frame(header.opcode, &payload, tx, now, self.compression(), on_event)
     }
 
     /// Resets message assembly and gives its buffer back.
@@ -770,6 +1174,12 @@ impl Rx {
         self.message_len = 0;
         self.fragments = 0;
         self.utf8 = Utf8Validator::new();
+        if let Some(deflate) = &mut self.deflate {
+            deflate.compressed = false;
+            if deflate.peer_resets {
+                deflate.decompressor = None;
+            }
+        }
     }
 }
 
@@ -779,6 +1189,7 @@ fn deliver<F>(
     payload: &[u8],
     tx: &mut Tx,
     now: Instant,
+    compression: Option<Compression>,
     on_event: &mut F,
 ) -> Result<(), ProtocolError>
 where
@@ -789,7 +1200,7 @@ where
     } else {
         Event::Binary(payload)
     };
-    on_event(event, &mut Sender { tx, now });
+    on_event(event, &mut Sender { tx, now, compression });
     Ok(())
 }
 
@@ -799,6 +1210,7 @@ fn on_control_frame<F>(
     payload: &[u8],
     tx: &mut Tx,
     now: Instant,
+    compression: Option<Compression>,
     on_event: &mut F,
 ) -> Result<(), ProtocolError>
 where
@@ -821,7 +1233,7 @@ where
             Event::Close(body)
         }
     };
-    on_event(event, &mut Sender { tx, now });
+    on_event(event, &mut Sender { tx, now, compression });
     Ok(())
 }
 
@@ -851,7 +1263,7 @@ impl Connection {
                 role,
                 state: State::Open,
                 outbox: Outbox::new(),
-                mask_keys: (role == Role::Client).then_some(MaskKeys(seed | 1)),
+                mask_keys: (role == Role::Client).then(|| MaskKeys::new(seed | 1)),
                 close_timeout: config.timeouts.close_timeout,
                 close_deadline: None,
                 status: None,
@@ -861,6 +1273,64 @@ impl Connection {
             last_heard: now,
             next_ping: config.timeouts.ping_interval.map(|interval| now + interval),
         }
+    }
+
+    /// Turns on permessage-deflate (RFC 7692) as the opening handshake agreed it. Without it a
+    /// connection behaves exactly as RFC 6455 alone says, RSV1 included.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use wschat::ws::deflate::{self, DeflatePolicy};
+    /// use wschat::ws::protocol::{Config, Connection, DeflateConfig, Role};
+    ///
+    /// // The server side: the request's Sec-WebSocket-Extensions values, our policy.
+    /// let offers = ["permessage-deflate; client_max_window_bits"];
+    /// let (params, answer) = deflate::negotiate(&offers, &DeflatePolicy::default()).expect("accepted");
+    /// assert_eq!(answer, "permessage-deflate; server_no_context_takeover"); // into the 101 response
+    /// let conn = Connection::new(Role::Server, Config::default(), Instant::now())
+    ///     .with_deflate(DeflateConfig::new(params));
+    /// assert_eq!(conn.deflate().map(|deflate| deflate.params), Some(params));
+    /// ```
+    pub fn with_deflate(mut self, deflate: DeflateConfig) -> Self {
+        let (ours, theirs) = match self.tx.role {
+            Role::Server => (
+                deflate.params.server_to_client(),
+                deflate.params.client_to_server(),
+            ),
+            Role::Client => (
+                deflate.params.client_to_server(),
+                deflate.params.server_to_client(),
+            ),
+        };
+        self.rx.deflate = Some(Box::new(RxDeflate {
+            config: deflate,
+            compression: Compression {
+                window_bits: ours.max_window_bits,
+                threshold: deflate.deflate_threshold,
+            },
+            window_bits: theirs.max_window_bits,
+            peer_resets: theirs.no_context_takeover,
+            decompressor: None,
+            compressed: false,
+            frame_inflated: 0,
+        }));
+        self
+    }
+
+    /// Keeps delivering the peer's data messages after we sent Close, until its Close arrives
+    /// (they can no longer be answered). RFC 6455 §1.4 only has an endpoint discard what follows
+    /// the peer's Close; what was in flight when we closed is still the peer's data. A client that
+    /// closes at the end of its input wants the replies still on their way (`wschat-client`). Off
+    /// by default: a server that closes a connection (shutdown, a client that floods it) has
+    /// stopped serving it.
+    pub fn deliver_data_while_closing(mut self) -> Self {
+        self.rx.deliver_while_closing = true;
+        self
+    }
+
+    /// The permessage-deflate agreement, if there is one.
+    pub fn deflate(&self) -> Option<DeflateConfig> {
+        self.rx.deflate.as_ref().map(|deflate| deflate.config)
     }
 
     /// Prints every frame of this connection to the wire trace ([`crate::trace`]) as `#id`.
@@ -896,6 +1366,7 @@ impl Connection {
         Sender {
             tx: &mut self.tx,
             now,
+            compression: self.rx.compression(),
         }
     }
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Judge an Autobahn|Testsuite fuzzingclient report (stdlib only).
+"""Judge an Autobahn|Testsuite report, of either side (stdlib only).
 
-Reads <outdir>/index.json written by `wstest -m fuzzingclient` and exits
-non-zero unless every selected case passed:
+Reads <outdir>/index.json, as written by `wstest -m fuzzingclient` (wschat is
+the server under test: run.sh) or by `wstest -m fuzzingserver` on
+/updateReports (wschat is the client under test: run-client.sh); both have
+the same format. Exits non-zero unless every selected case passed:
 
   * behavior is OK or INFORMATIONAL (NON-STRICT, FAILED, WRONG CODE,
     UNCLEAN, UNIMPLEMENTED, ... all fail);
@@ -13,10 +15,11 @@ non-zero unless every selected case passed:
     (those cases are INFORMATIONAL unconditionally, even when wstest could
     not connect), which is read from the per-case report file;
   * a selected case with no result fails; a missing, unreadable or empty
-    index.json fails (wstest exits 0 even when it could not connect).
+    index.json fails (wstest exits 0 even when nothing connected, and the
+    fuzzing server writes no report until a client asks for one).
 
 The selected case ids come from --expected (a JSON list, or an object with a
-"selected" list, as run.sh writes using the testsuite's own case registry).
+"selected" list, as common.sh writes using the testsuite's own case registry).
 Without --expected the cases present in the report are used, which cannot
 detect missing ones, so a warning is printed.
 
@@ -68,7 +71,7 @@ def read_case_report(reports_dir, result):
 def judge(case_id, result, reports_dir):
     """Return None if the case passed, else a reason string."""
     if result is None:
-        return "no result (case did not run: server unreachable or crashed?)"
+        return "no result (case did not run: peer unreachable or crashed?)"
     if not isinstance(result, dict):
         return "malformed result %r" % (result,)
     behavior = result.get("behavior")
@@ -137,12 +140,12 @@ def main(argv=None):
         with open(args.index) as f:
             index = json.load(f)
     except OSError as e:
-        return fail_all("no report %s (%s); did wstest run and reach the server?"
+        return fail_all("no report %s (%s); did wstest run and reach its peer?"
                         % (args.index, e.strerror or e))
     except ValueError as e:
         return fail_all("report %s is not valid JSON: %s" % (args.index, e))
     if not isinstance(index, dict) or not index:
-        return fail_all("report %s holds no results (wstest could not connect?)" % args.index)
+        return fail_all("report %s holds no results (nothing connected?)" % args.index)
 
     if args.agent is None:
         if len(index) != 1:
@@ -184,8 +187,8 @@ def main(argv=None):
             continue
         print("autobahn: FAIL %s: %s" % (case_id, reason))
     if missing:
-        # One line, not hundreds, when the server was down or died early.
-        print("autobahn: FAIL no result (did not run: server unreachable or crashed?) "
+        # One line, not hundreds, when the peer was down or died early.
+        print("autobahn: FAIL no result (did not run: peer unreachable or crashed?) "
               "for %d case(s): %s" % (len(missing), " ".join(missing)))
     summary(len(expected), len(expected) - len(failures), len(failures))
     return 1 if failures else 0

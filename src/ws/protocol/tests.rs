@@ -2,6 +2,8 @@
 //! both runs must produce the same events, output bytes and final state.
 #![allow(clippy::disallowed_methods)] // An origin for the tests' hand-moved clock; nothing is timed.
 
+use std::rc::Rc;
+
 use super::*;
 
 const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
@@ -15,6 +17,8 @@ type Seen = OwnedEvent;
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Out {
     fin: bool,
+    /// The reserved bits; RSV1 (0b100) marks a compressed message.
+    rsv: u8,
     opcode: OpCode,
     payload: Vec<u8>,
 }
@@ -60,6 +64,7 @@ fn parse_output(mut bytes: &[u8]) -> Vec<Out> {
         let end = len + header.payload_len as usize;
         frames.push(Out {
             fin: header.fin,
+            rsv: header.rsv,
             opcode: header.opcode,
             payload: bytes[len..end].to_vec(),
         });
@@ -79,10 +84,14 @@ fn test_config(limits: Limits) -> Config {
     }
 }
 
-/// Feeds `input` in pieces of `piece` bytes to a server connection that echoes data messages.
-fn run_in_pieces(input: &[u8], piece: usize, limits: Limits) -> Run {
+/// A server connection without extensions.
+fn server(limits: Limits) -> Connection {
+    Connection::new(Role::Server, test_config(limits), Instant::now())
+}
+
+/// Feeds `input` in pieces of `piece` bytes to `conn`, which echoes data messages.
+fn run_in_pieces(input: &[u8], piece: usize, mut conn: Connection) -> Run {
     let now = Instant::now();
-    let mut conn = Connection::new(Role::Server, test_config(limits), now);
     let mut events = Vec::new();
     let mut data = input.to_vec();
     for chunk in data.chunks_mut(piece) {
@@ -104,12 +113,16 @@ fn run_in_pieces(input: &[u8], piece: usize, limits: Limits) -> Run {
     }
 }
 
-/// Feeds `input` whole and one byte at a time; both must agree.
-fn run_with(input: &[u8], limits: Limits) -> Run {
-    let whole = run_in_pieces(input, input.len().max(1), limits);
-    let bytewise = run_in_pieces(input, 1, limits);
+/// Feeds `input` whole and one byte at a time to connections from `make`; both must agree.
+fn run_on(input: &[u8], make: impl Fn() -> Connection) -> Run {
+    let whole = run_in_pieces(input, input.len().max(1), make());
+    let bytewise = run_in_pieces(input, 1, make());
     assert_eq!(whole, bytewise, "whole and byte-at-a-time runs differ");
     whole
+}
+
+fn run_with(input: &[u8], limits: Limits) -> Run {
+    run_on(input, || server(limits))
 }
 
 fn run(input: &[u8]) -> Run {
@@ -214,6 +227,7 @@ fn ping_is_answered_with_pong_carrying_the_same_payload() {
         result.output,
         [Out {
             fin: true,
+            rsv: 0,
             opcode: OpCode::Pong,
             payload: b"are you there".to_vec()
         }]
@@ -401,6 +415,7 @@ fn empty_close_is_answered_with_an_empty_close() {
         result.output,
         [Out {
             fin: true,
+            rsv: 0,
             opcode: OpCode::Close,
             payload: Vec::new()
         }]
@@ -638,4 +653,502 @@ fn partial_message_memory_is_released_after_delivery() {
     assert!(conn.buffered() > 0);
     conn.receive(second, now, |_, _| {});
     assert_eq!(conn.buffered(), 0);
+}
+
+// RFC 7692: permessage-deflate
+
+/// What our server agrees with Chrome: the server compresses each message on its own, the client
+/// keeps its context (and so may refer back to earlier messages).
+const CHROME: DeflateParams = DeflateParams {
+    server_no_context_takeover: true,
+    client_no_context_takeover: false,
+    server_max_window_bits: 15,
+    client_max_window_bits: 15,
+};
+
+/// What our server agrees with a client that offered `client_no_context_takeover`.
+const NO_TAKEOVER: DeflateParams = DeflateParams {
+    client_no_context_takeover: true,
+    ..CHROME
+};
+
+/// A server connection that negotiated permessage-deflate with `params`; messages of at least
+/// `threshold` bytes go out compressed.
+fn deflate_server(limits: Limits, params: DeflateParams, threshold: usize) -> Connection {
+    server(limits).with_deflate(DeflateConfig {
+        params,
+        deflate_threshold: threshold,
+    })
+}
+
+/// Feeds `input` (whole and byte by byte) to a server that negotiated `params` and compresses
+/// every message it echoes.
+fn run_deflate(input: &[u8], params: DeflateParams) -> Run {
+    run_on(input, || deflate_server(Limits::default(), params, 0))
+}
+
+/// `message` as a compressed payload, each message on its own (as we always send).
+fn compressed(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    deflate::compress_shared(15, message, &mut out).unwrap();
+    out
+}
+
+/// A compressed text message from the client in one frame.
+fn compressed_text(text: &[u8]) -> Vec<u8> {
+    raw_frame(FIN, RSV1, OpCode::Text as u8, &compressed(text))
+}
+
+/// The message a compressed frame the server wrote stands for.
+fn inflate_out(frame: &Out) -> Vec<u8> {
+    assert_eq!(frame.rsv, RSV1, "{frame:?}");
+    let mut out = Vec::new();
+    let mut decompressor = Decompressor::new(15);
+    let mut inspect = |_: &[u8]| Ok::<(), InflateError>(());
+    decompressor
+        .inflate(&frame.payload, &mut out, usize::MAX, &mut inspect)
+        .unwrap();
+    decompressor.finish(&mut out, usize::MAX, &mut inspect).unwrap();
+    out
+}
+
+#[test]
+fn rfc7692_7_2_3_1_compressed_hello_is_delivered() {
+    let input = raw_frame(FIN, RSV1, 0x1, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+    let result = run_deflate(&input, CHROME);
+    assert_eq!(result.events, [Seen::Text("Hello".into())]);
+}
+
+#[test]
+fn rfc7692_7_2_3_1_compressed_hello_in_two_fragments_is_delivered() {
+    let input = concat(&[
+        raw_frame(MORE, RSV1, 0x1, &[0xf2, 0x48, 0xcd]),
+        raw_frame(FIN, 0, 0x0, &[0xc9, 0xc9, 0x07, 0x00]),
+    ]);
+    assert_eq!(run_deflate(&input, CHROME).events, [Seen::Text("Hello".into())]);
+}
+
+#[test]
+fn rfc7692_7_2_3_2_message_referring_to_the_previous_one_is_delivered_when_the_peer_keeps_context() {
+    let input = concat(&[
+        raw_frame(FIN, RSV1, 0x1, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]),
+        raw_frame(FIN, RSV1, 0x1, &[0xf2, 0x00, 0x11, 0x00, 0x00]),
+    ]);
+    assert_eq!(
+        run_deflate(&input, CHROME).events,
+        [Seen::Text("Hello".into()), Seen::Text("Hello".into())]
+    );
+}
+
+#[test]
+fn rfc7692_7_2_3_payload_forms_table() {
+    // (payload pieces of one message, first frame RSV1, the rest continuations)
+    let table: [(&[&[u8]], &str); 5] = [
+        // §7.2.3.3: a block with no compression.
+        (
+            &[&[0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00]],
+            "Hello",
+        ),
+        // §7.2.3.4: a final block, then the padding byte of the empty block after it.
+        (&[&[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00]], "Hello"),
+        // §7.2.3.5: two blocks.
+        (
+            &[&[
+                0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00,
+            ]],
+            "Hello",
+        ),
+        // §7.2.3.6: the empty message, and an empty last fragment.
+        (&[&[0x00]], ""),
+        (&[&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], &[]], "Hello"),
+    ];
+    for (pieces, text) in table {
+        let frames: Vec<Vec<u8>> = pieces
+            .iter()
+            .enumerate()
+            .map(|(i, piece)| {
+                let (rsv, opcode) = if i == 0 { (RSV1, 0x1) } else { (0, 0x0) };
+                raw_frame(i + 1 == pieces.len(), rsv, opcode, piece)
+            })
+            .collect();
+        assert_eq!(
+            run_deflate(&concat(&frames), CHROME).events,
+            [Seen::Text(text.into())],
+            "{pieces:x?}"
+        );
+    }
+}
+
+#[test]
+fn uncompressed_message_on_a_deflate_connection_is_delivered() {
+    let result = run_deflate(&frame(FIN, OpCode::Binary, b"plain"), CHROME);
+    assert_eq!(result.events, [Seen::Binary(b"plain".to_vec())]);
+}
+
+#[test]
+fn rsv1_on_a_control_frame_fails_with_1002() {
+    for opcode in [OpCode::Ping, OpCode::Pong, OpCode::Close] {
+        let result = run_deflate(&raw_frame(FIN, RSV1, opcode as u8, b""), CHROME);
+        assert_eq!(result.sent_close_code(), Some(1002), "{opcode:?}");
+    }
+}
+
+#[test]
+fn rsv1_on_a_continuation_fails_with_1002() {
+    let input = concat(&[
+        raw_frame(MORE, RSV1, 0x1, &[0xf2, 0x48, 0xcd]),
+        raw_frame(FIN, RSV1, 0x0, &[0xc9, 0xc9, 0x07, 0x00]),
+    ]);
+    let result = run_deflate(&input, CHROME);
+    assert_eq!(result.sent_close_code(), Some(1002));
+    assert!(result.events.is_empty());
+}
+
+#[test]
+fn rsv2_and_rsv3_still_fail_with_1002_when_deflate_claims_rsv1() {
+    for rsv in [0b010, 0b001, 0b110, 0b111] {
+        let result = run_deflate(&raw_frame(FIN, rsv, 0x1, &compressed(b"hi")), CHROME);
+        assert_eq!(result.sent_close_code(), Some(1002), "rsv {rsv:03b}");
+    }
+}
+
+#[test]
+fn data_that_is_not_deflate_fails_with_1007() {
+    let result = run_deflate(&raw_frame(FIN, RSV1, 0x2, &[0xff, 0xff, 0xff, 0xff]), CHROME);
+    assert_eq!(result.sent_close_code(), Some(1007));
+}
+
+#[test]
+fn compressed_message_inflating_past_the_limit_fails_with_1009() {
+    let limits = Limits {
+        max_frame_size: 1024,
+        max_message_size: 4096,
+        max_fragments: 4,
+    };
+    let bomb = compressed(&[0; 256 * 1024]);
+    assert!(bomb.len() <= limits.max_frame_size, "a small frame on the wire");
+    let input = raw_frame(FIN, RSV1, 0x2, &bomb);
+    let result = run_on(&input, || deflate_server(limits, CHROME, 0));
+    assert_eq!(result.sent_close_code(), Some(1009));
+    assert!(result.events.is_empty());
+    let now = Instant::now();
+    let mut conn = deflate_server(limits, CHROME, 0);
+    let (header, rest) = input.split_at(6 + 40);
+    conn.receive(&mut header.to_vec(), now, |_, _| {});
+    assert!(
+        conn.buffered() <= 2 * limits.max_message_size,
+        "{} bytes held",
+        conn.buffered()
+    );
+    conn.receive(&mut rest.to_vec(), now, |_, _| {});
+    assert_eq!(
+        conn.close_status().unwrap().error,
+        Some(ProtocolError::InflatedTooBig { max: 4096 })
+    );
+}
+
+#[test]
+fn compressed_message_inflating_to_exactly_the_limit_is_delivered() {
+    let limits = small_limits();
+    let message = vec![7; limits.max_message_size];
+    let input = raw_frame(FIN, RSV1, 0x2, &compressed(&message));
+    let result = run_on(&input, || deflate_server(limits, CHROME, usize::MAX));
+    assert_eq!(result.events, [Seen::Binary(message)]);
+}
+
+#[test]
+fn compressed_message_is_limited_by_its_inflated_size_not_its_wire_size() {
+    // Incompressible bytes grow a little when "compressed": on the wire the message is longer
+    // than the limit, inflated it fits.
+    let mut seed = 0x9e37_79b9u32;
+    let message: Vec<u8> = (0..1000)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed as u8
+        })
+        .collect();
+    let payload = compressed(&message);
+    assert!(payload.len() > message.len());
+    let limits = Limits {
+        max_frame_size: 2000,
+        max_message_size: 1000,
+        max_fragments: 4,
+    };
+    let input = raw_frame(FIN, RSV1, 0x2, &payload);
+    let result = run_on(&input, || deflate_server(limits, CHROME, usize::MAX));
+    assert_eq!(result.events, [Seen::Binary(message)]);
+}
+
+#[test]
+fn invalid_utf8_in_compressed_text_fails_before_the_frame_is_complete() {
+    let mut text = b"\xce\xba\xf4\x90 ".to_vec();
+    text.extend(b"and a long tail of valid text after the bad bytes ".repeat(200));
+    let input = raw_frame(FIN, RSV1, 0x1, &compressed(&text));
+    let cut = input.len() * 2 / 3;
+    let result = run_deflate(&input[..cut], CHROME);
+    assert_eq!(result.sent_close_code(), Some(1007));
+}
+
+#[test]
+fn compressed_text_that_ends_inside_a_character_fails_with_1007() {
+    assert_eq!(
+        run_deflate(&compressed_text(b"ok\xf0\x9f"), CHROME).sent_close_code(),
+        Some(1007)
+    );
+}
+
+#[test]
+fn server_compresses_what_reaches_the_threshold_and_sends_the_rest_plain() {
+    let long = "a chat line long enough to be worth compressing, ".repeat(4);
+    let input = concat(&[
+        frame(FIN, OpCode::Text, b"short"),
+        frame(FIN, OpCode::Text, long.as_bytes()),
+    ]);
+    let result = run_on(&input, || deflate_server(Limits::default(), CHROME, 100));
+    let expected_compressed = compressed(long.as_bytes());
+    assert_eq!(
+        result.output,
+        [
+            Out {
+                fin: true,
+                rsv: 0,
+                opcode: OpCode::Text,
+                payload: b"short".to_vec()
+            },
+            Out {
+                fin: true,
+                rsv: RSV1,
+                opcode: OpCode::Text,
+                payload: expected_compressed
+            },
+        ]
+    );
+    assert_eq!(inflate_out(&result.output[1]), long.as_bytes());
+}
+
+#[test]
+fn control_frames_are_never_compressed() {
+    let input = concat(&[
+        frame(FIN, OpCode::Ping, b"ping payload"),
+        close_frame(1000, "bye"),
+    ]);
+    let result = run_deflate(&input, CHROME);
+    assert!(
+        result.output.iter().all(|frame| frame.rsv == 0),
+        "{:?}",
+        result.output
+    );
+    assert_eq!(result.output.len(), 2);
+}
+
+#[test]
+fn server_output_with_deflate_reads_back_on_a_client_connection() {
+    let texts = ["x".repeat(300), "κόσμε ".repeat(50), String::new()];
+    let frames: Vec<Vec<u8>> = texts
+        .iter()
+        .map(|text| compressed_text(text.as_bytes()))
+        .collect();
+    let server_run = run_deflate(&concat(&frames), CHROME);
+    let mut bytes: Vec<u8> = Vec::new();
+    for out in &server_run.output {
+        let mut header = FrameHeader::new(out.fin, out.opcode, None, out.payload.len());
+        header.rsv = out.rsv;
+        encode(&mut bytes, &header, &out.payload);
+    }
+    let now = Instant::now();
+    let mut client = Connection::new(Role::Client, test_config(Limits::default()), now)
+        .with_deflate(DeflateConfig::new(CHROME));
+    let mut events = Vec::new();
+    client.receive(&mut bytes, now, |event, _| events.push(Seen::from(event)));
+    let expected: Vec<Seen> = texts.iter().map(|text| Seen::Text(text.clone())).collect();
+    assert_eq!(events, expected);
+    assert_eq!(client.state(), State::Open);
+}
+
+#[test]
+fn client_compresses_and_masks_what_it_sends() {
+    let now = Instant::now();
+    let params = DeflateParams {
+        client_max_window_bits: 9,
+        ..CHROME
+    };
+    let mut client = Connection::with_mask_seed(Role::Client, test_config(Limits::default()), now, 7)
+        .with_deflate(DeflateConfig::new(params));
+    let text = "client text, repeated until it is worth compressing. ".repeat(10);
+    client.sender(now).send_text(&text).unwrap();
+    let mut bytes = Vec::new();
+    client.outbox().write_to(&mut bytes).unwrap();
+    let (header, len) = FrameHeader::parse(&bytes).unwrap().unwrap();
+    assert_eq!(header.rsv, RSV1);
+    let key = header.mask.expect("client frames are masked");
+    let mut payload = bytes[len..].to_vec();
+    crate::ws::mask::apply_mask(&mut payload, key, 0);
+    let mut expected = Vec::new();
+    deflate::compress_shared(9, text.as_bytes(), &mut expected).unwrap();
+    assert_eq!(
+        payload, expected,
+        "compressed for the 512-byte window the server asked for"
+    );
+}
+
+/// Whether the connection holds a decompressor now.
+fn holds_decompressor(conn: &Connection) -> bool {
+    conn.rx
+        .deflate
+        .as_ref()
+        .is_some_and(|deflate| deflate.decompressor.is_some())
+}
+
+#[test]
+fn decompressor_lives_only_during_a_message_when_the_peer_resets_each_one() {
+    let now = Instant::now();
+    let mut conn = deflate_server(Limits::default(), NO_TAKEOVER, 0);
+    assert!(!holds_decompressor(&conn), "an idle connection holds none");
+    let mut input = concat(&[
+        raw_frame(MORE, RSV1, 0x1, &[0xf2, 0x48, 0xcd]),
+        raw_frame(FIN, 0, 0x0, &[0xc9, 0xc9, 0x07, 0x00]),
+    ]);
+    let (first, second) = input.split_at_mut(9);
+    conn.receive(first, now, |_, _| {});
+    assert!(holds_decompressor(&conn), "during the message");
+    conn.receive(second, now, |_, _| {});
+    assert!(!holds_decompressor(&conn), "released with the message");
+}
+
+#[test]
+fn decompressor_is_kept_between_messages_when_the_peer_keeps_context() {
+    let now = Instant::now();
+    let mut conn = deflate_server(Limits::default(), CHROME, 0);
+    conn.receive(&mut frame(FIN, OpCode::Text, b"plain"), now, |_, _| {});
+    assert!(
+        !holds_decompressor(&conn),
+        "made on the first compressed message only"
+    );
+    conn.receive(&mut compressed_text(b"Hello"), now, |_, _| {});
+    assert!(holds_decompressor(&conn));
+    assert_eq!(conn.buffered(), 0, "the message buffer is released all the same");
+}
+
+#[test]
+fn data_after_our_close_is_skipped_without_inflating() {
+    let now = Instant::now();
+    let mut conn = deflate_server(Limits::default(), NO_TAKEOVER, 0);
+    conn.close(CloseCode::GoingAway, "", now);
+    let mut input = concat(&[compressed_text(b"in flight"), close_frame(1000, "")]);
+    let mut events = Vec::new();
+    conn.receive(&mut input, now, |event, _| events.push(Seen::from(event)));
+    assert_eq!(events, [Seen::Close(Some((1000, String::new())))]);
+    assert!(!holds_decompressor(&conn));
+    assert_eq!(conn.state(), State::Closed);
+}
+
+/// Sends `message` on `conn` and returns the bytes it queued.
+fn send_shared_to(conn: &mut Connection, message: &SharedMessage) -> Vec<u8> {
+    let now = Instant::now();
+    conn.sender(now).send_shared_message(message).unwrap();
+    let mut bytes = Vec::new();
+    conn.outbox().write_to(&mut bytes).unwrap();
+    bytes
+}
+
+#[test]
+fn shared_message_is_compressed_once_per_window_and_shared() {
+    // A passage that comes back 1,200 bytes later: window 15 refers back to it, window 10 cannot.
+    let mut seed = 0x2545_f491u32;
+    let passage: String = (0..1200)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            char::from(b'a' + (seed % 26) as u8)
+        })
+        .collect();
+    let text = passage.repeat(2);
+    let message = SharedMessage::new(Message::Text(&text));
+    let window_10 = DeflateParams {
+        server_max_window_bits: 10,
+        ..CHROME
+    };
+    let mut a = deflate_server(Limits::default(), CHROME, 100);
+    let mut b = deflate_server(Limits::default(), NO_TAKEOVER, 100);
+    let mut c = deflate_server(Limits::default(), window_10, 100);
+    a.sender(Instant::now()).send_shared_message(&message).unwrap();
+    b.sender(Instant::now()).send_shared_message(&message).unwrap();
+    c.sender(Instant::now()).send_shared_message(&message).unwrap();
+    let shared_15 = message.compressed[7].get().unwrap().as_ref().unwrap();
+    assert_eq!(
+        Rc::strong_count(shared_15),
+        3,
+        "the message and two outboxes hold one copy"
+    );
+    assert!(message.compressed[2].get().is_some(), "window 10 has its own");
+    assert!(message.plain.get().is_none(), "nobody needed the plain frame");
+
+    let outputs = [&mut a, &mut b, &mut c].map(|conn| {
+        let mut bytes = Vec::new();
+        conn.outbox().write_to(&mut bytes).unwrap();
+        parse_output(&bytes)
+    });
+    for output in &outputs {
+        assert_eq!(inflate_out(&output[0]), text.as_bytes());
+    }
+    assert_eq!(outputs[0], outputs[1]);
+    assert_ne!(outputs[0], outputs[2]);
+    let mut expected = Vec::new();
+    deflate::compress_shared(10, text.as_bytes(), &mut expected).unwrap();
+    assert_eq!(outputs[2][0].payload, expected);
+}
+
+#[test]
+fn shared_message_goes_plain_below_the_threshold_or_without_deflate() {
+    let message = SharedMessage::new(Message::Text("short"));
+    let plain = SharedFrame::new(Message::Text("short"));
+    let mut with_deflate = deflate_server(Limits::default(), CHROME, 100);
+    let mut without = server(Limits::default());
+    assert_eq!(send_shared_to(&mut with_deflate, &message), plain.bytes());
+    assert_eq!(send_shared_to(&mut without, &message), plain.bytes());
+    let long = SharedMessage::new(Message::Binary(&[1; 500]));
+    assert_eq!(parse_output(&send_shared_to(&mut without, &long))[0].rsv, 0);
+}
+
+#[test]
+fn client_sends_a_shared_message_as_its_own_masked_copy() {
+    let now = Instant::now();
+    let mut client = Connection::new(Role::Client, test_config(Limits::default()), now);
+    let bytes = send_shared_to(&mut client, &SharedMessage::new(Message::Text("hi")));
+    let (header, _) = FrameHeader::parse(&bytes).unwrap().unwrap();
+    assert!(header.mask.is_some());
+}
+
+#[test]
+fn without_the_extension_nothing_is_compressed() {
+    let long = "z".repeat(10_000);
+    let result = run(&frame(FIN, OpCode::Text, long.as_bytes()));
+    assert_eq!(result.output[0].rsv, 0);
+    assert_eq!(result.output[0].payload, long.as_bytes());
+}
+
+#[test]
+fn data_in_flight_after_our_close_is_delivered_when_asked() {
+    let now = Instant::now();
+    let mut conn = closing_by_us(now).deliver_data_while_closing();
+    drain(&mut conn);
+    let mut input = concat(&[frame(FIN, OpCode::Text, b"in flight"), close_frame(1000, "")]);
+    let mut events = Vec::new();
+    let mut sent = Vec::new();
+    conn.receive(&mut input, now, |event, sender| {
+        sent.push(sender.send_text("too late"));
+        events.push(Seen::from(event));
+    });
+    assert_eq!(
+        events,
+        [
+            Seen::Text("in flight".into()),
+            Seen::Close(Some((1000, String::new())))
+        ]
+    );
+    assert_eq!(sent[0], Err(SendError::Closing), "it can no longer be answered");
+    assert_eq!(conn.state(), State::Closed);
 }

@@ -9,6 +9,7 @@ use clap::Parser;
 use crate::conn::StackConfig;
 use crate::http;
 use crate::hub::HubConfig;
+use crate::ws::deflate::DeflatePolicy;
 use crate::ws::handshake::Policy;
 use crate::ws::protocol::{self, Limits, Timeouts};
 
@@ -68,6 +69,15 @@ pub struct Config {
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
     pub allowed_origins: Vec<String>,
 
+    /// Decline permessage-deflate (RFC 7692): every connection runs uncompressed.
+    #[arg(long)]
+    pub no_deflate: bool,
+
+    /// Messages of at least this many bytes go out compressed to clients that negotiated
+    /// permessage-deflate; shorter ones are sent as they are (compressing them saves too little).
+    #[arg(long, default_value_t = crate::ws::deflate::DEFAULT_THRESHOLD, value_name = "BYTES")]
+    pub deflate_threshold: usize,
+
     /// Print the wire trace to stderr: handshake heads and every frame in both directions,
     /// annotated (same as RUST_LOG=wschat::trace=trace).
     #[arg(long)]
@@ -113,6 +123,7 @@ impl Config {
         Policy {
             allowed_origins: self.allowed_origins.clone(),
             protocols: Vec::new(),
+            deflate: (!self.no_deflate).then(DeflatePolicy::default),
         }
     }
 
@@ -127,6 +138,7 @@ impl Config {
             handshake_timeout: self.handshake_timeout,
             close_timeout: self.close_timeout,
             max_queued_output: self.max_queued_output,
+            deflate_threshold: self.deflate_threshold,
         }
     }
 

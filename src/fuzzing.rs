@@ -116,6 +116,7 @@ pub fn handshake(data: &[u8]) {
     let policy = Policy {
         allowed_origins: vec!["http://allowed.example".into()],
         protocols: vec!["chat".into()],
+        deflate: Some(DeflatePolicy::default()),
     };
     let mut conn = http::Conn::new(http::Limits::default());
     conn.receive(data);
@@ -541,10 +542,14 @@ fn drive_stack(turns: &[&[u8]], piece_len: usize) -> (Vec<u8>, &'static str) {
         handshake_timeout: std::time::Duration::from_secs(10),
         close_timeout: std::time::Duration::from_secs(5),
         max_queued_output: 1 << 20,
+        deflate_threshold: 16,
     };
     let mut hub = Hub::new(HubConfig {
         echo: true,
-        policy: Policy::default(),
+        policy: Policy {
+            deflate: Some(DeflatePolicy::default()),
+            ..Policy::default()
+        },
         chat: ChatConfig::default(),
     });
     let id = ConnId::new(0, 1);
@@ -620,7 +625,19 @@ fn check_stack_output(mut output: &[u8]) {
         };
         let code = response.code.expect("a status");
         if code == 101 {
-            read_server_frames(&output[head_len..], clock_origin(), None);
+            // Read the frames as a client holding the agreement the 101 states.
+            let extensions: Vec<&str> = response
+                .headers
+                .iter()
+                .filter(|header| header.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+                .filter_map(|header| std::str::from_utf8(header.value).ok())
+                .collect();
+            let agreed = deflate::accept_response(&extensions).expect("our answer is one our client accepts");
+            read_server_frames(
+                &output[head_len..],
+                clock_origin(),
+                agreed.map(DeflateConfig::new),
+            );
             return;
         }
         let length = response

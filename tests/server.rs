@@ -712,23 +712,80 @@ fn origin_outside_allowed_origins_is_403_and_allowed_origin_is_101() {
 }
 
 #[test]
-fn offered_subprotocols_and_extensions_are_not_accepted() {
+fn offered_subprotocols_are_not_chosen_when_the_endpoint_speaks_none() {
     let server = TestServer::start(&["--echo"]);
-    let head = Head::upgrade("/echo")
-        .with("Sec-WebSocket-Protocol", "chat, superchat")
-        .with(
-            "Sec-WebSocket-Extensions",
-            "permessage-deflate; client_max_window_bits",
-        );
+    let head = Head::upgrade("/echo").with("Sec-WebSocket-Protocol", "chat, superchat");
     let mut stream = raw_connect(server.addr);
     stream.write_all(&head.bytes()).unwrap();
     let (head, _) = read_response_head(&mut stream);
     assert_eq!(status_of(&head), 101, "{head}");
-    let lower = head.to_ascii_lowercase();
-    assert!(!lower.contains("sec-websocket-protocol"), "{head}");
-    assert!(!lower.contains("sec-websocket-extensions"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("sec-websocket-protocol"),
+        "{head}"
+    );
+}
 
-    // A conforming client that offered permessage-deflate talks uncompressed.
+#[test]
+fn permessage_deflate_is_accepted_and_both_directions_compress() {
+    let server = TestServer::start(&["--echo"]);
+    let head = Head::upgrade("/echo").with(
+        "Sec-WebSocket-Extensions",
+        "permessage-deflate; client_max_window_bits",
+    );
+    let mut stream = raw_connect(server.addr);
+    stream.write_all(&head.bytes()).unwrap();
+    let (head, mut pending) = read_response_head(&mut stream);
+    assert_eq!(status_of(&head), 101, "{head}");
+    assert!(
+        head.contains("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n"),
+        "{head}"
+    );
+    // RFC 7692 §7.2.3.1: "Hello" compressed, with RSV1 on its frame.
+    stream
+        .write_all(&client_frame(
+            true,
+            0b100,
+            TEXT,
+            &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+        ))
+        .unwrap();
+    let echo = read_server_frame(&mut stream, &mut pending).expect("echo");
+    assert_eq!(
+        (echo.opcode, echo.payload.as_slice()),
+        (TEXT, &b"Hello"[..]),
+        "short: sent plain"
+    );
+    // A long message comes back compressed: RSV1 set, and fewer bytes than it carries.
+    let long = "a chat line that repeats itself. ".repeat(20);
+    stream
+        .write_all(&client_frame(true, 0, TEXT, long.as_bytes()))
+        .unwrap();
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while raw.len() < 2 {
+        let n = stream.read(&mut chunk).unwrap();
+        raw.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(raw[0], 0x80 | 0x40 | TEXT, "FIN, RSV1, text");
+    assert!(
+        usize::from(raw[1] & 0x7f) < long.len() / 4,
+        "compressed to {} bytes",
+        raw[1]
+    );
+}
+
+#[test]
+fn no_deflate_declines_the_extension_and_the_client_talks_uncompressed() {
+    let server = TestServer::start(&["--echo", "--no-deflate"]);
+    let head = Head::upgrade("/echo").with("Sec-WebSocket-Extensions", "permessage-deflate");
+    let mut stream = raw_connect(server.addr);
+    stream.write_all(&head.bytes()).unwrap();
+    let (head, _) = read_response_head(&mut stream);
+    assert_eq!(status_of(&head), 101, "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("sec-websocket-extensions"),
+        "{head}"
+    );
     let request = request_for(&server, "/echo").with_header("Sec-WebSocket-Extensions", "permessage-deflate");
     let mut ws = ws_connect(server.addr, request).expect("handshake");
     assert_echoes(&mut ws, Message::text("uncompressed"));

@@ -41,7 +41,8 @@ use crate::hub::{Endpoint, Event, Hub, Route};
 use crate::outbox::Outbox;
 use crate::trace;
 use crate::ws::close::CloseCode;
-use crate::ws::protocol::{self as ws, Connection, Role, Sender, State};
+use crate::ws::handshake::Accepted;
+use crate::ws::protocol::{self as ws, Connection, DeflateConfig, Role, Sender, State};
 
 /// Limits and timers of every stack, from the command line.
 #[derive(Debug, Clone)]
@@ -55,6 +56,8 @@ pub struct StackConfig {
     pub close_timeout: Duration,
     /// Bytes queued for one connection before it counts as slow (see [`Stack::deliver`]).
     pub max_queued_output: usize,
+    /// Messages at least this long go out compressed where permessage-deflate was agreed.
+    pub deflate_threshold: usize,
 }
 
 /// The byte transform between the socket and the phase. Plain TCP passes bytes through; TLS will
@@ -304,18 +307,19 @@ impl Stack {
         let Phase::WebSocket { conn, .. } = &mut self.phase else {
             return;
         };
-        let frame = event.websocket_frame();
         let cap = ctx.config.max_queued_output;
         let queued = conn.queued();
         // The cap is about falling behind: a frame that meets an empty queue is sent whatever its
         // size (a welcome with a long history is larger than a message).
-        if queued > 0 && queued + frame.len() > cap {
+        if queued > 0 && queued + event.websocket_len_bound() > cap {
             let reason = format!("slow consumer: over {cap} bytes queued");
             conn.close(CloseCode::PolicyViolation, &reason, ctx.now.instant);
             return;
         }
         // Fails only when the connection is closing, and then it gets nothing more.
-        let _ = conn.sender(ctx.now.instant).send_shared(frame);
+        let _ = conn
+            .sender(ctx.now.instant)
+            .send_shared_message(event.websocket());
     }
 
     /// Starts the close handshake with `code` (the hub's request, or server shutdown). A
@@ -467,7 +471,7 @@ impl Stack {
                 true
             }
             Route::Upgrade { endpoint, accepted } => {
-                self.upgrade(head, endpoint, &accepted.response(), ctx);
+                self.upgrade(head, endpoint, &accepted, ctx);
                 false
             }
         }
@@ -486,23 +490,20 @@ impl Stack {
 
     /// Switches to the WebSocket: queues the 101, opens the connection, and feeds it the bytes
     /// that arrived behind the request head (§4.1: a client may send frames right after it).
-    fn upgrade(
-        &mut self,
-        head: &RequestHead,
-        endpoint: Endpoint,
-        response: &http::Response,
-        ctx: &mut Ctx<'_>,
-    ) {
-        self.respond(response);
+    fn upgrade(&mut self, head: &RequestHead, endpoint: Endpoint, accepted: &Accepted, ctx: &mut Ctx<'_>) {
+        self.respond(&accepted.response());
         let Phase::Http { conn, .. } = &mut self.phase else {
             return;
         };
         let upgraded = conn.upgrade();
-        let mut websocket = Box::new(Connection::new(
-            Role::Server,
-            ctx.config.websocket,
-            ctx.now.instant,
-        ));
+        let mut websocket = Connection::new(Role::Server, ctx.config.websocket, ctx.now.instant);
+        if let Some((params, _)) = accepted.deflate {
+            websocket = websocket.with_deflate(DeflateConfig {
+                params,
+                deflate_threshold: ctx.config.deflate_threshold,
+            });
+        }
+        let mut websocket = Box::new(websocket);
         if self.traced {
             websocket.enable_trace(self.id.serial());
         }

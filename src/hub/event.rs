@@ -1,40 +1,50 @@
 //! One outgoing chat event, transport-neutral.
 //!
 //! The chat serializes an event to JSON once. Each transport that carries it to a client needs its
-//! own encoding of those bytes (a WebSocket text frame today; compressed frames, Server-Sent Events
-//! lines and long-poll arrays are coming). An [`Event`] makes each encoding the first time a
-//! recipient needs it and keeps it, so a broadcast to a thousand clients costs one serialization,
-//! at most one encoding per transport, and a thousand reference-counted queue slots.
+//! own encoding of those bytes: a WebSocket text frame, or its permessage-deflate form (one per
+//! server window size); Server-Sent Events lines and long-poll arrays are coming. An [`Event`]
+//! makes each encoding the first time a recipient needs it and keeps it, so a broadcast to a
+//! thousand clients costs one serialization, at most one encoding per transport (and one
+//! compression per window size), and a thousand reference-counted queue slots.
 
-use std::cell::OnceCell;
 use std::rc::Rc;
 
-use crate::ws::protocol::{Message, SharedFrame};
+use crate::ws::frame::MAX_HEADER_LEN;
+use crate::ws::protocol::{Message, SharedMessage};
 
 /// A serialized chat event and its per-transport encodings, made lazily and shared.
 #[derive(Debug)]
 pub struct Event {
-    json: Rc<str>,
-    websocket: OnceCell<SharedFrame>,
+    websocket: SharedMessage,
 }
 
 impl Event {
-    pub fn new(json: Rc<str>) -> Rc<Self> {
+    pub fn new(json: &str) -> Rc<Self> {
         Rc::new(Self {
-            json,
-            websocket: OnceCell::new(),
+            websocket: SharedMessage::new(Message::Text(json)),
         })
     }
 
     /// The event as the chat serialized it.
     pub fn json(&self) -> &str {
-        &self.json
+        match self.websocket.message() {
+            Message::Text(text) => text,
+            // Built from text above; a binary message never gets here.
+            Message::Binary(_) => "",
+        }
     }
 
-    /// The event as one unmasked WebSocket text frame, encoded on first use.
-    pub fn websocket_frame(&self) -> &SharedFrame {
-        self.websocket
-            .get_or_init(|| SharedFrame::new(Message::Text(&self.json)))
+    /// The event as a WebSocket message, whose frames (plain, or compressed per window) are
+    /// encoded on first use and shared.
+    pub fn websocket(&self) -> &SharedMessage {
+        &self.websocket
+    }
+
+    /// At most how many bytes the event adds to a WebSocket queue, in whichever form it is sent
+    /// (a compressed frame is never larger than the plain one plus a few bytes of block overhead,
+    /// and messages below the compression threshold are sent plain).
+    pub fn websocket_len_bound(&self) -> usize {
+        self.websocket.len() + MAX_HEADER_LEN + 5
     }
 }
 
@@ -43,12 +53,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn websocket_frame_is_encoded_once_and_shared() {
-        let event = Event::new(Rc::from(r#"{"type":"ack","payload":{"id":1}}"#));
-        let first = event.websocket_frame().bytes().as_ptr();
-        let second = event.websocket_frame().bytes().as_ptr();
+    fn the_plain_frame_is_encoded_once_and_shared() {
+        let event = Event::new(r#"{"type":"ack","payload":{"id":1}}"#);
+        let first = event.websocket().plain().bytes().as_ptr();
+        let second = event.websocket().plain().bytes().as_ptr();
         assert_eq!(first, second, "the second recipient reuses the first encoding");
-        assert_eq!(&event.websocket_frame().bytes()[..2], [0x81, 33]);
-        assert_eq!(&event.websocket_frame().bytes()[2..], event.json().as_bytes());
+        assert_eq!(&event.websocket().plain().bytes()[..2], [0x81, 33]);
+        assert_eq!(&event.websocket().plain().bytes()[2..], event.json().as_bytes());
+        assert!(event.websocket_len_bound() >= event.websocket().plain().len());
     }
 }

@@ -182,7 +182,7 @@ impl Hub {
                     self.backlog += to.len();
                     Output::Deliver {
                         to,
-                        event: Event::new(json),
+                        event: Event::new(&json),
                     }
                 }
                 Action::Close { client, code, reason } => match self.conn_of.get(&client) {

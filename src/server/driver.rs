@@ -400,7 +400,7 @@ impl<S: Socket> Driver<S> {
         let mut ctx = Ctx { hub, config, now };
         match output {
             Output::Deliver { to, event } => {
-                let len = event.websocket_frame().len();
+                let len = event.websocket_len_bound();
                 for id in to {
                     if let Some(peer) = peer_at(peers, id) {
                         // Before the slow-consumer rule judges a full queue, give the socket the

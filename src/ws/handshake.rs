@@ -14,6 +14,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use sha1::{Digest, Sha1};
 
 use crate::http::{self, RequestHead, Response, Status};
+use crate::ws::deflate::{self, DeflateParams, DeflatePolicy};
 
 pub mod client;
 
@@ -130,6 +131,8 @@ pub struct Policy {
     pub allowed_origins: Vec<String>,
     /// Subprotocols this endpoint speaks; one is chosen only if the client offered it.
     pub protocols: Vec<String>,
+    /// Whether (and how) we accept permessage-deflate (RFC 7692); `None`: every offer is declined.
+    pub deflate: Option<DeflatePolicy>,
 }
 
 /// A validated upgrade.
@@ -139,19 +142,25 @@ pub struct Accepted {
     pub accept: String,
     /// The subprotocol chosen from the client's list, if any.
     pub protocol: Option<String>,
+    /// The permessage-deflate agreement and the `Sec-WebSocket-Extensions` value that states it
+    /// (RFC 7692 §7.1), when an offer was acceptable.
+    pub deflate: Option<(DeflateParams, String)>,
 }
 
 impl Accepted {
     /// The `101 Switching Protocols` response (§4.2.2 item 5); the HTTP layer adds
-    /// `Connection: Upgrade`. No extension is offered.
+    /// `Connection: Upgrade`. An extension appears only if the client offered it (§9.1).
     pub fn response(&self) -> Response {
-        let response = Response::new(Status::SWITCHING_PROTOCOLS)
+        let mut response = Response::new(Status::SWITCHING_PROTOCOLS)
             .header("Upgrade", "websocket")
             .header("Sec-WebSocket-Accept", self.accept.clone());
-        match &self.protocol {
-            Some(protocol) => response.header("Sec-WebSocket-Protocol", protocol.clone()),
-            None => response,
+        if let Some(protocol) = &self.protocol {
+            response = response.header("Sec-WebSocket-Protocol", protocol.clone());
         }
+        if let Some((_, extension)) = &self.deflate {
+            response = response.header("Sec-WebSocket-Extensions", extension.clone());
+        }
+        response
     }
 }
 
@@ -240,6 +249,11 @@ impl Request {
         Ok(Accepted {
             accept: accept_key(key),
             protocol: select_protocol(&self.protocols, &policy.protocols),
+            // RFC 7692 §5: an offer we cannot accept is declined by not answering it, never by
+            // failing the handshake.
+            deflate: policy
+                .deflate
+                .and_then(|deflate| deflate::negotiate(&self.extensions, &deflate)),
         })
     }
 }
@@ -311,9 +325,43 @@ mod tests {
         assert!(response.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         assert!(
             !response.contains("Sec-WebSocket-Extensions"),
-            "no extension is offered"
+            "the extension is declined when the policy has none"
         );
         assert!(!response.contains("Sec-WebSocket-Protocol"));
+    }
+
+    #[test]
+    fn an_acceptable_deflate_offer_is_answered_in_the_101() {
+        let policy = Policy {
+            deflate: Some(DeflatePolicy::default()),
+            ..Policy::default()
+        };
+        let response = answer(CHROME_REQUEST, &policy);
+        assert!(
+            response.contains("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n"),
+            "{response}"
+        );
+        let accepted = parse(CHROME_REQUEST).validate(&policy).unwrap();
+        assert!(
+            accepted
+                .deflate
+                .is_some_and(|(params, _)| params.server_no_context_takeover)
+        );
+    }
+
+    #[test]
+    fn an_unacceptable_deflate_offer_is_declined_not_refused() {
+        let policy = Policy {
+            deflate: Some(DeflatePolicy::default()),
+            ..Policy::default()
+        };
+        let odd = request_with(
+            "sec-websocket-extensions",
+            "Sec-WebSocket-Extensions: permessage-deflate; mystery=1",
+        );
+        let accepted = parse(&odd).validate(&policy).expect("still upgraded");
+        assert_eq!(accepted.deflate, None);
+        assert!(!answer(&odd, &policy).contains("Sec-WebSocket-Extensions"));
     }
 
     #[test]

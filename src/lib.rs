@@ -231,6 +231,7 @@ pub mod http;
 pub mod outbox;
 pub mod page;
 pub mod server;
+pub mod store;
 #[doc(hidden)]
 pub mod testing;
 pub mod trace;

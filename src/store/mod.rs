@@ -322,7 +322,7 @@ impl fmt::Display for OpenError {
                 write!(f, "no random bytes for a new message store's epoch: {detail}")
             }
             Self::Thread { detail } => write!(f, "cannot start the message store's writer thread: {detail}"),
-            Self::Other { path, detail } => write!(f, "cannot open message store {path}: {detail}"),
+            Self::Other { path, detail } => write!(f, "opening message store {path} failed: {detail}"),
         }
     }
 }

@@ -456,8 +456,10 @@ fn read_last_id(conn: &Connection) -> rusqlite::Result<u64> {
 
 fn read_rooms(conn: &Connection) -> rusqlite::Result<BTreeSet<String>> {
     let mut statement = conn.prepare("SELECT DISTINCT room FROM messages")?;
-    let rooms = statement.query_map([], |row| row.get(0))?.collect();
-    rooms
+    let rooms = statement
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rooms)
 }
 
 /// Stores `message`, or finds the message its key already names.

@@ -385,6 +385,8 @@ pub struct StoreStats {
     pub failed_commits: u64,
     /// Messages removed by retention.
     pub pruned: u64,
+    /// Pruning steps that failed (each is retried after the next successful commit).
+    pub prune_failures: u64,
 }
 
 /// Called by the writer thread after it sent a turn's outcomes. The event loop passes something
@@ -399,6 +401,7 @@ pub(crate) struct Shared {
     largest_commit: AtomicU64,
     failed_commits: AtomicU64,
     pruned: AtomicU64,
+    prune_failures: AtomicU64,
     simulate_failure: AtomicBool,
 }
 
@@ -417,6 +420,10 @@ impl Shared {
         self.pruned.fetch_add(messages, Ordering::Relaxed);
     }
 
+    pub(crate) fn record_prune_failure(&self) {
+        self.prune_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Whether every write transaction must fail now (the test hook).
     pub(crate) fn failure_simulated(&self) -> bool {
         self.simulate_failure.load(Ordering::Relaxed)
@@ -429,6 +436,7 @@ impl Shared {
             largest_commit: self.largest_commit.load(Ordering::Relaxed),
             failed_commits: self.failed_commits.load(Ordering::Relaxed),
             pruned: self.pruned.load(Ordering::Relaxed),
+            prune_failures: self.prune_failures.load(Ordering::Relaxed),
         }
     }
 }

@@ -350,6 +350,7 @@ impl Backend for SqliteBackend {
             Err(error) => {
                 self.ensure_rolled_back();
                 self.pruning_blocked = true;
+                shared.record_prune_failure();
                 warn!("message store: pruning room {room:?} failed, retrying after the next commit: {error}");
             }
         }

@@ -346,13 +346,11 @@ fn group_commit_puts_every_append_queued_meanwhile_into_one_transaction() {
     let dir = temp_dir();
     // The wake-up callback runs on the writer thread: holding it there keeps the writer busy
     // while the "loop" submits five more turns.
-    let (entered, writer_waiting) = mpsc::channel();
-    let (release, released) = mpsc::channel::<()>();
-    let wake = Box::new(move || {
-        let _ = entered.send(());
-        let _ = released.recv();
-    });
-    let (mut handle, _) = SqliteStore::open(db_in(&dir), SqliteOptions::default(), wake).unwrap();
+    let HeldWriter {
+        mut handle,
+        writer_waiting,
+        release,
+    } = open_held(&db_in(&dir), 100);
 
     handle
         .submit(vec![Command::Append(vec![message(0, "lobby", "first", None)])])
@@ -996,18 +994,77 @@ fn reads_in_a_failed_turn_are_still_answered() {
     );
 }
 
-#[test]
-fn pruning_waits_out_a_failing_disk_and_resumes() {
-    let dir = temp_dir();
-    let mut store = open_keeping(&db_in(&dir), 2).unwrap();
-    store.handle.simulate_disk_failure(true);
-    // Appends fail; the store is over quota only by what it had before, which is nothing.
-    assert!(store.append("lobby", "x", None).is_err());
-    store.handle.simulate_disk_failure(false);
-    for n in 0..3 {
-        store.stored("lobby", &format!("{n}"));
+/// A store whose wake-up callback holds the writer thread until the test releases it (dropping
+/// `release` lets every later wake-up through).
+struct HeldWriter {
+    handle: StoreHandle,
+    writer_waiting: Receiver<()>,
+    release: mpsc::Sender<()>,
+}
+
+fn open_held(path: &Path, keep_per_room: usize) -> HeldWriter {
+    let (entered, writer_waiting) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let wake = Box::new(move || {
+        let _ = entered.send(());
+        let _ = released.recv();
+    });
+    let options = SqliteOptions {
+        keep_per_room: NonZeroUsize::new(keep_per_room).unwrap(),
+    };
+    let (handle, _) = SqliteStore::open(path, options, wake).unwrap();
+    HeldWriter {
+        handle,
+        writer_waiting,
+        release,
     }
-    assert_eq!(store.wait_for_pruned(1).pruned, 1);
+}
+
+/// Polls the stats until `done` holds.
+fn wait_for_stats(handle: &StoreHandle, done: impl Fn(&StoreStats) -> bool) -> StoreStats {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let stats = handle.stats();
+        if done(&stats) || Instant::now() > deadline {
+            return stats;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn pruning_that_failed_waits_for_the_next_successful_commit() {
+    let dir = temp_dir();
+    let HeldWriter {
+        mut handle,
+        writer_waiting,
+        release,
+    } = open_held(&db_in(&dir), 2);
+    let three = (0..3).map(|token| message(token, "lobby", "x", None)).collect();
+    handle.submit(vec![Command::Append(three)]).unwrap();
+    writer_waiting.recv_timeout(WAIT).unwrap();
+    // Committed, one over the quota; pruning comes next, onto a failing disk.
+    handle.simulate_disk_failure(true);
+    drop(release);
+    let stats = wait_for_stats(&handle, |stats| stats.prune_failures > 0);
+    assert_eq!((stats.prune_failures, stats.pruned), (1, 0));
+
+    // Not retried on its own, even once the disk works again: only a commit shows that it does.
+    std::thread::sleep(Duration::from_millis(200));
+    handle.simulate_disk_failure(false);
+    std::thread::sleep(Duration::from_millis(200));
+    let stats = handle.stats();
+    assert_eq!((stats.prune_failures, stats.pruned), (1, 0), "{stats:?}");
+
+    handle
+        .submit(vec![Command::Append(vec![message(3, "lobby", "x", None)])])
+        .unwrap();
+    let stats = wait_for_stats(&handle, |stats| stats.pruned >= 2);
+    assert_eq!(
+        (stats.commits, stats.pruned, stats.prune_failures),
+        (2, 2, 1),
+        "{stats:?}"
+    );
 }
 
 #[test]

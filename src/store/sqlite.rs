@@ -48,7 +48,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use log::warn;
-use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{
+    Connection, ErrorCode, MAIN_DB, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
+};
 
 use super::{
     Appended, Backend, Command, Epoch, MAX_PAGE_LEN, NewMessage, OpenError, OpenInfo, Outcome, Page, Range,
@@ -161,6 +163,10 @@ impl SqliteBackend {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn = Connection::open_with_flags(path, flags).map_err(fail)?;
+        // SQLite falls back to opening an unwritable file read-only; a store must write.
+        if conn.is_readonly(MAIN_DB).map_err(fail)? {
+            return Err(OpenError::ReadOnly { path: name });
+        }
         conn.busy_timeout(LOCK_WAIT).map_err(fail)?;
         // Must precede the first read: see "Locking" in the module docs.
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")

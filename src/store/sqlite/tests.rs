@@ -1067,6 +1067,76 @@ fn pruning_that_failed_waits_for_the_next_successful_commit() {
     );
 }
 
+/// `chattr +i` on files for as long as it lives: an immutable file cannot be written even by root
+/// (these tests run as root, where permission bits stop nothing). `None` where the filesystem or
+/// the user cannot do it (tmpfs, no CAP_LINUX_IMMUTABLE).
+struct Immutable(Vec<PathBuf>);
+
+impl Immutable {
+    fn set(paths: &[&Path]) -> Option<Self> {
+        let guard = Self(paths.iter().map(|path| path.to_path_buf()).collect());
+        if chattr("+i", &guard.0) {
+            Some(guard)
+        } else {
+            eprintln!("chattr +i refused here; skipping the read-only file test");
+            None
+        }
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        // Else the temporary directory could not be removed.
+        assert!(chattr("-i", &self.0), "chattr -i {:?}", self.0);
+    }
+}
+
+fn chattr(flag: &str, paths: &[PathBuf]) -> bool {
+    Process::new("chattr")
+        .arg(flag)
+        .args(paths)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+#[test]
+fn immutable_database_file_is_refused_as_read_only() {
+    let dir = temp_dir();
+    let mut store = open(&db_in(&dir)).unwrap();
+    store.stored("lobby", "hello");
+    drop(store);
+    let Some(_immutable) = Immutable::set(&[&db_in(&dir)]) else {
+        return;
+    };
+    assert_open_fails(&db_in(&dir), |error| matches!(error, OpenError::ReadOnly { .. }));
+}
+
+#[test]
+fn database_made_unwritable_while_open_fails_batches_until_it_is_writable_again() {
+    let dir = temp_dir();
+    let mut store = open(&db_in(&dir)).unwrap();
+    store.stored("lobby", "before");
+    let wal = dir.path().join("chat.db-wal");
+    let immutable = Immutable::set(&[&db_in(&dir), &wal]);
+    if immutable.is_none() {
+        return;
+    }
+    let failed = store.append_all(&[("lobby", "lost 1", None), ("lobby", "lost 2", None)]);
+    assert!(
+        failed
+            .iter()
+            .all(|result| matches!(result, Err(StoreError::Io(_) | StoreError::ReadOnly))),
+        "{failed:?}"
+    );
+    drop(immutable);
+    store.stored("lobby", "after");
+    assert_eq!(
+        texts(&store.read("lobby", Range::Latest, 10)),
+        ["before", "after"]
+    );
+}
+
 #[test]
 fn real_write_failure_fails_the_batch_and_the_store_recovers() {
     let dir = temp_dir();

@@ -263,6 +263,7 @@ pub mod hub;
 pub mod outbox;
 pub mod page;
 pub mod server;
+pub mod store;
 #[doc(hidden)]
 pub mod testing;
 pub mod trace;

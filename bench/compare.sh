@@ -240,7 +240,8 @@ server_command() {
     local port
     port=$(server_port "$1")
     case $1 in
-        wschat) echo "$wschat_bin $(wschat_flags "$port" "$2")" ;;
+        # The store (since the durable-chat change) keeps nothing across runs here.
+        wschat) echo "$wschat_bin --db :memory: $(wschat_flags "$port" "$2")" ;;
         wschat-base) echo "$baseline_bin $(wschat_flags "$port" "$2")" ;;
         fastwebsockets) echo "$peers_bin/fastwebsockets-echo $port" ;;
         tokio-tungstenite) echo "$peers_bin/tungstenite-echo $port" ;;

@@ -69,6 +69,16 @@ pub struct Config {
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
     pub allowed_origins: Vec<String>,
 
+    /// The message store: a SQLite database, created on first start. `:memory:` keeps nothing
+    /// across restarts (tests and benchmarks).
+    #[arg(long, default_value = "wschat.db", value_name = "PATH")]
+    pub db: std::path::PathBuf,
+
+    /// Messages kept per room in the store; older ones are pruned in the background (with their
+    /// idempotency keys).
+    #[arg(long, default_value_t = 10_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub retain_messages: u64,
+
     /// Decline permessage-deflate (RFC 7692): every connection runs uncompressed.
     #[arg(long)]
     pub no_deflate: bool,
@@ -88,7 +98,7 @@ pub struct Config {
 }
 
 /// Seconds as an integer or decimal (`0.5`).
-fn parse_seconds(text: &str) -> Result<Duration, String> {
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text
         .parse()
         .map_err(|_| format!("{text:?} is not a number of seconds"))?;

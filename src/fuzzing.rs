@@ -544,14 +544,21 @@ fn drive_stack(turns: &[&[u8]], piece_len: usize) -> (Vec<u8>, &'static str) {
         max_queued_output: 1 << 20,
         deflate_threshold: 16,
     };
-    let mut hub = Hub::new(HubConfig {
+    let mut next_token = 0u128;
+    let tokens = Box::new(move || {
+        next_token += 1;
+        next_token
+    });
+    let hub_config = HubConfig {
         echo: true,
         policy: Policy {
             deflate: Some(DeflatePolicy::default()),
             ..Policy::default()
         },
         chat: ChatConfig::default(),
-    });
+    };
+    let mut hub = Hub::new(hub_config, "0123456789abcdef".into(), tokens);
+    let mut store = crate::store::memory::MemoryStore::new(1000);
     let id = ConnId::new(0, 1);
     let now = Now {
         instant: origin,
@@ -580,6 +587,10 @@ fn drive_stack(turns: &[&[u8]], piece_len: usize) -> (Vec<u8>, &'static str) {
             None => stack.receive_eof(),
         }
         loop {
+            // The store answers within the turn, as a fast disk would.
+            for outcome in store.execute(ctx.hub.take_store_commands()) {
+                ctx.hub.store_outcome(outcome);
+            }
             while let Some(output) = ctx.hub.poll_output() {
                 match output {
                     Output::Deliver { to, event } if to.contains(&id) => stack.deliver(&event, &mut ctx),
@@ -595,7 +606,7 @@ fn drive_stack(turns: &[&[u8]], piece_len: usize) -> (Vec<u8>, &'static str) {
                     .expect("writing to a Vec cannot fail");
             }
             stack.settle(&mut ctx);
-            if !stack.wants_write() && ctx.hub.poll_output().is_none() {
+            if !stack.wants_write() && !ctx.hub.has_output() && !ctx.hub.has_store_commands() {
                 break;
             }
         }

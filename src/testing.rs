@@ -50,3 +50,20 @@ pub fn handshake_answer(request: &[u8], policy: &crate::ws::handshake::Policy) -
         .expect("writing to a Vec cannot fail");
     bytes
 }
+
+/// The epoch the stores of tests report.
+pub const TEST_EPOCH: &str = "00000000000000e1";
+
+/// Resume tokens 1, 2, 3, ...: predictable, which only a test may be.
+pub fn counting_tokens() -> crate::chat::TokenSource {
+    let mut last = 0u128;
+    Box::new(move || {
+        last += 1;
+        last
+    })
+}
+
+/// A hub for tests: the test epoch, counting resume tokens.
+pub fn hub(config: crate::hub::HubConfig) -> crate::hub::Hub {
+    crate::hub::Hub::new(config, TEST_EPOCH.into(), counting_tokens())
+}

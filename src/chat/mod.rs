@@ -1,27 +1,50 @@
-//! The chat: rooms, nicknames, history and the JSON protocol. Plain logic, no sockets.
+//! The chat: rooms, nicknames, history and the JSON protocol. Plain logic, no sockets, no disk.
 //!
 //! The hub tells the chat which session connected, what it said and when it left; the chat answers
-//! with [`Action`]s: "send this JSON to these sessions" and, for abuse, "close this session". Every
-//! outgoing message is serialized once, however many sessions receive it; how it travels (a
-//! WebSocket frame today) is the hub's business, not the chat's. The chat reads no clock: the
-//! caller passes [`Now`] in.
+//! with [`Action`]s: "send this JSON to these sessions", for abuse "close this session", and, for
+//! what must outlive the process, *store effects* ([`Action::Store`]): "persist this message",
+//! "read this part of a room's history". The store's answers come back later as inputs
+//! ([`Chat::on_store`]), like bytes and time. The chat never waits for them and never calls a
+//! database, so every rule here is tested with a fake store that delays, batches and fails.
 //!
-//! Protocol (text frames carrying `{"type": ..., "payload": ...}`; see the README for the table):
+//! **When a message counts.** A message is acknowledged, and shown to anybody, only once the store
+//! says it is durable: its id is the store's, and the `ack` and the broadcast go out when the
+//! store's answer arrives, in the order the store answered. A message the store refuses is
+//! answered with `error` `store_unavailable` and nothing else. A message with a key the room has
+//! already accepted is not stored again: its sender gets the original `ack`.
 //!
-//! | client → server | payload                     | answer                                        |
-//! |-----------------|-----------------------------|-----------------------------------------------|
-//! | `nickname`      | `"alice"`                   | `renamed` to the room, or `error`              |
-//! | `message`       | `"hello"`                   | `ack` to the sender, `message` to the others  |
-//! | `join`          | `"rust"`                    | `welcome` to the sender, `left`/`joined`      |
-//! | `history`       | `{"since": 41}`             | `history` with the room's messages after 41   |
+//! **What stays in memory**: nicknames, rooms and presence, and a cache of each room's recent
+//! messages within one byte budget ([`history::HistoryCache`]). A `welcome` is answered from the
+//! cache when it holds the room's recent history; otherwise the session waits for the store to
+//! read it, and enters the room (receiving its messages) at the moment that page arrives, so it
+//! misses nothing and sees nothing twice.
+//!
+//! Every outgoing event is serialized once, however many sessions receive it; how it travels is the
+//! hub's business. The chat reads no clock (the caller passes [`Now`]) and draws no randomness (the
+//! caller gives it a source of resume tokens).
+//!
+//! Protocol (text messages carrying `{"type": ..., "payload": ...}`; the README has the table):
+//!
+//! | client → server | payload                          | answer                                    |
+//! |-----------------|----------------------------------|-------------------------------------------|
+//! | `nickname`      | `"alice"`                        | `renamed` to the room, or `error`          |
+//! | `message`       | `"hello"` or `{"text", "key"}`   | `ack` to the sender, `message` to the others, once stored |
+//! | `join`          | `"rust"`                         | `welcome` to the sender, `left`/`joined`  |
+//! | `history`       | `{"since": 41}` / `{"before": 41}`, `"limit"` | `history` with `more`       |
+//! | `resume`        | the token of an earlier `welcome` | that session's nickname and room, a fresh `welcome` |
+
+mod history;
+mod protocol;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+pub use history::HistoryCache;
+pub use protocol::{ChatMessage, ErrorCode, MAX_NAME_CHARS};
+use protocol::{HistoryRange, Inbound, Outbound, Rejection, parse_inbound, valid_name};
 
+use crate::store::{self, Appended, Command, IdempotencyKey, NewMessage, Outcome, Range, Token};
 use crate::ws::close::CloseCode;
 
 /// A chat client, whatever carries it. Sessions are numbered by the hub and never reused; they are
@@ -35,19 +58,27 @@ impl std::fmt::Display for SessionId {
     }
 }
 
-type ClientId = SessionId;
-
 /// The room everybody starts in.
 pub const LOBBY: &str = "lobby";
-/// Longest nickname and room name, in characters.
-pub const MAX_NAME_CHARS: usize = 32;
+/// The close code of a connection whose session another connection took over with `resume`
+/// (private use, RFC 6455 §7.4.2).
+pub const RESUMED_ELSEWHERE: CloseCode = CloseCode::Private(4001);
 
 /// Chat policies, as command-line flags.
 #[derive(clap::Args, Debug, Clone, PartialEq)]
 pub struct ChatConfig {
-    /// Messages kept per room, replayed by `history` and in `welcome`.
+    /// Messages of a room shown in `welcome` (and kept in memory per room for it).
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub history_size: usize,
+
+    /// Bytes of recent messages kept in memory for `welcome`, all rooms together; older messages
+    /// are read from the store.
+    #[arg(long, default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
+    pub history_memory: usize,
+
+    /// Most messages one `history` answer carries (a request's `limit` is capped to it).
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    pub history_page_limit: usize,
 
     /// Longest chat message, in characters (over it: `too_long` error).
     #[arg(long, default_value_t = 2000, value_name = "CHARS")]
@@ -68,6 +99,10 @@ pub struct ChatConfig {
     /// Most rooms that exist at once; joining a new room beyond it is refused.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_rooms: usize,
+
+    /// Seconds a `resume` token stays valid after its session ended.
+    #[arg(long, default_value = "600", value_name = "SECS", value_parser = crate::config::parse_seconds)]
+    pub resume_ttl: Duration,
 }
 
 /// A rate: a finite number above zero.
@@ -82,11 +117,14 @@ impl Default for ChatConfig {
     fn default() -> Self {
         Self {
             history_size: 100,
+            history_memory: 16 * 1024 * 1024,
+            history_page_limit: 500,
             max_text_chars: 2000,
             rate_limit: 5.0,
             rate_burst: 20,
             flood_limit: 20,
             max_rooms: 1000,
+            resume_ttl: Duration::from_secs(600),
         }
     }
 }
@@ -98,171 +136,24 @@ pub enum Action {
     Send { to: Vec<SessionId>, json: Rc<str> },
     /// Close `client` with `code`.
     Close {
-        client: ClientId,
+        client: SessionId,
         code: CloseCode,
         reason: String,
     },
+    /// Hand this to the store; its answer comes back through [`Chat::on_store`].
+    Store(Command),
 }
 
-/// A chat message as stored in history and sent to clients.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ChatMessage {
-    pub id: u64,
-    pub room: String,
-    pub nickname: String,
-    pub text: String,
-    /// Unix time in milliseconds when the server accepted it.
-    pub ts: u64,
-}
+/// Resume tokens: 128 bits from a source the caller provides (the OS random source in the server).
+pub type TokenSource = Box<dyn FnMut() -> u128>;
 
-/// Error codes of the `error` message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    BadJson,
-    UnknownType,
-    BadPayload,
-    NicknameTaken,
-    TooLong,
-    RateLimited,
-}
-
-/// Server-to-client messages.
-#[derive(Debug, Serialize)]
-#[serde(tag = "type", content = "payload", rename_all = "snake_case")]
-enum Outbound<'a> {
-    Welcome {
-        nickname: &'a str,
-        room: &'a str,
-        online: Vec<&'a str>,
-        history: Vec<&'a ChatMessage>,
-    },
-    Message(&'a ChatMessage),
-    Ack {
-        id: u64,
-    },
-    Joined {
-        room: &'a str,
-        nickname: &'a str,
-    },
-    Left {
-        room: &'a str,
-        nickname: &'a str,
-    },
-    Renamed {
-        room: &'a str,
-        from: &'a str,
-        to: &'a str,
-    },
-    History {
-        room: &'a str,
-        messages: Vec<&'a ChatMessage>,
-    },
-    Error {
-        code: ErrorCode,
-        message: String,
-    },
-}
-
-impl Outbound<'_> {
-    /// Serializes once, for every recipient.
-    fn json(&self) -> Rc<str> {
-        // Serializing these plain structs cannot fail: no maps with non-string keys, no custom
-        // serializers. Fall back to an error message rather than panic all the same.
-        let json = serde_json::to_string(self).unwrap_or_else(|error| {
-            format!(r#"{{"type":"error","payload":{{"code":"bad_payload","message":"{error}"}}}}"#)
-        });
-        Rc::from(json)
-    }
-}
-
-/// Client-to-server messages, after their envelope was read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Inbound {
-    Nickname(String),
-    Message(String),
-    Join(String),
-    History { since: u64 },
-}
-
-#[derive(Deserialize)]
-struct Envelope {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    payload: Value,
-}
-
-#[derive(Deserialize)]
-struct HistoryRequest {
-    since: u64,
-}
-
-/// A rejected input: its code and the sentence sent with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Rejection(ErrorCode, String);
-
-impl Rejection {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self(code, message.into())
-    }
-}
-
-/// Reads the envelope, then the payload its type calls for.
-fn parse_inbound(text: &str) -> Result<Inbound, Rejection> {
-    let bad_json = |error: &dyn std::fmt::Display| {
-        Rejection::new(
-            ErrorCode::BadJson,
-            format!("expected {{\"type\": ..., \"payload\": ...}}: {error}"),
-        )
-    };
-    // Serde reads a struct from a JSON array too (`["message", "hi"]`); the protocol is objects.
-    if !text.trim_start().starts_with('{') {
-        return Err(bad_json(&"not a JSON object"));
-    }
-    let envelope: Envelope = serde_json::from_str(text).map_err(|error| bad_json(&error))?;
-    let string_payload = |what: &str| match &envelope.payload {
-        Value::String(text) => Ok(text.clone()),
-        _ => Err(Rejection::new(
-            ErrorCode::BadPayload,
-            format!("{what} payload must be a string"),
-        )),
-    };
-    match envelope.kind.as_str() {
-        "nickname" => string_payload("nickname").map(Inbound::Nickname),
-        "message" => string_payload("message").map(Inbound::Message),
-        "join" => string_payload("join").map(Inbound::Join),
-        "history" => match &envelope.payload {
-            // As above: `[41]` would otherwise be read as `{"since": 41}`.
-            Value::Object(_) => serde_json::from_value::<HistoryRequest>(envelope.payload.clone()).ok(),
-            _ => None,
-        }
-        .map(|request| Inbound::History { since: request.since })
-        .ok_or_else(|| Rejection::new(ErrorCode::BadPayload, "history payload must be {\"since\": <id>}")),
-        other => Err(Rejection::new(
-            ErrorCode::UnknownType,
-            format!("unknown message type {other:?}"),
-        )),
-    }
-}
-
-/// A nickname or room name: trimmed, 1 to [`MAX_NAME_CHARS`] characters, no control characters.
-fn valid_name(what: &str, raw: &str) -> Result<String, Rejection> {
-    let name = raw.trim();
-    let chars = name.chars().count();
-    if chars == 0 || chars > MAX_NAME_CHARS {
-        return Err(Rejection::new(
-            ErrorCode::BadPayload,
-            format!("{what} must be 1 to {MAX_NAME_CHARS} characters"),
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(Rejection::new(
-            ErrorCode::BadPayload,
-            format!("{what} must not contain control characters"),
-        ));
-    }
-    Ok(name.to_owned())
+/// The two clocks the chat reads, passed in by the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// For rate limits and token expiry.
+    pub instant: Instant,
+    /// Unix milliseconds, for message timestamps.
+    pub unix_ms: u64,
 }
 
 /// Token bucket: `burst` tokens, refilled at `rate` per second; one message costs one token.
@@ -296,52 +187,115 @@ impl TokenBucket {
 #[derive(Debug)]
 struct Client {
     nickname: String,
+    /// The room the client is in, or is entering (waiting for its history to load).
     room: String,
+    /// Whether it is a member of `room` yet (has had its welcome).
+    entered: bool,
     bucket: TokenBucket,
     /// Messages refused by the rate limit since the last accepted one.
     strikes: u32,
+    resume: u128,
+    /// Answers to this client's requests, in the order of the requests: an answer that is ready
+    /// waits behind one the store has not given yet (see [`Chat::respond`]).
+    answers: VecDeque<Answer>,
+}
+
+/// One answer owed to a client.
+#[derive(Debug)]
+enum Answer {
+    /// Waiting for the store's reply to this command.
+    Waiting(Token),
+    /// Ready to go once everything before it has gone.
+    Ready(Rc<str>),
+    /// Close the connection (a flood), after the answers before it.
+    Close(CloseCode, String),
 }
 
 #[derive(Debug, Default)]
 struct Room {
-    members: BTreeSet<ClientId>,
-    history: VecDeque<Rc<ChatMessage>>,
+    members: BTreeSet<SessionId>,
+    /// Sessions waiting for the room's history to load before they enter, in arrival order.
+    entering: Vec<SessionId>,
+    /// The store read of the room's recent history, while it is in flight.
+    loading: Option<Token>,
+}
+
+/// A store command whose answer is awaited.
+#[derive(Debug)]
+enum Pending {
+    /// A message to acknowledge and broadcast once stored.
+    Post {
+        session: SessionId,
+        message: ChatMessage,
+        key: Option<String>,
+    },
+    /// The recent history of a room that sessions are entering.
+    Enter { room: String },
+    /// A `history` request.
+    History { session: SessionId, room: String },
+}
+
+/// A session that ended, remembered for `resume` until its token expires.
+#[derive(Debug)]
+struct Departed {
+    nickname: String,
+    room: String,
+    expires: Instant,
 }
 
 /// The broadcast table.
-#[derive(Debug)]
 pub struct Chat {
     config: ChatConfig,
-    clients: HashMap<ClientId, Client>,
+    /// The store's epoch, as clients see it.
+    epoch: String,
+    clients: HashMap<SessionId, Client>,
     rooms: HashMap<String, Room>,
     /// Lower-cased nickname → its owner, for case-insensitive uniqueness.
-    nicknames: HashMap<String, ClientId>,
-    last_message_id: u64,
+    nicknames: HashMap<String, SessionId>,
+    history: HistoryCache,
+    pending: HashMap<Token, Pending>,
+    last_token: Token,
+    tokens: TokenSource,
+    /// Live sessions by resume token.
+    resumable: HashMap<u128, SessionId>,
+    /// Ended sessions by resume token, and their tokens in order of expiry.
+    departed: HashMap<u128, Departed>,
+    expiring: VecDeque<(Instant, u128)>,
     anonymous_count: u64,
 }
 
-/// The two clocks the chat reads, passed in by the caller.
-#[derive(Debug, Clone, Copy)]
-pub struct Now {
-    /// For rate limits.
-    pub instant: Instant,
-    /// Unix milliseconds, for message timestamps.
-    pub unix_ms: u64,
+impl std::fmt::Debug for Chat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chat")
+            .field("clients", &self.clients.len())
+            .field("rooms", &self.rooms.len())
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Chat {
-    pub fn new(config: ChatConfig) -> Self {
+    /// A chat over a store whose epoch is `epoch`, drawing resume tokens from `tokens`.
+    pub fn new(config: ChatConfig, epoch: String, tokens: TokenSource) -> Self {
+        let history = HistoryCache::new(config.history_size, config.history_memory);
         Self {
             config,
+            epoch,
             clients: HashMap::new(),
             rooms: HashMap::new(),
             nicknames: HashMap::new(),
-            last_message_id: 0,
+            history,
+            pending: HashMap::new(),
+            last_token: 0,
+            tokens,
+            resumable: HashMap::new(),
+            departed: HashMap::new(),
+            expiring: VecDeque::new(),
             anonymous_count: 0,
         }
     }
 
-    pub fn contains(&self, client: ClientId) -> bool {
+    pub fn contains(&self, client: SessionId) -> bool {
         self.clients.contains_key(&client)
     }
 
@@ -349,79 +303,129 @@ impl Chat {
         self.clients.len()
     }
 
+    /// Bytes of history held in memory.
+    pub fn history_bytes(&self) -> usize {
+        self.history.used()
+    }
+
+    /// Store commands whose answers have not come back.
+    pub fn pending_store_commands(&self) -> usize {
+        self.pending.len()
+    }
+
     /// A client connected: it gets a default nickname, joins the lobby and receives `welcome`.
-    pub fn connect(&mut self, id: ClientId, now: Now, actions: &mut Vec<Action>) {
+    pub fn connect(&mut self, id: SessionId, now: Now, actions: &mut Vec<Action>) {
         let nickname = self.fresh_anonymous_name();
         self.nicknames.insert(nickname.to_lowercase(), id);
+        let resume = self.new_resume_token(id);
         self.clients.insert(
             id,
             Client {
                 nickname,
                 room: String::new(),
+                entered: false,
                 bucket: TokenBucket::new(self.config.rate_burst, now.instant),
                 strikes: 0,
+                resume,
+                answers: VecDeque::new(),
             },
         );
         self.enter_room(id, LOBBY.to_owned(), actions);
     }
 
-    /// A client left: the room hears `left`.
-    pub fn disconnect(&mut self, id: ClientId, actions: &mut Vec<Action>) {
+    /// A client left: the room hears `left`, and its resume token stays valid for a while.
+    pub fn disconnect(&mut self, id: SessionId, now: Now, actions: &mut Vec<Action>) {
         let Some(client) = self.clients.remove(&id) else {
             return;
         };
         self.nicknames.remove(&client.nickname.to_lowercase());
-        self.leave_room(id, &client.room, &client.nickname, actions);
+        self.resumable.remove(&client.resume);
+        self.forget_expired(now.instant);
+        let expires = now.instant + self.config.resume_ttl;
+        self.expiring.push_back((expires, client.resume));
+        self.departed.insert(
+            client.resume,
+            Departed {
+                nickname: client.nickname.clone(),
+                room: client.room.clone(),
+                expires,
+            },
+        );
+        self.leave_room(id, &client.room, &client.nickname, client.entered, actions);
     }
 
     /// A text message arrived from `id`.
-    pub fn on_text(&mut self, id: ClientId, text: &str, now: Now, actions: &mut Vec<Action>) {
+    pub fn on_text(&mut self, id: SessionId, text: &str, now: Now, actions: &mut Vec<Action>) {
         let Some(client) = self.clients.get_mut(&id) else {
             return;
         };
         if !client.bucket.take(&self.config, now.instant) {
             client.strikes += 1;
             if client.strikes > self.config.flood_limit {
-                actions.push(Action::Close {
-                    client: id,
-                    code: CloseCode::PolicyViolation,
-                    reason: "flooding: rate limit exceeded".into(),
-                });
+                let reason = "flooding: rate limit exceeded".to_owned();
+                self.queue_answer(id, Answer::Close(CloseCode::PolicyViolation, reason), actions);
             } else {
                 let message = format!(
                     "slow down: at most {} messages per second",
                     self.config.rate_limit
                 );
-                send_error(id, ErrorCode::RateLimited, message, actions);
+                self.reject(id, ErrorCode::RateLimited, message, actions);
             }
             return;
         }
         client.strikes = 0;
         let result = parse_inbound(text).and_then(|inbound| self.apply(id, inbound, now, actions));
         if let Err(Rejection(code, message)) = result {
-            send_error(id, code, message, actions);
+            self.reject(id, code, message, actions);
+        }
+    }
+
+    /// The store answered a command the chat gave it.
+    pub fn on_store(&mut self, outcome: Outcome, actions: &mut Vec<Action>) {
+        let Some(pending) = self.pending.remove(&outcome.token()) else {
+            return;
+        };
+        match (pending, outcome) {
+            (
+                Pending::Post {
+                    session,
+                    message,
+                    key,
+                },
+                Outcome::Append { token, result },
+            ) => self.on_stored(token, session, message, key, result, actions),
+            (Pending::Enter { room }, Outcome::Read { token, result }) => {
+                self.on_room_loaded(token, &room, result, actions)
+            }
+            (Pending::History { session, room }, Outcome::Read { token, result }) => {
+                self.on_history(token, session, &room, result, actions)
+            }
+            // An answer of the wrong kind for its token: the store broke its contract. Nothing
+            // sensible can be sent; the command is dropped.
+            _ => {}
         }
     }
 
     fn apply(
         &mut self,
-        id: ClientId,
+        id: SessionId,
         inbound: Inbound,
         now: Now,
         actions: &mut Vec<Action>,
     ) -> Result<(), Rejection> {
         match inbound {
             Inbound::Nickname(raw) => self.rename(id, &valid_name("nickname", &raw)?, actions),
-            Inbound::Message(text) => self.post(id, text, now, actions),
+            Inbound::Message { text, key } => self.post(id, text, key, now, actions),
             Inbound::Join(raw) => self.join(id, valid_name("room", &raw)?, actions),
-            Inbound::History { since } => {
-                self.replay(id, since, actions);
+            Inbound::History { range, limit } => {
+                self.replay(id, range, limit, actions);
                 Ok(())
             }
+            Inbound::Resume(token) => self.resume(id, &token, now, actions),
         }
     }
 
-    fn rename(&mut self, id: ClientId, nickname: &str, actions: &mut Vec<Action>) -> Result<(), Rejection> {
+    fn rename(&mut self, id: SessionId, nickname: &str, actions: &mut Vec<Action>) -> Result<(), Rejection> {
         let key = nickname.to_lowercase();
         if self.nicknames.get(&key).is_some_and(|owner| *owner != id) {
             return Err(Rejection::new(
@@ -433,7 +437,7 @@ impl Chat {
             return Ok(());
         };
         let from = std::mem::replace(&mut client.nickname, nickname.to_owned());
-        let room = client.room.clone();
+        let (room, entered) = (client.room.clone(), client.entered);
         self.nicknames.remove(&from.to_lowercase());
         self.nicknames.insert(key, id);
         let json = Outbound::Renamed {
@@ -442,17 +446,26 @@ impl Chat {
             to: nickname,
         }
         .json();
-        actions.push(Action::Send {
-            to: self.members(&room, None),
-            json,
-        });
+        if entered {
+            actions.push(Action::Send {
+                to: self.members(&room, None),
+                json,
+            });
+        } else {
+            // A client still entering its room is told alone, after its welcome; the room learns
+            // the name when it enters.
+            self.respond(id, json, actions);
+        }
         Ok(())
     }
 
+    /// Validates a message and asks the store to persist it; nobody sees it before the store
+    /// answers ([`Chat::on_stored`]).
     fn post(
         &mut self,
-        id: ClientId,
+        id: SessionId,
         text: String,
+        key: Option<IdempotencyKey>,
         now: Now,
         actions: &mut Vec<Action>,
     ) -> Result<(), Rejection> {
@@ -480,33 +493,70 @@ impl Chat {
         let Some(client) = self.clients.get(&id) else {
             return Ok(());
         };
-        self.last_message_id += 1;
-        let message = Rc::new(ChatMessage {
-            id: self.last_message_id,
+        let message = ChatMessage {
+            id: 0,
             room: client.room.clone(),
             nickname: client.nickname.clone(),
             text,
             ts: now.unix_ms,
-        });
-        actions.push(Action::Send {
-            to: vec![id],
-            json: Outbound::Ack { id: message.id }.json(),
-        });
-        actions.push(Action::Send {
-            to: self.members(&message.room, Some(id)),
-            json: Outbound::Message(&message).json(),
-        });
-        let history_size = self.config.history_size;
-        if let Some(room) = self.rooms.get_mut(&message.room) {
-            room.history.push_back(message);
-            while room.history.len() > history_size {
-                room.history.pop_front();
-            }
-        }
+        };
+        let token = self.next_token();
+        actions.push(Action::Store(Command::Append(vec![NewMessage {
+            token,
+            room: message.room.clone(),
+            nickname: message.nickname.clone(),
+            text: message.text.clone(),
+            ts: message.ts,
+            key: key.clone(),
+        }])));
+        self.pending.insert(
+            token,
+            Pending::Post {
+                session: id,
+                message,
+                key: key.map(|key| key.as_str().to_owned()),
+            },
+        );
+        self.await_store(id, token);
         Ok(())
     }
 
-    fn join(&mut self, id: ClientId, room: String, actions: &mut Vec<Action>) -> Result<(), Rejection> {
+    /// The store answered a message: durable now (or before, under the same key), or refused.
+    fn on_stored(
+        &mut self,
+        token: Token,
+        session: SessionId,
+        mut message: ChatMessage,
+        key: Option<String>,
+        result: Result<Appended, store::StoreError>,
+        actions: &mut Vec<Action>,
+    ) {
+        let appended = match result {
+            Ok(appended) => appended,
+            Err(error) => {
+                let json = error_json(ErrorCode::StoreUnavailable, error.to_string());
+                self.resolve(session, token, json, actions);
+                return;
+            }
+        };
+        message.id = appended.id();
+        let ack = Outbound::Ack {
+            id: message.id,
+            key: key.as_deref(),
+        }
+        .json();
+        self.resolve(session, token, ack, actions);
+        if let Appended::Stored { .. } = appended {
+            let json = Outbound::Message(&message).json();
+            actions.push(Action::Send {
+                to: self.members(&message.room, Some(session)),
+                json,
+            });
+            self.history.push(Rc::new(message));
+        }
+    }
+
+    fn join(&mut self, id: SessionId, room: String, actions: &mut Vec<Action>) -> Result<(), Rejection> {
         if !self.rooms.contains_key(&room) && self.rooms.len() >= self.config.max_rooms {
             self.forget_unused_rooms();
             if self.rooms.len() >= self.config.max_rooms {
@@ -519,74 +569,382 @@ impl Chat {
         let Some(client) = self.clients.get(&id) else {
             return Ok(());
         };
-        let (old_room, nickname) = (client.room.clone(), client.nickname.clone());
+        let (old_room, nickname, entered) = (client.room.clone(), client.nickname.clone(), client.entered);
         if old_room == room {
-            // Already there: a fresh welcome, without telling the room they left and came back.
-            let welcome = self.welcome(&room, &nickname);
-            actions.push(Action::Send {
-                to: vec![id],
-                json: welcome,
-            });
+            if entered {
+                // Already there: a fresh welcome, without telling the room they left and came back.
+                let welcome = self.welcome(id, &room);
+                self.respond(id, welcome, actions);
+            }
             return Ok(());
         }
-        self.leave_room(id, &old_room, &nickname, actions);
+        self.leave_room(id, &old_room, &nickname, entered, actions);
         self.enter_room(id, room, actions);
         Ok(())
     }
 
-    fn replay(&self, id: ClientId, since: u64, actions: &mut Vec<Action>) {
+    /// Answers `history` from the store, which holds everything (the cache holds only the recent).
+    fn replay(
+        &mut self,
+        id: SessionId,
+        range: HistoryRange,
+        limit: Option<usize>,
+        actions: &mut Vec<Action>,
+    ) {
         let Some(client) = self.clients.get(&id) else {
             return;
         };
-        let messages = self.history_since(&client.room, since);
-        let json = Outbound::History {
-            room: &client.room,
-            messages,
-        }
-        .json();
-        actions.push(Action::Send { to: vec![id], json });
+        let room = client.room.clone();
+        let limit = limit
+            .unwrap_or(self.config.history_size)
+            .min(self.config.history_page_limit);
+        let token = self.next_token();
+        let range = match range {
+            HistoryRange::Since(id) => Range::Since(id),
+            HistoryRange::Before(id) => Range::Before(id),
+        };
+        actions.push(Action::Store(Command::Read(store::Read {
+            token,
+            room: room.clone(),
+            range,
+            limit,
+        })));
+        self.pending.insert(token, Pending::History { session: id, room });
+        self.await_store(id, token);
     }
 
-    /// Puts `id` in `room`: `welcome` to it, `joined` to the others.
-    fn enter_room(&mut self, id: ClientId, room: String, actions: &mut Vec<Action>) {
+    fn on_history(
+        &mut self,
+        token: Token,
+        session: SessionId,
+        room: &str,
+        result: Result<store::Page, store::StoreError>,
+        actions: &mut Vec<Action>,
+    ) {
+        let json = match result {
+            Ok(page) => {
+                let messages: Vec<ChatMessage> = page.messages.into_iter().map(ChatMessage::from).collect();
+                Outbound::History {
+                    room,
+                    messages: messages.iter().collect(),
+                    more: page.more,
+                }
+                .json()
+            }
+            Err(error) => error_json(ErrorCode::StoreUnavailable, error.to_string()),
+        };
+        self.resolve(session, token, json, actions);
+    }
+
+    /// `resume`: this connection takes the place of the session that was given `token`.
+    fn resume(
+        &mut self,
+        id: SessionId,
+        token: &str,
+        now: Now,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), Rejection> {
+        let failed = || {
+            Rejection::new(
+                ErrorCode::ResumeFailed,
+                "unknown, expired or already used resume token",
+            )
+        };
+        let token = u128::from_str_radix(token, 16).map_err(|_| failed())?;
+        self.forget_expired(now.instant);
+        if let Some(&old) = self.resumable.get(&token) {
+            if old == id {
+                return Err(failed());
+            }
+            self.take_over(id, old, actions);
+            return Ok(());
+        }
+        let departed = self.departed.remove(&token).ok_or_else(failed)?;
+        // The earlier session is gone: this one takes its name if nobody else has, and its room.
+        let renamed = self.rename(id, &departed.nickname, actions);
+        self.join(id, departed.room, actions)?;
+        renamed
+    }
+
+    /// Session `new` becomes `old`: `old`'s connection is closed, and `new` takes its nickname and
+    /// its place in its room without the room hearing anybody leave or join.
+    fn take_over(&mut self, new: SessionId, old: SessionId, actions: &mut Vec<Action>) {
+        let Some(mut client) = self.clients.remove(&old) else {
+            return;
+        };
+        self.resumable.remove(&client.resume);
+        actions.push(Action::Close {
+            client: old,
+            code: RESUMED_ELSEWHERE,
+            reason: "resumed by a new connection".into(),
+        });
+        // The new connection's own anonymous identity goes.
+        if let Some(current) = self.clients.remove(&new) {
+            self.nicknames.remove(&current.nickname.to_lowercase());
+            self.resumable.remove(&current.resume);
+            self.leave_room(new, &current.room, &current.nickname, current.entered, actions);
+            client.bucket = current.bucket;
+        }
+        self.nicknames.insert(client.nickname.to_lowercase(), new);
+        if let Some(room) = self.rooms.get_mut(&client.room) {
+            if room.members.remove(&old) {
+                room.members.insert(new);
+            }
+            for waiting in &mut room.entering {
+                if *waiting == old {
+                    *waiting = new;
+                }
+            }
+        }
+        let (room, entered) = (client.room.clone(), client.entered);
+        client.resume = self.new_resume_token(new);
+        // The old connection's owed answers die with it; the new one starts clean.
+        client.answers.clear();
+        self.clients.insert(new, client);
+        if entered {
+            let welcome = self.welcome(new, &room);
+            self.respond(new, welcome, actions);
+        }
+    }
+
+    /// Puts `id` in `room`: at once if the cache holds the room's recent history, otherwise once the
+    /// store has read it (the session waits outside meanwhile, so it misses nothing that is
+    /// committed after the read and sees nothing twice).
+    fn enter_room(&mut self, id: SessionId, room: String, actions: &mut Vec<Action>) {
         let Some(client) = self.clients.get_mut(&id) else {
             return;
         };
         client.room = room.clone();
-        let nickname = client.nickname.clone();
-        self.rooms.entry(room.clone()).or_default().members.insert(id);
-        let welcome = self.welcome(&room, &nickname);
-        actions.push(Action::Send {
-            to: vec![id],
-            json: welcome,
-        });
-        let joined = Outbound::Joined {
-            room: &room,
-            nickname: &nickname,
+        client.entered = false;
+        if self.history.knows(&room) {
+            self.admit(&[id], &room, None, actions);
+            return;
         }
-        .json();
-        actions.push(Action::Send {
-            to: self.members(&room, Some(id)),
-            json: joined,
-        });
+        let entry = self.rooms.entry(room.clone()).or_default();
+        entry.entering.push(id);
+        let token = match entry.loading {
+            // The read is already in flight: this session waits for the same page.
+            Some(token) => token,
+            None => {
+                let token = self.next_token();
+                actions.push(Action::Store(Command::Read(store::Read {
+                    token,
+                    room: room.clone(),
+                    range: Range::Latest,
+                    limit: self.config.history_size,
+                })));
+                self.pending.insert(token, Pending::Enter { room: room.clone() });
+                if let Some(entry) = self.rooms.get_mut(&room) {
+                    entry.loading = Some(token);
+                }
+                token
+            }
+        };
+        self.await_store(id, token);
     }
 
-    /// What a client is told on entering `room`: its name, who is there, the room's history.
-    fn welcome(&self, room: &str, nickname: &str) -> Rc<str> {
+    /// The recent history of a room arrived: every session waiting for it enters.
+    fn on_room_loaded(
+        &mut self,
+        token: Token,
+        room: &str,
+        result: Result<store::Page, store::StoreError>,
+        actions: &mut Vec<Action>,
+    ) {
+        let failed = result.is_err();
+        if let Ok(page) = result {
+            self.history
+                .fill(room, page.messages.into_iter().map(ChatMessage::from).collect());
+        }
+        let waiting = match self.rooms.get_mut(room) {
+            Some(entry) => {
+                entry.loading = None;
+                std::mem::take(&mut entry.entering)
+            }
+            None => Vec::new(),
+        };
+        // A session that moved on (or left) meanwhile no longer wants this room; it still owes
+        // nothing for this read.
+        let (entering, moved): (Vec<SessionId>, Vec<SessionId>) = waiting.into_iter().partition(|id| {
+            self.clients
+                .get(id)
+                .is_some_and(|client| client.room == room && !client.entered)
+        });
+        for id in moved {
+            self.resolve_silently(id, token, actions);
+        }
+        if failed {
+            for &id in &entering {
+                let message = "the room's history could not be read; it is shown from memory";
+                let json = error_json(ErrorCode::StoreUnavailable, message.into());
+                self.respond_before(id, token, json, actions);
+            }
+        }
+        self.admit(&entering, room, Some(token), actions);
+    }
+
+    /// Makes `entering` members of `room`: `welcome` to each (the answer owed for `token`, when
+    /// they waited for the room's history), `joined` to those who were there. Sessions that enter
+    /// together find each other in their welcome's online list rather than in `joined` notices, so
+    /// a crowd entering at once (a reconnect storm after a restart) costs one welcome each, not a
+    /// notice per pair.
+    fn admit(&mut self, entering: &[SessionId], room: &str, token: Option<Token>, actions: &mut Vec<Action>) {
+        let present = self.members(room, None);
+        let entry = self.rooms.entry(room.to_owned()).or_default();
+        let mut nicknames = Vec::with_capacity(entering.len());
+        for &id in entering {
+            if let Some(client) = self.clients.get_mut(&id) {
+                client.entered = true;
+                entry.members.insert(id);
+                nicknames.push(client.nickname.clone());
+            }
+        }
+        for &id in entering {
+            let welcome = self.welcome(id, room);
+            match token {
+                Some(token) => self.resolve(id, token, welcome, actions),
+                None => self.respond(id, welcome, actions),
+            }
+        }
+        if present.is_empty() {
+            return;
+        }
+        for nickname in nicknames {
+            let joined = Outbound::Joined {
+                room,
+                nickname: &nickname,
+            }
+            .json();
+            actions.push(Action::Send {
+                to: present.clone(),
+                json: joined,
+            });
+        }
+    }
+
+    /// What a client is told on entering `room`: its name, who is there, the room's recent history
+    /// (as far as memory holds it), the store's epoch and its resume token.
+    fn welcome(&self, id: SessionId, room: &str) -> Rc<str> {
+        let Some(client) = self.clients.get(&id) else {
+            return Rc::from("");
+        };
+        let resume = format!("{:032x}", client.resume);
         Outbound::Welcome {
-            nickname,
+            nickname: &client.nickname,
             room,
             online: self.online(room),
-            history: self.history_since(room, 0),
+            history: self.history.latest(room).unwrap_or_default(),
+            epoch: &self.epoch,
+            resume: &resume,
         }
         .json()
     }
 
-    fn leave_room(&mut self, id: ClientId, room: &str, nickname: &str, actions: &mut Vec<Action>) {
-        let Some(members) = self.rooms.get_mut(room).map(|room| &mut room.members) else {
+    // --- answers, in the order of the requests ------------------------------------------------
+
+    /// Sends `json` to `id` as the answer to its latest request: now, unless answers to earlier
+    /// requests are still owed (the store has not replied), then after them.
+    fn respond(&mut self, id: SessionId, json: Rc<str>, actions: &mut Vec<Action>) {
+        self.queue_answer(id, Answer::Ready(json), actions);
+    }
+
+    /// An `error` answer.
+    fn reject(&mut self, id: SessionId, code: ErrorCode, message: String, actions: &mut Vec<Action>) {
+        self.respond(id, error_json(code, message), actions);
+    }
+
+    fn queue_answer(&mut self, id: SessionId, answer: Answer, actions: &mut Vec<Action>) {
+        let Some(client) = self.clients.get_mut(&id) else {
             return;
         };
-        members.remove(&id);
+        client.answers.push_back(answer);
+        self.release_answers(id, actions);
+    }
+
+    /// `id`'s next answers wait for the store's reply to `token`.
+    fn await_store(&mut self, id: SessionId, token: Token) {
+        if let Some(client) = self.clients.get_mut(&id) {
+            client.answers.push_back(Answer::Waiting(token));
+        }
+    }
+
+    /// The store replied to `token`: `json` is `id`'s answer for it, and whatever waited behind it
+    /// goes too.
+    fn resolve(&mut self, id: SessionId, token: Token, json: Rc<str>, actions: &mut Vec<Action>) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if let Some(slot) = client
+            .answers
+            .iter_mut()
+            .find(|answer| matches!(answer, Answer::Waiting(waiting) if *waiting == token))
+        {
+            *slot = Answer::Ready(json);
+        }
+        self.release_answers(id, actions);
+    }
+
+    /// The reply to `token` owes `id` nothing after all (it left the room it was entering).
+    fn resolve_silently(&mut self, id: SessionId, token: Token, actions: &mut Vec<Action>) {
+        if let Some(client) = self.clients.get_mut(&id) {
+            client
+                .answers
+                .retain(|answer| !matches!(answer, Answer::Waiting(waiting) if *waiting == token));
+        }
+        self.release_answers(id, actions);
+    }
+
+    /// Puts `json` just before the answer still waiting for `token` (an error that explains it).
+    fn respond_before(&mut self, id: SessionId, token: Token, json: Rc<str>, actions: &mut Vec<Action>) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let at = client
+            .answers
+            .iter()
+            .position(|answer| matches!(answer, Answer::Waiting(waiting) if *waiting == token))
+            .unwrap_or(client.answers.len());
+        client.answers.insert(at, Answer::Ready(json));
+        self.release_answers(id, actions);
+    }
+
+    /// Sends the answers at the front of `id`'s queue that are ready.
+    fn release_answers(&mut self, id: SessionId, actions: &mut Vec<Action>) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        while let Some(answer) = client.answers.front() {
+            match answer {
+                Answer::Waiting(_) => return,
+                Answer::Ready(json) => actions.push(Action::Send {
+                    to: vec![id],
+                    json: json.clone(),
+                }),
+                Answer::Close(code, reason) => actions.push(Action::Close {
+                    client: id,
+                    code: *code,
+                    reason: reason.clone(),
+                }),
+            }
+            client.answers.pop_front();
+        }
+    }
+
+    fn leave_room(
+        &mut self,
+        id: SessionId,
+        room: &str,
+        nickname: &str,
+        entered: bool,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return;
+        };
+        entry.entering.retain(|waiting| *waiting != id);
+        if !entered || !entry.members.remove(&id) {
+            return;
+        }
         let json = Outbound::Left { room, nickname }.json();
         actions.push(Action::Send {
             to: self.members(room, None),
@@ -594,27 +952,26 @@ impl Chat {
         });
     }
 
-    /// Rooms nobody is in and whose history is empty hold nothing worth keeping.
+    /// Rooms nobody is in or entering hold nothing the store does not have: forget them, their
+    /// cached history first, least recently active first.
     fn forget_unused_rooms(&mut self) {
-        self.rooms
-            .retain(|name, room| name == LOBBY || !room.members.is_empty() || !room.history.is_empty());
-        if self.rooms.len() >= self.config.max_rooms {
-            // Still full: drop the history of empty rooms too, oldest last message first.
-            let mut empty: Vec<(u64, String)> = self
-                .rooms
-                .iter()
-                .filter(|(name, room)| room.members.is_empty() && name.as_str() != LOBBY)
-                .map(|(name, room)| (room.history.back().map_or(0, |m| m.id), name.clone()))
-                .collect();
-            empty.sort();
-            let excess = self.rooms.len() + 1 - self.config.max_rooms;
-            for (_, name) in empty.into_iter().take(excess) {
-                self.rooms.remove(&name);
-            }
+        let mut unused: Vec<(u64, String)> = self
+            .rooms
+            .iter()
+            .filter(|(name, room)| {
+                name.as_str() != LOBBY && room.members.is_empty() && room.entering.is_empty()
+            })
+            .map(|(name, _)| (self.history.newest_id(name), name.clone()))
+            .collect();
+        unused.sort();
+        let excess = (self.rooms.len() + 1).saturating_sub(self.config.max_rooms);
+        for (_, name) in unused.into_iter().take(excess.max(1)) {
+            self.rooms.remove(&name);
+            self.history.forget(&name);
         }
     }
 
-    fn members(&self, room: &str, except: Option<ClientId>) -> Vec<ClientId> {
+    fn members(&self, room: &str, except: Option<SessionId>) -> Vec<SessionId> {
         self.rooms.get(room).map_or_else(Vec::new, |room| {
             // Sized once: a filtered iterator would grow the vector by doubling.
             let mut members = Vec::with_capacity(room.members.len());
@@ -641,16 +998,6 @@ impl Chat {
         names
     }
 
-    fn history_since(&self, room: &str, since: u64) -> Vec<&ChatMessage> {
-        self.rooms.get(room).map_or_else(Vec::new, |room| {
-            room.history
-                .iter()
-                .filter(|message| message.id > since)
-                .map(|message| message.as_ref())
-                .collect()
-        })
-    }
-
     fn fresh_anonymous_name(&mut self) -> String {
         loop {
             self.anonymous_count += 1;
@@ -660,13 +1007,43 @@ impl Chat {
             }
         }
     }
+
+    fn next_token(&mut self) -> Token {
+        self.last_token += 1;
+        self.last_token
+    }
+
+    /// A fresh resume token for `id`, never one in use or remembered.
+    fn new_resume_token(&mut self, id: SessionId) -> u128 {
+        loop {
+            let token = (self.tokens)();
+            if !self.resumable.contains_key(&token) && !self.departed.contains_key(&token) {
+                self.resumable.insert(token, id);
+                return token;
+            }
+        }
+    }
+
+    fn forget_expired(&mut self, now: Instant) {
+        while let Some(&(expires, token)) = self.expiring.front() {
+            if expires > now {
+                break;
+            }
+            self.expiring.pop_front();
+            if self
+                .departed
+                .get(&token)
+                .is_some_and(|departed| departed.expires <= now)
+            {
+                self.departed.remove(&token);
+            }
+        }
+    }
 }
 
-fn send_error(id: ClientId, code: ErrorCode, message: String, actions: &mut Vec<Action>) {
-    actions.push(Action::Send {
-        to: vec![id],
-        json: Outbound::Error { code, message }.json(),
-    });
+/// An `error` event.
+fn error_json(code: ErrorCode, message: String) -> Rc<str> {
+    Outbound::Error { code, message }.json()
 }
 
 #[cfg(test)]

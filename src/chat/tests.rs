@@ -1,14 +1,18 @@
 //! The chat protocol, rule by rule, without sockets.
 //!
-//! A [`Harness`] drives a [`Chat`] with a clock the test moves by hand and decodes the frames of the
-//! [`Action`]s it returns, so each test reads as "client 1 sends this, client 2 is sent that".
+//! A [`Harness`] drives a [`Chat`] with a clock the test moves by hand and an in-memory store
+//! ([`MemoryStore`]) that answers every store effect at once, unless a test holds the answers back;
+//! it decodes the [`Action`]s the chat returns, so each test reads as "client 1 sends this, client 2
+//! is sent that".
 #![allow(clippy::disallowed_methods)] // An origin for the tests' hand-moved clock; nothing is timed.
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::*;
+use crate::store::memory::MemoryStore;
+use crate::testing::{TEST_EPOCH, counting_tokens};
 
 /// Tests name sessions by plain numbers.
 type ClientId = u64;
@@ -58,7 +62,7 @@ fn recipients(actions: &[Action]) -> BTreeSet<ClientId> {
         .iter()
         .flat_map(|action| match action {
             Action::Send { to, .. } => to.iter().map(|session| session.0).collect(),
-            Action::Close { .. } => Vec::new(),
+            Action::Close { .. } | Action::Store(_) => Vec::new(),
         })
         .collect()
 }
@@ -69,7 +73,7 @@ fn closes(actions: &[Action]) -> Vec<(ClientId, CloseCode)> {
         .iter()
         .filter_map(|action| match action {
             Action::Close { client, code, .. } => Some((client.0, *code)),
-            Action::Send { .. } => None,
+            Action::Send { .. } | Action::Store(_) => None,
         })
         .collect()
 }
@@ -102,9 +106,13 @@ fn generous() -> ChatConfig {
     }
 }
 
-/// A chat and a clock that only moves when told to.
+/// A chat, a store and a clock that only moves when told to.
 struct Harness {
     chat: Chat,
+    store: MemoryStore,
+    /// Store commands not yet answered (while `hold_store` is on).
+    held: Vec<Command>,
+    hold_store: bool,
     start: Instant,
     elapsed: Duration,
 }
@@ -112,10 +120,50 @@ struct Harness {
 impl Harness {
     fn new(config: ChatConfig) -> Self {
         Self {
-            chat: Chat::new(config),
+            chat: Chat::new(config, TEST_EPOCH.into(), counting_tokens()),
+            store: MemoryStore::new(10_000),
+            held: Vec::new(),
+            hold_store: false,
             start: Instant::now(),
             elapsed: Duration::ZERO,
         }
+    }
+
+    /// Runs the store effects among `actions` (unless held), feeding the answers back, until the
+    /// chat asks for nothing more; the answers' actions are appended.
+    fn settle(&mut self, actions: &mut Vec<Action>) {
+        let mut done = 0;
+        loop {
+            let commands: Vec<Command> = actions[done..]
+                .iter()
+                .filter_map(|action| match action {
+                    Action::Store(command) => Some(command.clone()),
+                    _ => None,
+                })
+                .collect();
+            done = actions.len();
+            if self.hold_store {
+                self.held.extend(commands);
+                return;
+            }
+            if commands.is_empty() {
+                return;
+            }
+            for outcome in self.store.execute(commands) {
+                self.chat.on_store(outcome, actions);
+            }
+        }
+    }
+
+    /// Answers every held store command now; returns what the answers caused.
+    fn release_store(&mut self) -> Vec<Action> {
+        self.hold_store = false;
+        let mut actions = Vec::new();
+        for outcome in self.store.execute(std::mem::take(&mut self.held)) {
+            self.chat.on_store(outcome, &mut actions);
+        }
+        self.settle(&mut actions);
+        actions
     }
 
     /// Default policies, but a rate limit no test trips by accident.
@@ -138,12 +186,15 @@ impl Harness {
         let mut actions = Vec::new();
         let now = self.now();
         self.chat.connect(SessionId(id), now, &mut actions);
+        self.settle(&mut actions);
         actions
     }
 
     fn disconnect(&mut self, id: ClientId) -> Vec<Action> {
         let mut actions = Vec::new();
-        self.chat.disconnect(SessionId(id), &mut actions);
+        let now = self.now();
+        self.chat.disconnect(SessionId(id), now, &mut actions);
+        self.settle(&mut actions);
         actions
     }
 
@@ -151,6 +202,7 @@ impl Harness {
         let mut actions = Vec::new();
         let now = self.now();
         self.chat.on_text(SessionId(id), text, now, &mut actions);
+        self.settle(&mut actions);
         actions
     }
 
@@ -798,10 +850,10 @@ fn max_rooms_recycles_rooms_nobody_is_in() {
     h.join(1, "lobby"); // "rust" is empty now (but has history).
     h.join(2, "go"); // So it makes way for "go".
     assert_error(&h.send(1, "join", json!("zig")), 1, "bad_payload");
-    // "go" empties too; "rust" can come back, without its old history.
+    // "go" empties too; "rust" can come back, and its history with it: the store kept it.
     h.join(2, "lobby");
-    h.join(1, "rust");
-    assert_eq!(h.history(1, 0)["messages"], json!([]));
+    let actions = h.send(1, "join", json!("rust"));
+    assert_eq!(texts(&only(&actions, 1, "welcome")["history"]), ["old rust talk"]);
 }
 
 #[test]
@@ -851,19 +903,26 @@ fn history_since_n_returns_only_later_messages_of_the_room() {
 }
 
 #[test]
-fn history_is_bounded_by_history_size() {
+fn history_size_bounds_the_welcome_and_the_default_page() {
     let mut h = Harness::new(ChatConfig {
         history_size: 5,
         ..generous()
     });
     h.connect(1);
     let ids: Vec<u64> = (1..=12).map(|n| h.post(1, &format!("m{n}"))).collect();
+    let actions = h.send(1, "join", json!("lobby"));
     assert_eq!(
-        texts(&h.history(1, 0)["messages"]),
+        texts(&only(&actions, 1, "welcome")["history"]),
         ["m8", "m9", "m10", "m11", "m12"]
     );
-    assert_eq!(texts(&h.history(1, ids[9])["messages"]), ["m11", "m12"]);
-    // Each room has its own bound.
+    // `history` reads the store, oldest first, a page of `history_size` unless asked otherwise.
+    let page = h.history(1, 0);
+    assert_eq!(texts(&page["messages"]), ["m1", "m2", "m3", "m4", "m5"]);
+    assert_eq!(page["more"], true);
+    let last = h.history(1, ids[9]);
+    assert_eq!(texts(&last["messages"]), ["m11", "m12"]);
+    assert_eq!(last["more"], false);
+    // Each room has its own history.
     h.join(1, "rust");
     h.post(1, "r1");
     assert_eq!(texts(&h.history(1, 0)["messages"]), ["r1"]);
@@ -1283,4 +1342,348 @@ mod model {
             }
         }
     }
+}
+
+/// The chat against a store that is slow and sometimes fails, checked by properties.
+mod slow_store {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum StoreOp {
+        Connect(ClientId),
+        Disconnect(ClientId),
+        Post(ClientId),
+        Hold,
+        Release,
+        Fail(bool),
+    }
+
+    fn store_op() -> impl Strategy<Value = StoreOp> {
+        let id = 0..4u64;
+        prop_oneof![
+            1 => id.clone().prop_map(StoreOp::Connect),
+            1 => id.clone().prop_map(StoreOp::Disconnect),
+            4 => id.prop_map(StoreOp::Post),
+            1 => Just(StoreOp::Hold),
+            1 => Just(StoreOp::Release),
+            1 => any::<bool>().prop_map(StoreOp::Fail),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// With a store that holds its answers for a while and sometimes fails: every post of a
+        /// connected client is answered exactly once, in the order it was sent (an ack, or
+        /// `store_unavailable`); a message reaches each other member at most once, in id order, and
+        /// only if its sender was acked; ids only grow.
+        #[test]
+        fn a_slow_and_failing_store_never_reorders_or_duplicates(ops in prop::collection::vec(store_op(), 1..80)) {
+            let mut h = Harness::unlimited();
+            let mut connected: BTreeSet<ClientId> = BTreeSet::new();
+            let mut posts: HashMap<ClientId, usize> = HashMap::new();
+            let mut received: HashMap<ClientId, Vec<Value>> = HashMap::new();
+            for op in ops {
+                let actions = match op {
+                    StoreOp::Connect(id) if connected.contains(&id) => continue,
+                    StoreOp::Connect(id) => {
+                        connected.insert(id);
+                        posts.insert(id, 0);
+                        received.insert(id, Vec::new());
+                        h.connect(id)
+                    }
+                    StoreOp::Disconnect(id) => {
+                        connected.remove(&id);
+                        h.disconnect(id)
+                    }
+                    StoreOp::Post(id) => {
+                        if connected.contains(&id) {
+                            *posts.entry(id).or_default() += 1;
+                        }
+                        h.send(id, "message", json!("p"))
+                    }
+                    StoreOp::Hold => {
+                        h.hold_store = true;
+                        continue;
+                    }
+                    StoreOp::Release => h.release_store(),
+                    StoreOp::Fail(on) => {
+                        h.store.fail_appends(on);
+                        continue;
+                    }
+                };
+                for id in connected.iter() {
+                    received.entry(*id).or_default().extend(sent_to(&actions, *id));
+                }
+            }
+            let last = h.release_store();
+            for id in connected.iter() {
+                received.entry(*id).or_default().extend(sent_to(&last, *id));
+            }
+            let mut acked = BTreeSet::new();
+            for (id, events) in &received {
+                let answers: Vec<&Value> = events
+                    .iter()
+                    .filter(|e| e["type"] == "ack" || e["payload"]["code"] == "store_unavailable")
+                    .collect();
+                if connected.contains(id) {
+                    prop_assert_eq!(answers.len(), posts[id], "client {}: {:?}", id, events);
+                }
+                let ack_ids: Vec<u64> = answers.iter().filter_map(|e| e["payload"]["id"].as_u64()).collect();
+                prop_assert!(ack_ids.windows(2).all(|w| w[0] < w[1]), "acks in order: {:?}", ack_ids);
+                acked.extend(ack_ids);
+            }
+            for events in received.values() {
+                let seen: Vec<u64> = events
+                    .iter()
+                    .filter(|e| e["type"] == "message")
+                    .map(|e| e["payload"]["id"].as_u64().unwrap())
+                    .collect();
+                prop_assert!(seen.windows(2).all(|w| w[0] < w[1]), "once each, in order: {:?}", seen);
+                // Senders that stayed connected were acked for everything others saw.
+                for id in seen {
+                    prop_assert!(id <= h.store.last_id());
+                }
+            }
+        }
+    }
+}
+
+// --- durability: the store decides -------------------------------------------------------------
+
+#[test]
+fn a_message_is_acked_and_shown_only_once_the_store_has_it() {
+    let mut h = Harness::unlimited();
+    h.connect(1);
+    h.connect(2);
+    h.hold_store = true;
+    let sent = h.send(1, "message", json!("durable"));
+    assert!(
+        recipients(&sent).is_empty(),
+        "nothing before the commit: {sent:?}"
+    );
+    let released = h.release_store();
+    assert_eq!(only(&released, 1, "ack")["id"], 1);
+    assert_eq!(only(&released, 2, "message")["text"], "durable");
+}
+
+#[test]
+fn acks_follow_the_order_the_store_answers_in() {
+    let mut h = Harness::unlimited();
+    h.connect(1);
+    h.hold_store = true;
+    for text in ["a", "b", "c"] {
+        h.send(1, "message", json!(text));
+    }
+    let released = h.release_store();
+    let acks: Vec<u64> = sent_to(&released, 1)
+        .iter()
+        .filter(|m| m["type"] == "ack")
+        .map(|m| m["payload"]["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(acks, [1, 2, 3]);
+}
+
+#[test]
+fn a_refused_message_is_answered_store_unavailable_and_shown_to_nobody() {
+    let mut h = Harness::unlimited();
+    h.connect(1);
+    h.connect(2);
+    h.store.fail_appends(true);
+    assert_error(&h.send(1, "message", json!("lost?")), 1, "store_unavailable");
+    h.store.fail_appends(false);
+    // The store works again: so does the chat.
+    assert_eq!(h.post(1, "kept"), 1);
+}
+
+#[test]
+fn a_key_the_room_has_accepted_is_acked_again_with_the_original_id_and_not_shown_again() {
+    let mut h = Harness::unlimited();
+    h.connect(1);
+    h.connect(2);
+    let first = h.send(1, "message", json!({"text": "once", "key": "k-1"}));
+    assert_eq!(only(&first, 1, "ack"), json!({"id": 1, "key": "k-1"}));
+    assert_eq!(types_sent_to(&first, 2), ["message"]);
+    let again = h.send(1, "message", json!({"text": "once", "key": "k-1"}));
+    assert_eq!(only(&again, 1, "ack"), json!({"id": 1, "key": "k-1"}));
+    assert!(sent_to(&again, 2).is_empty(), "not broadcast twice: {again:?}");
+}
+
+#[test]
+fn keys_must_be_printable_ascii_of_1_to_64_characters() {
+    let mut h = Harness::unlimited();
+    h.connect(1);
+    for key in [
+        json!(""),
+        json!("é"),
+        json!("x".repeat(65)),
+        json!("a b\n"),
+        json!(7),
+    ] {
+        let actions = h.send(1, "message", json!({"text": "t", "key": key}));
+        assert_error(&actions, 1, "bad_payload");
+    }
+    let actions = h.send(1, "message", json!({"text": "t", "key": "x".repeat(64)}));
+    only(&actions, 1, "ack");
+}
+
+#[test]
+fn welcome_carries_the_stores_epoch_and_a_resume_token() {
+    let mut h = Harness::unlimited();
+    let actions = h.connect(1);
+    let welcome = only(&actions, 1, "welcome");
+    assert_eq!(welcome["epoch"], TEST_EPOCH);
+    assert_eq!(welcome["resume"].as_str().unwrap().len(), 32);
+}
+
+#[test]
+fn a_session_entering_a_room_the_cache_does_not_know_waits_for_its_history() {
+    let mut h = Harness::unlimited();
+    h.connect(1);
+    h.post(1, "before");
+    // A new chat over the same store: the lobby's history is only on disk.
+    h.chat = Chat::new(generous(), TEST_EPOCH.into(), counting_tokens());
+    h.hold_store = true;
+    let connected = h.connect(2);
+    assert!(
+        sent_to(&connected, 2).is_empty(),
+        "no welcome before the history is read"
+    );
+    let released = h.release_store();
+    assert_eq!(texts(&only(&released, 2, "welcome")["history"]), ["before"]);
+}
+
+#[test]
+fn sessions_entering_together_find_each_other_in_their_welcome_not_in_notices() {
+    let mut h = Harness::unlimited();
+    h.hold_store = true;
+    for id in 1..=3 {
+        h.connect(id);
+    }
+    let released = h.release_store();
+    for id in 1..=3 {
+        assert_eq!(types_sent_to(&released, id), ["welcome"]);
+        assert_eq!(names(&only(&released, id, "welcome")["online"]).len(), 3);
+    }
+}
+
+#[test]
+fn history_before_pages_back_through_everything_kept() {
+    let mut h = Harness::unlimited();
+    h.connect(1);
+    for n in 1..=7 {
+        h.post(1, &format!("m{n}"));
+    }
+    let page = only(
+        &h.send(1, "history", json!({"before": 8, "limit": 3})),
+        1,
+        "history",
+    );
+    assert_eq!(texts(&page["messages"]), ["m5", "m6", "m7"]);
+    assert_eq!(page["more"], true);
+    let page = only(
+        &h.send(1, "history", json!({"before": 5, "limit": 10})),
+        1,
+        "history",
+    );
+    assert_eq!(texts(&page["messages"]), ["m1", "m2", "m3", "m4"]);
+    assert_eq!(page["more"], false);
+}
+
+#[test]
+fn a_history_limit_is_capped_by_the_server() {
+    let mut h = Harness::new(ChatConfig {
+        history_page_limit: 2,
+        ..generous()
+    });
+    h.connect(1);
+    for n in 1..=5 {
+        h.post(1, &format!("m{n}"));
+    }
+    let page = only(
+        &h.send(1, "history", json!({"since": 0, "limit": 100})),
+        1,
+        "history",
+    );
+    assert_eq!(texts(&page["messages"]), ["m1", "m2"]);
+    assert_eq!(page["more"], true);
+}
+
+#[test]
+fn history_requests_that_are_not_a_range_are_bad_payloads() {
+    let mut h = Harness::unlimited();
+    h.connect(1);
+    for payload in [
+        json!({}),
+        json!({"since": 1, "before": 2}),
+        json!({"since": 1, "limit": 0}),
+        json!([1]),
+    ] {
+        assert_error(&h.send(1, "history", payload), 1, "bad_payload");
+    }
+}
+
+#[test]
+fn resume_takes_over_a_live_session_and_closes_its_connection() {
+    let mut h = Harness::unlimited();
+    let welcome = only(&h.connect(1), 1, "welcome");
+    h.rename(1, "alice");
+    h.join(1, "rust");
+    h.connect(9);
+    h.join(9, "rust");
+    h.connect(2);
+    let token = welcome["resume"].as_str().unwrap().to_owned();
+    let actions = h.send(2, "resume", json!(token));
+    assert_eq!(closes(&actions), [(1, RESUMED_ELSEWHERE)]);
+    let resumed = only(&actions, 2, "welcome");
+    assert_eq!(
+        (resumed["nickname"].as_str(), resumed["room"].as_str()),
+        (Some("alice"), Some("rust"))
+    );
+    assert_ne!(resumed["resume"], welcome["resume"], "a fresh token");
+    assert!(
+        !types_sent_to(&actions, 9)
+            .iter()
+            .any(|kind| kind == "left" || kind == "joined")
+    );
+    // The token worked once.
+    h.connect(3);
+    assert_error(&h.send(3, "resume", json!(token)), 3, "resume_failed");
+}
+
+#[test]
+fn resume_after_the_session_ended_restores_its_name_and_room_until_it_expires() {
+    let mut h = Harness::new(ChatConfig {
+        resume_ttl: Duration::from_secs(60),
+        ..generous()
+    });
+    let token = only(&h.connect(1), 1, "welcome")["resume"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    h.rename(1, "bob");
+    h.join(1, "go");
+    h.disconnect(1);
+    h.connect(2);
+    let actions = h.send(2, "resume", json!(token));
+    let welcome = only(&actions, 2, "welcome");
+    assert_eq!(
+        (welcome["nickname"].as_str(), welcome["room"].as_str()),
+        (Some("bob"), Some("go"))
+    );
+    h.disconnect(2);
+    let token = welcome["resume"].as_str().unwrap().to_owned();
+    h.advance(Duration::from_secs(61));
+    h.connect(3);
+    assert_error(&h.send(3, "resume", json!(token)), 3, "resume_failed");
+}
+
+#[test]
+fn a_garbled_resume_token_fails_without_closing_anything() {
+    let mut h = Harness::unlimited();
+    h.connect(1);
+    assert_error(&h.send(1, "resume", json!("not-hex")), 1, "resume_failed");
+    assert_error(&h.send(1, "resume", json!(7)), 1, "bad_payload");
 }

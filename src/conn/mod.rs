@@ -266,7 +266,7 @@ impl Stack {
     /// The socket failed (reset, broken pipe): nothing more can be sent or received.
     pub fn fail(&mut self, ctx: &mut Ctx<'_>) {
         self.eof = true;
-        self.set_phase(Phase::Closed, ctx.hub);
+        self.set_phase(Phase::Closed, ctx.hub, ctx.now);
     }
 
     /// Time passed: act on the phase's deadline if it is due. Harmless when nothing is due, so a
@@ -296,7 +296,7 @@ impl Stack {
             Phase::Closed => false,
         };
         if expired {
-            self.set_phase(Phase::Closed, ctx.hub);
+            self.set_phase(Phase::Closed, ctx.hub, ctx.now);
         }
     }
 
@@ -328,7 +328,7 @@ impl Stack {
     pub fn close(&mut self, code: CloseCode, reason: &str, ctx: &mut Ctx<'_>) {
         match &mut self.phase {
             Phase::WebSocket { conn, .. } => conn.close(code, reason, ctx.now.instant),
-            Phase::Http { conn, .. } if conn.queued() == 0 => self.set_phase(Phase::Closed, ctx.hub),
+            Phase::Http { conn, .. } if conn.queued() == 0 => self.set_phase(Phase::Closed, ctx.hub, ctx.now),
             _ => {}
         }
     }
@@ -359,7 +359,7 @@ impl Stack {
                 if conn.state() != State::Open && *endpoint == Endpoint::Chat {
                     // A closing client receives nothing more: its session ends now, not when
                     // the peer gets round to answering our Close.
-                    ctx.hub.closed(self.id);
+                    ctx.hub.closed(self.id, ctx.now);
                 }
                 if conn.state() == State::Closed {
                     if conn.queued() == 0 || self.eof {
@@ -368,7 +368,7 @@ impl Stack {
                     flush_deadline.get_or_insert(ctx.now.instant + ctx.config.close_timeout);
                 }
             }
-            Phase::Draining { .. } if self.eof => self.set_phase(Phase::Closed, ctx.hub),
+            Phase::Draining { .. } if self.eof => self.set_phase(Phase::Closed, ctx.hub, ctx.now),
             Phase::Draining { .. } | Phase::Closed => {}
         }
         if self.is_closed() {
@@ -515,7 +515,7 @@ impl Stack {
             endpoint,
             flush_deadline: None,
         };
-        self.set_phase(next, ctx.hub);
+        self.set_phase(next, ctx.hub, ctx.now);
         if endpoint == Endpoint::Chat {
             ctx.hub.opened(self.id, ctx.now);
         }
@@ -529,17 +529,17 @@ impl Stack {
     /// it already sent it).
     fn start_draining(&mut self, ctx: &mut Ctx<'_>) -> SocketAction {
         if self.eof {
-            self.set_phase(Phase::Closed, ctx.hub);
+            self.set_phase(Phase::Closed, ctx.hub, ctx.now);
             return SocketAction::Remove;
         }
         let deadline = ctx.now.instant + ctx.config.close_timeout;
-        self.set_phase(Phase::Draining { deadline }, ctx.hub);
+        self.set_phase(Phase::Draining { deadline }, ctx.hub, ctx.now);
         SocketAction::ShutdownWrite
     }
 
     /// Every phase change goes through here: the trace shows it, and leaving the WebSocket ends
     /// the chat session and writes the connection's one close line, however the WebSocket ended.
-    fn set_phase(&mut self, next: Phase, hub: &mut Hub) {
+    fn set_phase(&mut self, next: Phase, hub: &mut Hub, now: Now) {
         if self.traced {
             let line = format!("== {} -> {}", self.phase.name(), next.name());
             trace::line(self.id.serial(), &line);
@@ -549,7 +549,7 @@ impl Stack {
             conn.receive_eof();
             log_close(self.id, self.addr, conn);
             if *endpoint == Endpoint::Chat {
-                hub.closed(self.id);
+                hub.closed(self.id, now);
             }
         }
         self.phase = next;

@@ -17,7 +17,7 @@ impl Fixture {
     fn new(args: &[&str]) -> Self {
         let config = Config::parse_from(std::iter::once("wschat").chain(args.iter().copied()));
         Self {
-            hub: Hub::new(config.hub()),
+            hub: crate::testing::hub(config.hub()),
             config: config.stack(),
             start: Instant::now(),
         }

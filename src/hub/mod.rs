@@ -8,8 +8,8 @@
 //! settling another connection, and the order of effects is the order of the queue (quinn-proto's
 //! `Endpoint`/`Connection` split, with events in both directions).
 //!
-//! Inputs:  [`Hub::route`] (a request head) · `opened` · `text` · `closed`
-//! Outputs: [`Output::Deliver`] · [`Output::Close`]
+//! Inputs:  [`Hub::route`] (a request head) · `opened` · `text` · `closed` · `store_outcome`
+//! Outputs: [`Output::Deliver`] · [`Output::Close`] · store commands ([`Hub::take_store_commands`])
 //!
 //! A chat client is a *session* ([`SessionId`]), which the chat addresses; the hub maps sessions to
 //! the connection that carries them ([`ConnId`]). Today one WebSocket carries one session for its
@@ -26,9 +26,10 @@ use std::rc::Rc;
 pub use event::Event;
 pub use route::{Endpoint, Route, RouteError};
 
-use crate::chat::{Action, Chat, ChatConfig, Now, SessionId};
+use crate::chat::{Action, Chat, ChatConfig, Now, SessionId, TokenSource};
 use crate::conn::ConnId;
 use crate::http::RequestHead;
+use crate::store::{Command, Outcome};
 use crate::ws::close::CloseCode;
 use crate::ws::handshake::Policy;
 
@@ -90,17 +91,21 @@ pub struct Hub {
     last_session: u64,
     /// Scratch for the chat's answers to one input.
     actions: Vec<Action>,
+    /// Store commands the chat asked for, for the server to hand over once per turn.
+    store_commands: Vec<Command>,
     outputs: VecDeque<Output>,
     /// Deliveries (recipient × event) waiting in `outputs`.
     backlog: usize,
 }
 
 impl Hub {
-    pub fn new(config: HubConfig) -> Self {
-        let chat = Chat::new(config.chat.clone());
+    /// A hub over a store of epoch `epoch`, drawing resume tokens from `tokens`.
+    pub fn new(config: HubConfig, epoch: String, tokens: TokenSource) -> Self {
+        let chat = Chat::new(config.chat.clone(), epoch, tokens);
         Self {
             config,
             chat,
+            store_commands: Vec::new(),
             session_of: IdMap::default(),
             conn_of: IdMap::default(),
             last_session: 0,
@@ -141,13 +146,35 @@ impl Hub {
 
     /// `conn` stopped carrying chat messages (it is closing or gone): its session ends. Calling it
     /// for a connection that has no session does nothing, so callers need not track it.
-    pub fn closed(&mut self, conn: ConnId) {
+    pub fn closed(&mut self, conn: ConnId, now: Now) {
         let Some(session) = self.session_of.remove(&conn) else {
             return;
         };
         self.conn_of.remove(&session);
-        self.chat.disconnect(session, &mut self.actions);
+        self.chat.disconnect(session, now, &mut self.actions);
         self.queue_actions();
+    }
+
+    /// The store answered a command: the chat acts on it (acks, broadcasts, welcomes).
+    pub fn store_outcome(&mut self, outcome: Outcome) {
+        self.chat.on_store(outcome, &mut self.actions);
+        self.queue_actions();
+    }
+
+    /// The store commands queued since the last call, in order: the server hands them to the
+    /// store in one batch per turn, which the store commits as one group.
+    pub fn take_store_commands(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.store_commands)
+    }
+
+    /// Whether store commands wait to be handed over.
+    pub fn has_store_commands(&self) -> bool {
+        !self.store_commands.is_empty()
+    }
+
+    /// The chat, for what it can tell about itself (sessions, memory).
+    pub fn chat(&self) -> &Chat {
+        &self.chat
     }
 
     /// The next thing to do, in the order the inputs caused them.
@@ -157,6 +184,11 @@ impl Hub {
             self.backlog -= to.len();
         }
         Some(output)
+    }
+
+    /// Whether outputs wait to be drained.
+    pub fn has_output(&self) -> bool {
+        !self.outputs.is_empty()
     }
 
     /// Deliveries waiting to be applied, counted per recipient: what the queue costs in memory
@@ -189,6 +221,10 @@ impl Hub {
                     Some(&conn) => Output::Close { conn, code, reason },
                     None => continue,
                 },
+                Action::Store(command) => {
+                    self.store_commands.push(command);
+                    continue;
+                }
             };
             self.outputs.push_back(output);
         }

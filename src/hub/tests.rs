@@ -5,6 +5,7 @@ use std::time::Instant;
 use super::*;
 use crate::conn::ConnId;
 use crate::http::{Limits, RequestHead, parse_head};
+use crate::store::memory::MemoryStore;
 
 fn config(echo: bool) -> HubConfig {
     HubConfig {
@@ -108,7 +109,7 @@ fn routing_table() {
         ),
     ];
     for (rule, echo, request, expected) in table {
-        let got = match Hub::new(config(*echo)).route(&head(request), false) {
+        let got = match crate::testing::hub(config(*echo)).route(&head(request), false) {
             Route::Page(_) => "page".to_owned(),
             Route::Upgrade {
                 endpoint: Endpoint::Chat,
@@ -130,7 +131,7 @@ fn a_connection_over_the_limit_is_refused_whatever_it_asks() {
         "GET / HTTP/1.1\r\nHost: h\r\n\r\n".to_owned(),
         format!("GET / HTTP/1.1\r\n{UPGRADE}\r\n"),
     ] {
-        let Route::Reject(error) = Hub::new(config(false)).route(&head(&request), true) else {
+        let Route::Reject(error) = crate::testing::hub(config(false)).route(&head(&request), true) else {
             panic!("served over capacity");
         };
         assert_eq!(error.status().code(), 503);
@@ -163,20 +164,41 @@ fn now() -> Now {
     }
 }
 
-/// The outputs queued so far.
-fn drain(hub: &mut Hub) -> Vec<Output> {
+/// Answers the store commands the hub queued (at once, from memory), then returns every output
+/// queued so far.
+fn drain(hub: &mut Hub, store: &mut MemoryStore) -> Vec<Output> {
+    while hub.has_store_commands() {
+        for outcome in store.execute(hub.take_store_commands()) {
+            hub.store_outcome(outcome);
+        }
+    }
     std::iter::from_fn(|| hub.poll_output()).collect()
 }
 
 #[test]
+fn store_commands_wait_for_the_server_and_their_answers_come_back_as_inputs() {
+    let mut hub = crate::testing::hub(config(false));
+    let mut store = MemoryStore::new(100);
+    let a = ConnId::new(0, 1);
+    hub.opened(a, now());
+    // The lobby's history is not in memory yet: the welcome waits for the store.
+    assert!(hub.has_store_commands());
+    assert!(!hub.has_output());
+    let outputs = drain(&mut hub, &mut store);
+    assert_eq!(outputs.len(), 1, "the welcome; nobody else is there to be told");
+}
+
+#[test]
 fn chat_events_are_addressed_to_the_connections_that_carry_the_sessions() {
-    let mut hub = Hub::new(config(false));
+    let mut hub = crate::testing::hub(config(false));
     let (a, b) = (ConnId::new(0, 1), ConnId::new(1, 2));
+    let mut store = MemoryStore::new(100);
     hub.opened(a, now());
     hub.opened(b, now());
-    drain(&mut hub);
+    drain(&mut hub, &mut store);
     hub.text(a, r#"{"type":"message","payload":"hi"}"#, now());
-    let outputs = drain(&mut hub);
+    assert!(!hub.has_output(), "nothing is shown before the store has it");
+    let outputs = drain(&mut hub, &mut store);
     let recipients: Vec<Vec<ConnId>> = outputs
         .iter()
         .map(|output| match output {
@@ -193,21 +215,25 @@ fn chat_events_are_addressed_to_the_connections_that_carry_the_sessions() {
 
 #[test]
 fn a_closed_connection_ends_its_session_once() {
-    let mut hub = Hub::new(config(false));
+    let mut hub = crate::testing::hub(config(false));
     let (a, b) = (ConnId::new(0, 1), ConnId::new(1, 2));
+    let mut store = MemoryStore::new(100);
     hub.opened(a, now());
     hub.opened(b, now());
-    drain(&mut hub);
-    hub.closed(a);
-    assert_eq!(drain(&mut hub).len(), 1, "the room hears `left`");
-    hub.closed(a);
-    assert!(drain(&mut hub).is_empty(), "a second report does nothing");
+    drain(&mut hub, &mut store);
+    hub.closed(a, now());
+    assert_eq!(drain(&mut hub, &mut store).len(), 1, "the room hears `left`");
+    hub.closed(a, now());
+    assert!(
+        drain(&mut hub, &mut store).is_empty(),
+        "a second report does nothing"
+    );
     assert_eq!(hub.sessions(), 1);
 }
 
 #[test]
 fn input_from_a_connection_without_a_session_is_ignored() {
-    let mut hub = Hub::new(config(false));
+    let mut hub = crate::testing::hub(config(false));
     hub.text(ConnId::new(3, 9), r#"{"type":"message","payload":"hi"}"#, now());
-    assert!(drain(&mut hub).is_empty());
+    assert!(drain(&mut hub, &mut MemoryStore::new(100)).is_empty());
 }

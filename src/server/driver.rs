@@ -40,6 +40,7 @@ use slab::Slab;
 use crate::chat::Now;
 use crate::conn::{ConnId, Ctx, SocketAction, Stack, StackConfig};
 use crate::hub::{Hub, Output};
+use crate::store::{Command, Outcome};
 
 /// One read's worth of bytes; shared by every connection, so idle ones hold no read buffer.
 pub const SCRATCH_LEN: usize = 64 * 1024;
@@ -227,6 +228,21 @@ impl<S: Socket> Driver<S> {
             touch(peer, touched);
         }
         self.drain_hub(now);
+    }
+
+    /// The store commands the hub queued since the last call, for the event loop to hand to the
+    /// store in one batch (one group commit) per turn.
+    pub fn take_store_commands(&mut self) -> Vec<Command> {
+        self.hub.take_store_commands()
+    }
+
+    /// The store answered a command: the hub acts on it, and what that sends goes out at the end
+    /// of the turn, like every other output.
+    pub fn store_outcome(&mut self, outcome: Outcome, now: Now) {
+        self.hub.store_outcome(outcome);
+        if self.hub.backlog() > DRAIN_BACKLOG {
+            self.drain_hub(now);
+        }
     }
 
     /// The event loop could not watch the socket of `id`: give it up.

@@ -11,13 +11,16 @@
 
 mod driver;
 
+use std::fmt;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{info, warn};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest as MioInterest, Poll, Token};
+use mio::{Events, Interest as MioInterest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
@@ -26,9 +29,13 @@ pub use driver::{Driver, Interest, SCRATCH_LEN, Socket};
 use crate::chat::Now;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
+use crate::store::{OpenError, StoreHandle};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
+/// The store's writer thread wakes the loop through this when it has answers.
+const STORE: Token = Token(usize::MAX - 3);
 /// How long a shutdown waits for close handshakes to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
@@ -51,31 +58,96 @@ impl Socket for TcpStream {
     }
 }
 
-/// The server: listener, signals and the driver.
+/// 128 bits from the operating system's random source, for resume tokens. Should the source fail
+/// (it does not on Linux once booted), the standard library's per-process random hasher keys,
+/// which come from the same source at start, are stretched instead.
+fn os_random() -> u128 {
+    let mut bytes = [0u8; 16];
+    match getrandom::fill(&mut bytes) {
+        Ok(()) => u128::from_le_bytes(bytes),
+        Err(_) => {
+            use std::hash::{BuildHasher, Hasher};
+            let half = || {
+                std::collections::hash_map::RandomState::new()
+                    .build_hasher()
+                    .finish()
+            };
+            (u128::from(half()) << 64) | u128::from(half())
+        }
+    }
+}
+
+/// Why the server could not start; each prints as one line.
+#[derive(Debug)]
+pub enum StartError {
+    Io(io::Error),
+    Store(OpenError),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io(error) => error.fmt(f),
+            Self::Store(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<io::Error> for StartError {
+    fn from(error: io::Error) -> Self {
+        Self::Io(error)
+    }
+}
+
+/// The server: listener, signals, the store and the driver.
 pub struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
     signals: Signals,
     driver: Driver<TcpStream>,
+    store: StoreHandle,
     shutdown_deadline: Option<Instant>,
 }
 
 impl Server {
-    /// Binds the listener and installs the SIGINT/SIGTERM handlers.
-    pub fn bind(config: Config) -> io::Result<Self> {
+    /// Opens the store, binds the listener and installs the SIGINT/SIGTERM handlers. The store
+    /// comes first: a database that is damaged, foreign, newer or in use stops the start before
+    /// the port is taken.
+    pub fn bind(config: Config) -> Result<Self, StartError> {
         let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), STORE)?);
+        let wake = Box::new(move || {
+            // Only fails if the poll is gone, when nobody is left to wake.
+            let _ = waker.wake();
+        });
+        let keep_per_room = usize::try_from(config.retain_messages)
+            .ok()
+            .and_then(NonZeroUsize::new)
+            .unwrap_or(NonZeroUsize::MIN);
+        let (store, info) = SqliteStore::open(&config.db, SqliteOptions { keep_per_room }, wake)
+            .map_err(StartError::Store)?;
+        info!(
+            "message store {}: epoch {}, last id {}",
+            config.db.display(),
+            info.epoch,
+            info.last_id
+        );
         let mut listener = listen(config.listen)?;
         poll.registry()
             .register(&mut listener, LISTENER, MioInterest::READABLE)?;
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
         poll.registry()
             .register(&mut signals, SIGNALS, MioInterest::READABLE)?;
-        let driver = Driver::new(config.stack(), Hub::new(config.hub()), config.max_connections);
+        let hub = Hub::new(config.hub(), info.epoch.to_string(), Box::new(os_random));
+        let driver = Driver::new(config.stack(), hub, config.max_connections);
         Ok(Self {
             poll,
             listener: Some(listener),
             signals,
             driver,
+            store,
             shutdown_deadline: None,
         })
     }
@@ -96,6 +168,10 @@ impl Server {
                 && (self.driver.is_empty() || now.instant >= deadline)
             {
                 info!("shutdown complete, {} connection(s) cut off", self.driver.len());
+                // Whatever the store still has queued is committed before the process ends.
+                if let Err(error) = self.store.close() {
+                    warn!("message store: {error}");
+                }
                 return Ok(());
             }
             let wake = [self.driver.poll_timeout(now.instant), self.shutdown_deadline]
@@ -115,6 +191,11 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept(now),
                     SIGNALS => self.on_signal(now),
+                    STORE => {
+                        for outcome in self.store.try_results() {
+                            self.driver.store_outcome(outcome, now);
+                        }
+                    }
                     Token(index) => {
                         // Events for a slot whose connection is gone (or replaced) are harmless:
                         // the driver checks what it finds.
@@ -131,6 +212,14 @@ impl Server {
             }
             self.driver.end_turn(now);
             self.register();
+            // Everything the chat asked of the store this turn goes in one batch: one commit.
+            let commands = self.driver.take_store_commands();
+            if !commands.is_empty()
+                && let Err(error) = self.store.submit(commands)
+            {
+                // The writer is gone; its handle answers every command with this error.
+                warn!("message store: {error}");
+            }
         }
     }
 

@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
 
+pub mod memory;
 pub mod sqlite;
 
 /// The caller's name for one message or read, echoed in its [`Outcome`].

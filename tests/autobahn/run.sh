@@ -57,7 +57,7 @@ else
     (cd "$ROOT" && cargo build --release --bin wschat)
     target_dir="${CARGO_TARGET_DIR:-target}"
     [[ "$target_dir" = /* ]] || target_dir="$ROOT/$target_dir"
-    SERVER_CMD="$(printf '%q' "$target_dir/release/wschat") --listen 127.0.0.1:$PORT --echo"
+    SERVER_CMD="$(printf '%q' "$target_dir/release/wschat") --listen 127.0.0.1:$PORT --echo --db :memory:"
     SERVER_CMD+=" --max-message-size 16777216 --max-frame-size 16777216 --max-fragments 1000000"
 fi
 

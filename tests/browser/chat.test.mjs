@@ -27,6 +27,8 @@ const ADDR = env('WSCHAT_ADDR');
 const PIDFILE = env('WSCHAT_PIDFILE');
 const LOG = env('WSCHAT_LOG');
 const OUT = env('WSCHAT_OUT');
+// The message store, kept across the test's restart of the server.
+const DB = env('WSCHAT_DB');
 const URL = `http://${ADDR}/`;
 const [HOST, PORT] = [ADDR.slice(0, ADDR.lastIndexOf(':')), Number(ADDR.slice(ADDR.lastIndexOf(':') + 1))];
 
@@ -187,7 +189,7 @@ async function killServer() {
 
 async function startServer() {
   const out = openSync(LOG, 'a');
-  const child = spawn(BIN, ['--listen', ADDR], { detached: true, stdio: ['ignore', out, out] });
+  const child = spawn(BIN, ['--listen', ADDR, '--db', DB], { detached: true, stdio: ['ignore', out, out] });
   child.unref();
   writeFileSync(PIDFILE, `${child.pid}\n`);
   await waitPort(true);

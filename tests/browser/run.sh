@@ -68,7 +68,10 @@ trap stop_server EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-"$BIN" --listen "$ADDR" >>"$SERVER_LOG" 2>&1 </dev/null &
+# A fresh message store for this run, kept across the test's restart of the server.
+DB="$OUT/chat.db"
+rm -f "$DB" "$DB-wal" "$DB-shm"
+"$BIN" --listen "$ADDR" --db "$DB" >>"$SERVER_LOG" 2>&1 </dev/null &
 echo $! >"$PIDFILE"
 disown  # The test kills it on purpose: no "Killed" job notice.
 
@@ -83,7 +86,7 @@ log "server on $ADDR (log: $SERVER_LOG)"
 
 status=0
 (cd "$HERE" && WSCHAT_BIN="$BIN" WSCHAT_ADDR="$ADDR" WSCHAT_PIDFILE="$PIDFILE" \
-    WSCHAT_LOG="$SERVER_LOG" WSCHAT_OUT="$OUT" \
+    WSCHAT_LOG="$SERVER_LOG" WSCHAT_OUT="$OUT" WSCHAT_DB="$DB" \
     timeout "$TIMEOUT" node --test --test-reporter=spec chat.test.mjs) || status=$?
 if [[ $status -ne 0 ]]; then
     [[ $status -eq 124 ]] && log "timed out after ${TIMEOUT}s"

@@ -20,8 +20,12 @@ pub struct TestServer {
 impl TestServer {
     /// Starts `wschat --listen 127.0.0.1:0 <args>` and waits for its "listening on" line.
     pub fn start(args: &[&str]) -> Self {
+        // Tests run in parallel: each server keeps its messages in memory unless the test names
+        // a database of its own.
+        let memory = (!args.contains(&"--db")).then_some(["--db", ":memory:"]);
         let mut child = Command::new(env!("CARGO_BIN_EXE_wschat"))
             .args(["--listen", "127.0.0.1:0"])
+            .args(memory.iter().flatten())
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

@@ -17,6 +17,7 @@ use serde_json::Value;
 use super::*;
 use crate::config::Config;
 use crate::conn::Phase;
+use crate::store::memory::MemoryStore;
 use crate::testing::{first_byte, masked_frame};
 use crate::ws::protocol::{Connection, OwnedEvent, Role};
 
@@ -108,9 +109,11 @@ impl Socket for Pipe {
     }
 }
 
-/// A driver with a clock that moves only when told to.
+/// A driver with a clock that moves only when told to, and a store in memory that answers at the
+/// end of each turn (as a disk that keeps up would).
 struct Harness {
     driver: Driver<Pipe>,
+    store: MemoryStore,
     start: Instant,
     elapsed: Duration,
     /// Socket buffer size of new pipes.
@@ -132,7 +135,12 @@ impl Harness {
         #[allow(clippy::disallowed_methods)] // The fake clock needs an origin; nothing is timed.
         let start = Instant::now();
         Self {
-            driver: Driver::new(config.stack(), Hub::new(config.hub()), config.max_connections),
+            driver: Driver::new(
+                config.stack(),
+                crate::testing::hub(config.hub()),
+                config.max_connections,
+            ),
+            store: MemoryStore::new(10_000),
             start,
             elapsed: Duration::ZERO,
             capacity: 1 << 20,
@@ -158,14 +166,31 @@ impl Harness {
     fn turn(&mut self) {
         let now = self.now();
         self.driver.end_turn(now);
+        self.answer_store(now);
         for _ in 0..1000 {
             if self.driver.poll_timeout(now.instant) != Some(now.instant) {
                 break;
             }
             self.driver.start_turn(now);
             self.driver.end_turn(now);
+            self.answer_store(now);
         }
         while self.driver.poll_interest().is_some() {}
+    }
+
+    /// The store's answers arrive (the event loop's store wake-up) and are delivered in another
+    /// turn, as long as the chat asks the store for anything.
+    fn answer_store(&mut self, now: Now) {
+        loop {
+            let commands = self.driver.take_store_commands();
+            if commands.is_empty() {
+                return;
+            }
+            for outcome in self.store.execute(commands) {
+                self.driver.store_outcome(outcome, now);
+            }
+            self.driver.end_turn(now);
+        }
     }
 
     fn connect(&mut self) -> Client {
@@ -545,6 +570,8 @@ fn a_turn_of_many_messages_does_not_close_a_receiver_that_keeps_reading() {
 #[test]
 fn a_storm_of_joins_in_one_turn_is_drained_before_the_queue_passes_its_budget() {
     let mut h = Harness::new(&[]);
+    // The lobby's history is in memory once somebody entered it: each join is admitted at once.
+    let _first = h.websocket("/");
     let clients: Vec<Client> = (0..300).map(|_| h.connect()).collect();
     let now = h.now();
     let mut largest = 0;
@@ -656,6 +683,8 @@ fn what_a_read_causes_reaches_the_other_connections_before_the_next_read() {
     let now = h.now();
     h.driver.readable(sender.id, now);
     h.driver.end_turn(now);
+    // The store commits what the read carried, and its answer is delivered.
+    h.answer_store(now);
     // What the receiver's socket holds now, read without giving the server another turn.
     let mut bytes = std::mem::take(&mut receiver.pipe.0.borrow_mut().to_client);
     let mut first_turn = 0;

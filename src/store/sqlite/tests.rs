@@ -3,6 +3,7 @@
 //! A [`Harness`] plays the event loop: it submits one turn's commands and waits (on the wake-up
 //! callback) until every token is answered. Tests that need another process re-run this test
 //! binary with [`CHILD_ROLE`] set; [`child_process`] is that other process.
+#![allow(clippy::disallowed_methods)] // The tests wait for a real writer thread, bounded in time.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;

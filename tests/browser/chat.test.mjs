@@ -4,7 +4,7 @@
 //   WSCHAT_ADDR     host:port it listens on
 //   WSCHAT_PIDFILE  holds the running server's pid; the test rewrites it on restart so that
 //                   run.sh's cleanup stops whichever server is running
-//   WSCHAT_LOG      server log, appended to by the restarted server
+//   WSCHAT_LOG      server log with the wire trace (--trace), appended to by the restarted server
 //   WSCHAT_OUT      where screenshots go (target/browser)
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -35,6 +35,10 @@ const [HOST, PORT] = [ADDR.slice(0, ADDR.lastIndexOf(':')), Number(ADDR.slice(AD
 // Every wait is bounded so that a broken page fails in seconds rather than hanging the run.
 const WAIT_MS = 10_000;
 const XSS = '<img src=x onerror=alert(1)>';
+// The server compresses messages from this many bytes on (its default --deflate-threshold).
+const DEFLATE_THRESHOLD = 256;
+// The server runs with --trace so that the test can see the wire (see the permessage-deflate step).
+const SERVER_ARGS = ['--listen', ADDR, '--trace', '--db', DB];
 
 const started = Date.now();
 const log = (line) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${line}`);
@@ -72,11 +76,16 @@ after(async () => {
   if (profile) rmSync(profile, { recursive: true, force: true });
 });
 
-/** Opens the chat in a fresh browser context and records dialogs, page errors and CSP reports. */
+/** Opens the chat in a fresh browser context and records dialogs, page errors, CSP reports and
+ * the WebSocket messages the page sends and receives (as the page sees them: inflated). */
 async function openChat(name) {
   const context = await browser.newContext({ viewport: { width: 1000, height: 640 }, locale: 'en-GB' });
   const page = await context.newPage();
-  const person = { name, context, page, dialogs: [], errors: [] };
+  const person = { name, context, page, dialogs: [], errors: [], sent: [], received: [] };
+  page.on('websocket', (ws) => {
+    ws.on('framesent', ({ payload }) => person.sent.push(payload));
+    ws.on('framereceived', ({ payload }) => person.received.push(payload));
+  });
   page.on('dialog', (dialog) => {
     person.dialogs.push(dialog.message());
     dialog.dismiss().catch(() => {});
@@ -189,11 +198,40 @@ async function killServer() {
 
 async function startServer() {
   const out = openSync(LOG, 'a');
-  const child = spawn(BIN, ['--listen', ADDR, '--db', DB], { detached: true, stdio: ['ignore', out, out] });
+  const child = spawn(BIN, SERVER_ARGS, { detached: true, stdio: ['ignore', out, out] });
   child.unref();
   writeFileSync(PIDFILE, `${child.pid}\n`);
   await waitPort(true);
 }
+
+// ---- the server's wire trace ----
+
+/** The wire trace in the server log (--trace; src/trace.rs), by connection id: its HTTP head lines
+ * and its frames, `<-` from the browser and `->` from the server. A compressed message's frame has
+ * RSV1 (RSV=100) and shows the length it inflated to; `len` below is that length. Ids restart with
+ * the server, so this is only meaningful before the restart. */
+function wireTrace() {
+  const frame =
+    /^#(\d+) (<-|->) (?:FIN|\.\.\.) RSV=([01]{3}) ([A-Z]+) +MASK=\S+ +len=(\d+) +\(\d+-bit\) +(?:compressed, inflated len=(\d+) )?(.*)$/;
+  const head = /^#(\d+) (<-|->) (.*)$/;
+  const connections = new Map();
+  const conn = (id) => connections.get(id) ?? connections.set(id, { id, heads: [], frames: [] }).get(id);
+  for (const line of readFileSync(LOG, 'utf8').split('\n')) {
+    let m = frame.exec(line);
+    if (m) {
+      const [, id, dir, rsv, opcode, wireLen, inflated, preview] = m;
+      const len = Number(inflated ?? wireLen);
+      conn(id).frames.push({ dir, compressed: rsv === '100', opcode, wireLen: Number(wireLen), len, preview });
+    } else if ((m = head.exec(line))) {
+      conn(m[1]).heads.push(`${m[2]} ${m[3]}`);
+    }
+  }
+  return connections;
+}
+
+/** Text as a trace preview shows it (src/trace.rs `quote`), for the short ASCII texts we look for. */
+const quoted = (text) => `"${text.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`;
+const isData = (frame) => frame.opcode === 'TEXT' || frame.opcode === 'BINARY';
 
 // ---- the test ----
 
@@ -243,6 +281,46 @@ test('two people chat in headless Chromium, through a server restart', { timeout
     const times = await alice.page.$$eval('#messages li.msg time', (nodes) => nodes.map((n) => n.textContent));
     assert.equal(times.length, 2);
     for (const time of times) assert.match(time, /^\d{1,2}:\d{2}/);
+  });
+
+  await step('the WebSocket uses permessage-deflate, and compressed frames flow both ways', async () => {
+    const { alice, bob } = people;
+    // Over the server's threshold, so that it compresses them too (the browser compresses anyway).
+    const long = (name) => `${name} writes a long line: ${'κόσμε, permessage-deflate! '.repeat(12)}`;
+    await exchange(alice, bob, long('alice'));
+    await exchange(bob, alice, long('bob'));
+    const sockets = [...wireTrace().values()].filter((c) => c.heads.some((h) => h.startsWith('-> HTTP/1.1 101 ')));
+    assert.equal(sockets.length, 2, 'one WebSocket per page');
+    for (const [person, other] of [[alice, bob], [bob, alice]]) {
+      // The page's connection: the one on which it chose its nickname.
+      const nickname = quoted(JSON.stringify({ type: 'nickname', payload: person.name }));
+      const socket = sockets.find((c) => c.frames.some((f) => f.dir === '<-' && f.preview === nickname));
+      assert.ok(socket, `${person.name}: a connection that chose the nickname`);
+      const who = `${person.name} (#${socket.id})`;
+      assert.ok(socket.heads.some((h) => /^<- Sec-WebSocket-Extensions: .*permessage-deflate/i.test(h)), `${who}: offered`);
+      const answer = socket.heads.find((h) => h.startsWith('-> Sec-WebSocket-Extensions: '));
+      assert.match(answer ?? '(none)', /^-> Sec-WebSocket-Extensions: permessage-deflate\b/, `${who}: the 101 accepts`);
+
+      // Browser to server: its long message arrived compressed and inflated to what it sent.
+      const request = JSON.stringify({ type: 'message', payload: long(person.name) });
+      assert.ok(person.sent.includes(request), `${who}: the page sent its long message`);
+      const up = socket.frames.filter((f) => f.dir === '<-' && isData(f));
+      const mine = up.find((f) => f.len === Buffer.byteLength(request) && f.preview.startsWith(quoted('{"type":"message"').slice(0, -1)));
+      assert.ok(mine?.compressed, `${who}: its long message came with RSV1 (${JSON.stringify(mine)})`);
+
+      // Server to browser: the other's long message went out compressed, and inflates to exactly
+      // the event the page received; every server message is compressed iff over the threshold.
+      const event = person.received.find((p) => typeof p === 'string' && JSON.parse(p).payload?.text === long(other.name));
+      assert.ok(event, `${who}: the page received ${other.name}'s long message`);
+      const down = socket.frames.filter((f) => f.dir === '->' && isData(f));
+      const theirs = down.find((f) => f.len === Buffer.byteLength(event) && f.compressed);
+      assert.ok(theirs, `${who}: ${other.name}'s long message went out with RSV1, inflating to ${Buffer.byteLength(event)} B`);
+      for (const f of down) {
+        assert.equal(f.compressed, f.len >= DEFLATE_THRESHOLD, `${who}: a ${f.len} B server message: ${f.preview}`);
+      }
+      const count = (frames) => `${frames.filter((f) => f.compressed).length} of ${frames.length}`;
+      log(`${who}: ${answer.slice(3)}; compressed: ${count(up)} from the browser, ${count(down)} from the server`);
+    }
   });
 
   await step('markup in a message is shown as text, never run', async () => {

@@ -4,7 +4,8 @@
 # On a fresh Debian machine: installs chromium (apt) when /usr/bin/chromium is missing, installs
 # playwright-core from package-lock.json (npm ci; Playwright never downloads a browser here),
 # builds the server, starts it on a free loopback port, runs the test and stops the server.
-# Output goes to <repo>/target/browser: chat.png (the screenshot), server.log, failure-*.png.
+# Output goes to <repo>/target/browser: chat.png (the screenshot), server.log (with the server's
+# wire trace, which the test reads), failure-*.png.
 #
 # Environment: WSCHAT_BROWSER_TIMEOUT  seconds before the test is killed (default 100).
 set -euo pipefail
@@ -68,10 +69,11 @@ trap stop_server EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A fresh message store for this run, kept across the test's restart of the server.
+# A fresh message store for this run, kept across the test's restart of the server. --trace: the
+# test reads the wire trace from the log (permessage-deflate both ways).
 DB="$OUT/chat.db"
 rm -f "$DB" "$DB-wal" "$DB-shm"
-"$BIN" --listen "$ADDR" --db "$DB" >>"$SERVER_LOG" 2>&1 </dev/null &
+"$BIN" --listen "$ADDR" --db "$DB" --trace >>"$SERVER_LOG" 2>&1 </dev/null &
 echo $! >"$PIDFILE"
 disown  # The test kills it on purpose: no "Killed" job notice.
 

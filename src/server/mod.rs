@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use log::{info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest as MioInterest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGXFSZ};
 use signal_hook_mio::v1_0::Signals;
 
 pub use driver::{Driver, Interest, SCRATCH_LEN, Socket};
@@ -138,6 +138,10 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, MioInterest::READABLE)?;
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        // A file-size limit (ulimit -f) reached by the store must fail that write, which the store
+        // reports as `store_unavailable`, not kill the server: SIGXFSZ gets a handler that does
+        // nothing, and the write then fails with EFBIG.
+        signal_hook::flag::register(SIGXFSZ, Arc::new(std::sync::atomic::AtomicBool::new(false)))?;
         poll.registry()
             .register(&mut signals, SIGNALS, MioInterest::READABLE)?;
         let hub = Hub::new(config.hub(), info.epoch.to_string(), Box::new(os_random));
@@ -172,6 +176,16 @@ impl Server {
                 if let Err(error) = self.store.close() {
                     warn!("message store: {error}");
                 }
+                let stats = self.store.stats();
+                info!(
+                    "message store: {} messages in {} commits ({:.1} per commit, at most {}), {} failed commits, {} pruned",
+                    stats.messages,
+                    stats.commits,
+                    stats.messages as f64 / stats.commits.max(1) as f64,
+                    stats.largest_commit,
+                    stats.failed_commits,
+                    stats.pruned
+                );
                 return Ok(());
             }
             let wake = [self.driver.poll_timeout(now.instant), self.shutdown_deadline]

@@ -448,14 +448,14 @@ impl Chat {
         .json();
         if entered {
             actions.push(Action::Send {
-                to: self.members(&room, None),
-                json,
+                to: self.members(&room, Some(id)),
+                json: json.clone(),
             });
-        } else {
-            // A client still entering its room is told alone, after its welcome; the room learns
-            // the name when it enters.
-            self.respond(id, json, actions);
         }
+        // The renamed client's copy is the answer to its request, so it keeps its place among its
+        // answers (after the `ack` of a message sent before); a client still entering its room is
+        // told alone, and the room learns the name when it enters.
+        self.respond(id, json, actions);
         Ok(())
     }
 

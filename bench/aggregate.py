@@ -231,7 +231,10 @@ def deflate_table(runs, servers):
                 continue
             cells = [f"{int(r.get('deflate_negotiated', 0)):,}/{expected_connections(r):,}" for r in done]
             complete = all(int(r.get("deflate_negotiated", 0)) == expected_connections(r) for r in done)
-            rows.append(f"| connections that negotiated it, {scenario} | {server} | {', '.join(cells)} | "
+            resets = {r["deflate_server_no_context_takeover"] for r in done if "deflate_server_no_context_takeover" in r}
+            how = {frozenset([True]): " (server compresses each message alone)",
+                   frozenset([False]): " (server keeps its context across messages)"}.get(frozenset(resets), "")
+            rows.append(f"| connections that negotiated it{how}, {scenario} | {server} | {', '.join(cells)} | "
                         f"| all | {'met' if complete else '**not met**'} |")
     for server in with_deflate:
         wschat = is_wschat(server)
@@ -275,6 +278,15 @@ def deflate_table(runs, servers):
                         f"| {median:.3f} ({1 / median:.2f}:1) | — | |")
     if not rows:
         return []
+    corpora = sorted({(int(r["corpus_lines"]), int(r["corpus_bytes"])) for r in runs
+                      if r.get("scenario") in ("echo-deflate", "broadcast-deflate") and "corpus_bytes" in r})
+    corpus_note = ("" if not corpora else " The chat text came from a corpus of " + "; ".join(
+        f"{lines:,} lines, {size:,} bytes" for lines, size in corpora) + ". A server that keeps its "
+        "compression context (ws, unless the client asks otherwise, and browsers do not) finds "
+        "whatever recurs within its last 32 KiB, so its ratio improves the more often lines recur "
+        "there: with a corpus smaller than 32 KiB every line does, far more than in a real chat, "
+        "and its echo ratio is a best case (a larger TEXT_CORPUS brings it nearer a real one). "
+        "wschat compresses each message alone, so its ratio depends on the messages only.")
     return [
         "### permessage-deflate",
         "",
@@ -286,7 +298,8 @@ def deflate_table(runs, servers):
         "bytes is what the clients read from their sockets (frame headers included) over the bytes of "
         "the messages those frames carried once inflated: 1.01 or so uncompressed, and its inverse is the "
         "compression ratio as the clients see it; \"compressed\" is the share of messages that arrived "
-        "compressed (a server leaves short ones as they are: wschat below 256 bytes, ws below 1,024).",
+        "compressed (a server leaves short ones as they are: wschat below 256 bytes, ws below 1,024)."
+        + corpus_note,
         "",
         "| figure | server | per round | median | target | |",
         "|---|---|---|---:|---|---|",

@@ -33,6 +33,10 @@
 #                         to catch up (one still behind then counts as short: not all in order)
 #   DEFLATE_RATE=1000     messages/s of the sender in broadcast-chat and broadcast-deflate: a rate the
 #                         server sustains, so that both deliver the same messages/s
+#   TEXT_CORPUS=FILE      chat lines (one message per line) for the chat-text scenarios (echo-chat,
+#                         echo-deflate, broadcast-chat, broadcast-deflate) instead of wschat-bench's
+#                         built-in bench/chat-lines.txt (110 lines, 7.5 KB: ws, which keeps its
+#                         compression context, finds every line again within its 32 KiB window)
 #   SCENARIOS="..."       a subset of the scenarios, by id (default: all; see `scenarios` below), e.g.
 #                         SCENARIOS="hold hold-deflate echo-chat echo-deflate broadcast-chat broadcast-deflate"
 #   QUICK=1               smoke test: ROUNDS=1, SECONDS_PER_RUN=3, IDLE_CONNECTIONS=2000, HOLD_SECONDS=2
@@ -68,6 +72,7 @@ BROADCAST_RECEIVERS=${BROADCAST_RECEIVERS:-1000}
 BROADCAST_RATE=${BROADCAST_RATE:-3000}
 BROADCAST_DRAIN=${BROADCAST_DRAIN:-10}
 DEFLATE_RATE=${DEFLATE_RATE:-1000}
+TEXT_CORPUS=${TEXT_CORPUS:-}
 BASELINE=${BASELINE:-}
 if [[ -n $BASELINE ]]; then
     SERVERS=${SERVERS:-"wschat wschat-base fastwebsockets tokio-tungstenite ws"}
@@ -85,6 +90,11 @@ BASE_PORT=${BASE_PORT:-9400}
 [[ $BROADCAST_RATE =~ ^[0-9]+([.][0-9]+)?$ ]] || die "BROADCAST_RATE must be a number of messages per second"
 [[ $BROADCAST_DRAIN =~ ^[0-9]+([.][0-9]+)?$ ]] || die "BROADCAST_DRAIN must be a number of seconds"
 [[ $DEFLATE_RATE =~ ^[0-9]+([.][0-9]+)?$ ]] || die "DEFLATE_RATE must be a number of messages per second"
+if [[ -n $TEXT_CORPUS ]]; then
+    [[ -f $TEXT_CORPUS && -r $TEXT_CORPUS ]] || die "TEXT_CORPUS=$TEXT_CORPUS is not a readable file"
+    TEXT_CORPUS=$(cd "$(dirname "$TEXT_CORPUS")" && pwd)/$(basename "$TEXT_CORPUS")
+    [[ $TEXT_CORPUS != *[[:space:]]* ]] || die "TEXT_CORPUS may not contain spaces: $TEXT_CORPUS"
+fi
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -359,6 +369,7 @@ EOF
 # --- Scenarios ---------------------------------------------------------------------------------
 # id and wschat-bench arguments (after the mode's --path). An id ending in -deflate offers
 # permessage-deflate (`--deflate`); its uncompressed twin sends the same messages without it.
+chat_text="--chat-text${TEXT_CORPUS:+ --text-corpus $TEXT_CORPUS}"
 scenarios=(
     "echo-100c-16B-k1|echo -c 100 -k 1 -s 16"
     "echo-100c-1KiB-k1|echo -c 100 -k 1 -s 1024"
@@ -367,10 +378,10 @@ scenarios=(
     "broadcast|broadcast -c $BROADCAST_RECEIVERS -r $BROADCAST_RATE --drain $BROADCAST_DRAIN"
     "hold|hold -c $IDLE_CONNECTIONS"
     "hold-deflate|hold -c $IDLE_CONNECTIONS --deflate"
-    "echo-chat|echo -c 100 -k 1 -s 1024 --chat-text"
-    "echo-deflate|echo -c 100 -k 1 -s 1024 --chat-text --deflate"
-    "broadcast-chat|broadcast -c $BROADCAST_RECEIVERS -r $DEFLATE_RATE --drain $BROADCAST_DRAIN --chat-text"
-    "broadcast-deflate|broadcast -c $BROADCAST_RECEIVERS -r $DEFLATE_RATE --drain $BROADCAST_DRAIN --chat-text --deflate"
+    "echo-chat|echo -c 100 -k 1 -s 1024 $chat_text"
+    "echo-deflate|echo -c 100 -k 1 -s 1024 $chat_text --deflate"
+    "broadcast-chat|broadcast -c $BROADCAST_RECEIVERS -r $DEFLATE_RATE --drain $BROADCAST_DRAIN $chat_text"
+    "broadcast-deflate|broadcast -c $BROADCAST_RECEIVERS -r $DEFLATE_RATE --drain $BROADCAST_DRAIN $chat_text --deflate"
 )
 known_scenarios=$(for spec in "${scenarios[@]}"; do echo -n "${spec%%|*} "; done)
 if [[ -n ${SCENARIOS:-} ]]; then
@@ -461,7 +472,7 @@ EOF
     fi
     echo "peers: $peer_versions; node $(node --version 2>/dev/null || echo none); $(rustc --version)"
     echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr)"
-    echo "settings: ROUNDS=$ROUNDS SECONDS_PER_RUN=$SECONDS_PER_RUN WARMUP=$WARMUP IDLE_CONNECTIONS=$IDLE_CONNECTIONS HOLD_SECONDS=$HOLD_SECONDS BROADCAST_RECEIVERS=$BROADCAST_RECEIVERS BROADCAST_RATE=$BROADCAST_RATE BROADCAST_DRAIN=$BROADCAST_DRAIN DEFLATE_RATE=$DEFLATE_RATE"
+    echo "settings: ROUNDS=$ROUNDS SECONDS_PER_RUN=$SECONDS_PER_RUN WARMUP=$WARMUP IDLE_CONNECTIONS=$IDLE_CONNECTIONS HOLD_SECONDS=$HOLD_SECONDS BROADCAST_RECEIVERS=$BROADCAST_RECEIVERS BROADCAST_RATE=$BROADCAST_RATE BROADCAST_DRAIN=$BROADCAST_DRAIN DEFLATE_RATE=$DEFLATE_RATE TEXT_CORPUS=${TEXT_CORPUS:-built-in}"
     echo "scenarios: $(for spec in "${scenarios[@]}"; do echo -n "${spec%%|*} "; done)"
     echo "servers: ${order[*]}"
     echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -966,6 +966,19 @@ fn add_traffic(report: &mut Report, traffic: Traffic) {
     }
 }
 
+/// The size of the chat corpus, when one is used: a compressor that keeps its context across
+/// messages (ws) gains more the more often the same lines recur within its window.
+fn add_corpus(report: &mut Report, corpus: Option<&Corpus>) {
+    report.push("chat_text", corpus.is_some());
+    if let Some(corpus) = corpus {
+        report.push("corpus_lines", corpus.lines.len());
+        report.push(
+            "corpus_bytes",
+            corpus.lines.iter().map(|line| line.len() + 1).sum::<usize>(),
+        );
+    }
+}
+
 /// The chat lines, when `--chat-text` (or `--text-corpus`) asks for them.
 fn corpus(args: &Args, chat_text: bool) -> io::Result<Option<Corpus>> {
     if chat_text || args.text_corpus.is_some() {
@@ -1027,7 +1040,7 @@ fn run_echo(args: &Args, mode: &Mode) -> io::Result<Report> {
     report.push("connections", connections);
     report.push("in_flight", in_flight);
     report.push("size", size);
-    report.push("chat_text", corpus.is_some());
+    add_corpus(&mut report, corpus.as_ref());
     report.push("seconds", format!("{elapsed:.2}"));
     report.push("messages", load.count);
     report.push("msgs_per_sec", format!("{:.0}", load.count as f64 / elapsed));
@@ -1132,7 +1145,7 @@ fn run_broadcast(args: &Args, mode: &Mode) -> io::Result<Report> {
     report.push("mode", "broadcast");
     report.push("receivers", connections);
     report.push("rate", rate);
-    report.push("chat_text", corpus.is_some());
+    add_corpus(&mut report, corpus.as_ref());
     report.push("seconds", format!("{elapsed:.2}"));
     report.push("sent", total_sent);
     report.push("deliveries", deliveries);

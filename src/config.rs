@@ -8,7 +8,7 @@ use clap::Parser;
 
 use crate::conn::StackConfig;
 use crate::http;
-use crate::hub::HubConfig;
+use crate::hub::{HubConfig, SessionConfig};
 use crate::ws::deflate::DeflatePolicy;
 use crate::ws::handshake::Policy;
 use crate::ws::protocol::{self, Limits, Timeouts};
@@ -79,6 +79,11 @@ pub struct Config {
     #[arg(long, default_value_t = 10_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub retain_messages: u64,
 
+    /// Seconds a chat session carried over plain HTTP (Server-Sent Events, long-polls) waits for
+    /// its client to come back for its events before it ends; within it, nickname and room survive.
+    #[arg(long, default_value = "30", value_name = "SECS", value_parser = parse_seconds)]
+    pub session_grace: Duration,
+
     /// Decline permessage-deflate (RFC 7692): every connection runs uncompressed.
     #[arg(long)]
     pub no_deflate: bool,
@@ -140,8 +145,10 @@ impl Config {
     /// What every connection's protocol stack enforces.
     pub fn stack(&self) -> StackConfig {
         StackConfig {
+            // The only request bodies are chat messages (`POST /send`), bounded like a WebSocket
+            // message.
             http: http::Limits {
-                max_body_bytes: 0,
+                max_body_bytes: self.max_message_size,
                 ..http::Limits::default()
             },
             websocket: self.connection(),
@@ -158,6 +165,10 @@ impl Config {
             echo: self.echo,
             policy: self.policy(),
             chat: self.chat.clone(),
+            sessions: SessionConfig {
+                queue_cap: self.max_queued_output,
+                grace: self.session_grace,
+            },
         }
     }
 }

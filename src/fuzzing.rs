@@ -556,8 +556,12 @@ fn drive_stack(turns: &[&[u8]], piece_len: usize) -> (Vec<u8>, &'static str) {
             ..Policy::default()
         },
         chat: ChatConfig::default(),
+        sessions: crate::hub::SessionConfig {
+            queue_cap: 1 << 20,
+            grace: std::time::Duration::from_secs(30),
+        },
     };
-    let mut hub = Hub::new(hub_config, "0123456789abcdef".into(), tokens);
+    let mut hub = Hub::new(hub_config, "0123456789abcdef".into(), tokens, origin);
     let mut store = crate::store::memory::MemoryStore::new(1000);
     let id = ConnId::new(0, 1);
     let now = Now {
@@ -589,7 +593,7 @@ fn drive_stack(turns: &[&[u8]], piece_len: usize) -> (Vec<u8>, &'static str) {
         loop {
             // The store answers within the turn, as a fast disk would.
             for outcome in store.execute(ctx.hub.take_store_commands()) {
-                ctx.hub.store_outcome(outcome);
+                ctx.hub.store_outcome(outcome, origin);
             }
             while let Some(output) = ctx.hub.poll_output() {
                 match output {

@@ -24,6 +24,7 @@
 //! our last byte we shut down our sending side and keep reading until the peer's FIN, so the kernel
 //! never answers unread input with a reset that could destroy our last bytes in flight.
 
+mod fallback;
 mod id;
 #[cfg(test)]
 mod tests;
@@ -37,7 +38,7 @@ pub use id::ConnId;
 
 use crate::chat::Now;
 use crate::http::{self, RequestHead};
-use crate::hub::{Endpoint, Event, Hub, Route};
+use crate::hub::{Endpoint, Event, Hub, Route, SessionOutput, Sid};
 use crate::outbox::Outbox;
 use crate::trace;
 use crate::ws::close::CloseCode;
@@ -74,10 +75,13 @@ pub enum Phase {
     /// HTTP/1.1 requests and responses, until an upgrade or the end of the connection.
     Http {
         conn: Box<http::Conn>,
-        /// The current request head must be complete by then.
+        /// When the exchange needs attention: the current request head (or body) must be
+        /// complete by then; an event stream's next comment is due; a parked poll is answered.
         deadline: Instant,
         /// Requests answered so far on this connection.
         requests: u32,
+        /// What the current request is doing.
+        exchange: Exchange,
     },
     /// After `101 Switching Protocols`.
     WebSocket {
@@ -93,11 +97,38 @@ pub enum Phase {
     Closed,
 }
 
+/// What an HTTP connection's current request is doing. The chat's plain-HTTP transports keep a
+/// request open: an event stream, a parked poll, a message upload. They are exchanges of the HTTP
+/// phase rather than phases of their own, because each ends with the connection back in the
+/// request cycle (keep-alive) and all of them share the HTTP connection's state.
+#[derive(Debug)]
+pub enum Exchange {
+    /// Reading a request head; answers go out at once.
+    Requests,
+    /// Reading the body of a `POST /send` of session `sid`.
+    Upload { sid: Sid, body: Vec<u8> },
+    /// `GET /sse`: the response is an open event stream; `sent` bytes of it so far.
+    Stream { sent: usize },
+    /// `GET /poll`: waiting for an event of the session, or `deadline`.
+    Parked,
+}
+
 impl Phase {
     /// The phase's name, as the trace prints it.
     pub fn name(&self) -> &'static str {
         match self {
-            Phase::Http { .. } => "http",
+            Phase::Http {
+                exchange: Exchange::Requests | Exchange::Upload { .. },
+                ..
+            } => "http",
+            Phase::Http {
+                exchange: Exchange::Stream { .. },
+                ..
+            } => "http (event stream)",
+            Phase::Http {
+                exchange: Exchange::Parked,
+                ..
+            } => "http (parked poll)",
             Phase::WebSocket {
                 endpoint: Endpoint::Chat,
                 ..
@@ -167,6 +198,7 @@ impl Stack {
                 conn: http,
                 deadline: now + config.handshake_timeout,
                 requests: 0,
+                exchange: Exchange::Requests,
             },
             eof: false,
             over_capacity,
@@ -269,11 +301,30 @@ impl Stack {
         self.set_phase(Phase::Closed, ctx.hub, ctx.now);
     }
 
+    /// Applies an output of the hub for an HTTP session this connection reads.
+    pub fn apply_session_output(&mut self, output: SessionOutput, ctx: &mut Ctx<'_>) {
+        match output {
+            SessionOutput::Stream(events) => self.stream_events(&events, ctx),
+            SessionOutput::Answer(answer) => self.answer_poll(answer, ctx),
+            SessionOutput::EndStream => self.end_stream(ctx),
+        }
+    }
+
     /// Time passed: act on the phase's deadline if it is due. Harmless when nothing is due, so a
     /// timer that fires early (or late, or twice) never does the wrong thing.
     pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now.instant;
         let expired = match &mut self.phase {
+            Phase::Http {
+                deadline,
+                exchange: Exchange::Stream { .. } | Exchange::Parked,
+                ..
+            } => {
+                if now >= *deadline {
+                    self.exchange_timeout(ctx);
+                }
+                false
+            }
             Phase::Http {
                 deadline, requests, ..
             } => {
@@ -407,7 +458,13 @@ impl Stack {
     /// of a kept-alive connection, and hands over to the WebSocket on an upgrade.
     fn drive_http(&mut self, ctx: &mut Ctx<'_>) {
         loop {
-            let Phase::Http { conn, .. } = &mut self.phase else {
+            let Phase::Http {
+                conn,
+                exchange,
+                deadline,
+                requests,
+            } = &mut self.phase
+            else {
                 return;
             };
             let event = match conn.next_event() {
@@ -430,23 +487,29 @@ impl Stack {
                         return;
                     }
                 }
-                // Requests with a body are refused from their head, before it is read.
-                http::Event::Body(_) | http::Event::End => {}
+                http::Event::Body(piece) => {
+                    // Only an upload reads a body: every other request with one was refused
+                    // from its head (and its connection closes after the answer).
+                    if let Exchange::Upload { body, .. } = exchange {
+                        body.extend_from_slice(piece);
+                    }
+                }
+                http::Event::End => self.end_upload(ctx),
                 http::Event::NeedMore | http::Event::Closed => return,
                 http::Event::Paused => {
                     // Pipelined requests wait until the answer to this one has left, so that a
-                    // client cannot make us queue responses faster than it reads them.
-                    if conn.must_close() || conn.queued() > 0 || conn.start_next_cycle().is_err() {
+                    // client cannot make us queue responses faster than it reads them; an open
+                    // stream or a parked poll is an answer still being given.
+                    if !matches!(exchange, Exchange::Requests)
+                        || conn.must_close()
+                        || conn.queued() > 0
+                        || conn.start_next_cycle().is_err()
+                    {
                         return;
                     }
                     // Each request head gets its own time to arrive.
-                    if let Phase::Http {
-                        deadline, requests, ..
-                    } = &mut self.phase
-                    {
-                        *deadline = ctx.now.instant + ctx.config.handshake_timeout;
-                        *requests += 1;
-                    }
+                    *deadline = ctx.now.instant + ctx.config.handshake_timeout;
+                    *requests += 1;
                 }
             }
         }
@@ -473,6 +536,18 @@ impl Stack {
             Route::Upgrade { endpoint, accepted } => {
                 self.upgrade(head, endpoint, &accepted, ctx);
                 false
+            }
+            Route::Stream { sid, since } => {
+                self.open_stream(sid, since, ctx);
+                true
+            }
+            Route::Poll { sid, since } => {
+                self.open_poll(sid, since, ctx);
+                true
+            }
+            Route::Send { sid } => {
+                self.begin_upload(sid, ctx);
+                true
             }
         }
     }
@@ -543,6 +618,18 @@ impl Stack {
         if self.traced {
             let line = format!("== {} -> {}", self.phase.name(), next.name());
             trace::line(self.id.serial(), &line);
+        }
+        if let Phase::Http { exchange, .. } = &self.phase {
+            match exchange {
+                // An event stream or a parked poll that ends with its connection: the session waits
+                // for another reader.
+                Exchange::Stream { .. } | Exchange::Parked => hub.reader_gone(self.id, now),
+                // An upload cut short: the session may send again.
+                Exchange::Upload { sid, .. } => {
+                    hub.end_send(self.id, *sid);
+                }
+                Exchange::Requests => {}
+            }
         }
         if let Phase::WebSocket { conn, endpoint, .. } = &mut self.phase {
             // A no-op after a completed close handshake; otherwise it records 1006 (§7.1.5).

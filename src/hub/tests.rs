@@ -5,6 +5,7 @@ use std::time::Instant;
 use super::*;
 use crate::conn::ConnId;
 use crate::http::{Limits, RequestHead, parse_head};
+use crate::hub::SessionConfig;
 use crate::store::memory::MemoryStore;
 
 fn config(echo: bool) -> HubConfig {
@@ -12,6 +13,10 @@ fn config(echo: bool) -> HubConfig {
         echo,
         policy: Policy::default(),
         chat: ChatConfig::default(),
+        sessions: SessionConfig {
+            queue_cap: 1 << 20,
+            grace: std::time::Duration::from_secs(30),
+        },
     }
 }
 
@@ -102,6 +107,69 @@ fn routing_table() {
             "413",
         ),
         (
+            "an event stream",
+            false,
+            "GET /sse HTTP/1.1\r\nHost: h\r\n\r\n".into(),
+            "sse",
+        ),
+        (
+            "an event stream over HTTP/1.0",
+            false,
+            "GET /sse HTTP/1.0\r\n\r\n".into(),
+            "sse",
+        ),
+        (
+            "a malformed sid",
+            false,
+            "GET /sse?sid=xyz HTTP/1.1\r\nHost: h\r\n\r\n".into(),
+            "400",
+        ),
+        (
+            "a Last-Event-ID that is not a number",
+            false,
+            "GET /sse HTTP/1.1\r\nHost: h\r\nLast-Event-ID: x\r\n\r\n".into(),
+            "400",
+        ),
+        (
+            "a poll",
+            false,
+            "GET /poll?since=3 HTTP/1.1\r\nHost: h\r\n\r\n".into(),
+            "poll",
+        ),
+        (
+            "a poll by POST",
+            false,
+            "POST /poll HTTP/1.1\r\nHost: h\r\n\r\n".into(),
+            "405",
+        ),
+        (
+            "a send",
+            false,
+            format!(
+                "POST /send?sid={:032x} HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n",
+                7
+            ),
+            "send",
+        ),
+        (
+            "a send without sid",
+            false,
+            "POST /send HTTP/1.1\r\nHost: h\r\n\r\n".into(),
+            "400",
+        ),
+        (
+            "a send by GET",
+            false,
+            "GET /send HTTP/1.1\r\nHost: h\r\n\r\n".into(),
+            "405",
+        ),
+        (
+            "an event stream with a body",
+            false,
+            "GET /sse HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n".into(),
+            "413",
+        ),
+        (
             "an empty body is no body",
             false,
             "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n".into(),
@@ -119,6 +187,9 @@ fn routing_table() {
                 endpoint: Endpoint::Echo,
                 ..
             } => "echo".to_owned(),
+            Route::Stream { .. } => "sse".to_owned(),
+            Route::Poll { .. } => "poll".to_owned(),
+            Route::Send { .. } => "send".to_owned(),
             Route::Reject(error) => error.status().code().to_string(),
         };
         assert_eq!(got, *expected, "{rule}");
@@ -169,7 +240,7 @@ fn now() -> Now {
 fn drain(hub: &mut Hub, store: &mut MemoryStore) -> Vec<Output> {
     while hub.has_store_commands() {
         for outcome in store.execute(hub.take_store_commands()) {
-            hub.store_outcome(outcome);
+            hub.store_outcome(outcome, now().instant);
         }
     }
     std::iter::from_fn(|| hub.poll_output()).collect()
@@ -203,7 +274,7 @@ fn chat_events_are_addressed_to_the_connections_that_carry_the_sessions() {
         .iter()
         .map(|output| match output {
             Output::Deliver { to, .. } => to.clone(),
-            Output::Close { .. } => panic!("{output:?}"),
+            Output::Close { .. } | Output::Session { .. } => panic!("{output:?}"),
         })
         .collect();
     assert_eq!(

@@ -156,7 +156,8 @@ impl<S: Socket> Driver<S> {
         if !self.more_input.is_empty() {
             return Some(now);
         }
-        self.timers.peek().map(|Reverse((deadline, _))| *deadline)
+        let next_timer = self.timers.peek().map(|Reverse((deadline, _))| *deadline);
+        [next_timer, self.hub.poll_timeout()].into_iter().flatten().min()
     }
 
     /// Takes a freshly accepted socket. Returns `None` (and drops the socket) when the server is
@@ -206,9 +207,12 @@ impl<S: Socket> Driver<S> {
         }
     }
 
-    /// The end of a turn: due timers, then the hub's outputs.
+    /// The end of a turn: due timers (the connections', then the hub's), then the hub's outputs.
     pub fn end_turn(&mut self, now: Now) {
         self.fire_timers(now);
+        if self.hub.poll_timeout().is_some_and(|at| at <= now.instant) {
+            self.hub.handle_timeout(now);
+        }
         self.drain_hub(now);
     }
 
@@ -239,7 +243,7 @@ impl<S: Socket> Driver<S> {
     /// The store answered a command: the hub acts on it, and what that sends goes out at the end
     /// of the turn, like every other output.
     pub fn store_outcome(&mut self, outcome: Outcome, now: Now) {
-        self.hub.store_outcome(outcome);
+        self.hub.store_outcome(outcome, now.instant);
         if self.hub.backlog() > DRAIN_BACKLOG {
             self.drain_hub(now);
         }
@@ -433,6 +437,12 @@ impl<S: Socket> Driver<S> {
             Output::Close { conn, code, reason } => {
                 if let Some(peer) = peer_at(peers, conn) {
                     peer.stack.close(code, &reason, &mut ctx);
+                    touch(peer, touched);
+                }
+            }
+            Output::Session { conn, output } => {
+                if let Some(peer) = peer_at(peers, conn) {
+                    peer.stack.apply_session_output(output, &mut ctx);
                     touch(peer, touched);
                 }
             }

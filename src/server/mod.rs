@@ -144,7 +144,12 @@ impl Server {
         signal_hook::flag::register(SIGXFSZ, Arc::new(std::sync::atomic::AtomicBool::new(false)))?;
         poll.registry()
             .register(&mut signals, SIGNALS, MioInterest::READABLE)?;
-        let hub = Hub::new(config.hub(), info.epoch.to_string(), Box::new(os_random));
+        let hub = Hub::new(
+            config.hub(),
+            info.epoch.to_string(),
+            Box::new(os_random),
+            clock().instant,
+        );
         let driver = Driver::new(config.stack(), hub, config.max_connections);
         Ok(Self {
             poll,

@@ -123,8 +123,7 @@ impl Stack {
         for (seq, event) in events {
             let id_line = format!("id: {seq}\n");
             let data = event.sse_data();
-            let _ = conn.send_body(id_line.as_bytes());
-            let _ = conn.send_shared_body(data.clone());
+            let _ = conn.send_body_with_shared(id_line.as_bytes(), data.clone());
             *sent += id_line.len() + data.len();
             if traced {
                 trace::line(
@@ -285,7 +284,11 @@ impl Stack {
 
     /// The end of a request: for an upload, its body goes to the hub.
     pub(super) fn end_upload(&mut self, ctx: &mut Ctx<'_>) {
-        let Phase::Http { exchange, .. } = &mut self.phase else {
+        let Phase::Http {
+            exchange: exchange @ Exchange::Upload { .. },
+            ..
+        } = &mut self.phase
+        else {
             return;
         };
         let Exchange::Upload { sid, body } = std::mem::replace(exchange, Exchange::Requests) else {

@@ -143,6 +143,41 @@ impl Phase {
     }
 }
 
+/// Which transport a connection's bytes count for: what the chat's transports cost on the wire,
+/// HTTP heads and framing included, is measured by these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Wire {
+    /// Requests for the page and its files, refusals, and connections ending.
+    Http,
+    WebSocket,
+    /// `GET /sse`.
+    EventStream,
+    /// `GET /poll`.
+    Poll,
+    /// `POST /send`.
+    Send,
+}
+
+impl Wire {
+    pub const ALL: [Wire; 5] = [
+        Wire::Http,
+        Wire::WebSocket,
+        Wire::EventStream,
+        Wire::Poll,
+        Wire::Send,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Wire::Http => "http",
+            Wire::WebSocket => "websocket",
+            Wire::EventStream => "sse",
+            Wire::Poll => "poll",
+            Wire::Send => "send",
+        }
+    }
+}
+
 /// What the socket must do after [`Stack::settle`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SocketAction {
@@ -174,6 +209,8 @@ pub struct Stack {
     over_capacity: bool,
     /// Whether this connection is printed to the wire trace (decided when it opened).
     traced: bool,
+    /// The transport of the latest request, which its answer's bytes count for.
+    last_wire: Wire,
 }
 
 impl Stack {
@@ -203,6 +240,7 @@ impl Stack {
             eof: false,
             over_capacity,
             traced,
+            last_wire: Wire::Http,
         }
     }
 
@@ -232,6 +270,21 @@ impl Stack {
             Phase::WebSocket { conn, .. } => conn.queued() < config.max_queued_output,
             Phase::Draining { .. } => true,
             Phase::Closed => false,
+        }
+    }
+
+    /// The transport the connection's bytes count for now; a connection that changes exchange
+    /// (a poll, then a POST, on one kept-alive connection) counts each exchange's bytes for it.
+    pub fn wire(&self) -> Wire {
+        match &self.phase {
+            Phase::WebSocket { .. } => Wire::WebSocket,
+            Phase::Http { exchange, .. } => match exchange {
+                Exchange::Stream { .. } => Wire::EventStream,
+                Exchange::Parked => Wire::Poll,
+                Exchange::Upload { .. } => Wire::Send,
+                Exchange::Requests => self.last_wire,
+            },
+            Phase::Draining { .. } | Phase::Closed => self.last_wire,
         }
     }
 
@@ -517,7 +570,15 @@ impl Stack {
 
     /// Answers one request. Returns whether the stack is still speaking HTTP.
     fn on_request(&mut self, head: &RequestHead, ctx: &mut Ctx<'_>) -> bool {
-        match ctx.hub.route(head, self.over_capacity) {
+        let route = ctx.hub.route(head, self.over_capacity);
+        self.last_wire = match route {
+            Route::Stream { .. } => Wire::EventStream,
+            Route::Poll { .. } => Wire::Poll,
+            Route::Send { .. } => Wire::Send,
+            Route::Upgrade { .. } => Wire::WebSocket,
+            Route::Page(_) | Route::Reject(_) => Wire::Http,
+        };
+        match route {
             Route::Page(asset) => {
                 self.respond(&asset.response());
                 true

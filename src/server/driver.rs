@@ -38,7 +38,7 @@ use log::debug;
 use slab::Slab;
 
 use crate::chat::Now;
-use crate::conn::{ConnId, Ctx, SocketAction, Stack, StackConfig};
+use crate::conn::{ConnId, Ctx, SocketAction, Stack, StackConfig, Wire};
 use crate::hub::{Hub, Output};
 use crate::store::{Command, Outcome};
 
@@ -99,6 +99,41 @@ pub struct Driver<S> {
     touched: Vec<ConnId>,
     /// Registrations the event loop must make before it waits again.
     interest: Vec<(ConnId, Interest)>,
+    /// Bytes read and written, by the transport they count for.
+    wire: WireCounters,
+}
+
+/// Socket bytes in and out per transport ([`Wire`]), HTTP heads and framing included.
+#[derive(Debug, Default, Clone)]
+pub struct WireCounters {
+    pub bytes_in: [u64; Wire::ALL.len()],
+    pub bytes_out: [u64; Wire::ALL.len()],
+}
+
+impl WireCounters {
+    fn count_in(&mut self, wire: Wire, len: usize) {
+        self.bytes_in[wire as usize] += len as u64;
+    }
+
+    fn count_out(&mut self, wire: Wire, len: usize) {
+        self.bytes_out[wire as usize] += len as u64;
+    }
+
+    /// One line for the log: `http 1234/5678 websocket ...` (bytes in/out).
+    pub fn summary(&self) -> String {
+        Wire::ALL
+            .iter()
+            .map(|wire| {
+                format!(
+                    "{} {}/{}",
+                    wire.name(),
+                    self.bytes_in[*wire as usize],
+                    self.bytes_out[*wire as usize]
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 impl<S: Socket> Driver<S> {
@@ -114,7 +149,13 @@ impl<S: Socket> Driver<S> {
             more_input: Vec::new(),
             touched: Vec::new(),
             interest: Vec::new(),
+            wire: WireCounters::default(),
         }
+    }
+
+    /// Socket bytes so far, by transport.
+    pub fn wire(&self) -> &WireCounters {
+        &self.wire
     }
 
     /// Connections open now.
@@ -272,6 +313,7 @@ impl<S: Socket> Driver<S> {
             config,
             scratch,
             more_input,
+            wire,
             ..
         } = self;
         let Some(peer) = peer_at(peers, id) else {
@@ -297,8 +339,11 @@ impl<S: Socket> Driver<S> {
             return peer.stack.receive_eof();
         }
         peer.stack.receive(&mut scratch[..len], &mut ctx);
+        // Counted after the bytes were read: a request counts for the transport it asked for (the
+        // upgrade for the WebSocket, `GET /sse` for the event stream).
+        wire.count_in(peer.stack.wire(), len);
         // Write first: whatever these bytes produced goes out now, in one write.
-        flush(peer, &mut ctx);
+        flush(peer, &mut ctx, wire);
         // A short read emptied the socket's receive queue, and bytes that arrive from now on raise
         // a new (edge-triggered) event: the read that would only say WouldBlock is a syscall we
         // skip. A full one may have left more behind.
@@ -317,6 +362,7 @@ impl<S: Socket> Driver<S> {
             more_input,
             timers,
             interest,
+            wire,
             ..
         } = self;
         let Some(peer) = peer_at(peers, id) else {
@@ -324,7 +370,7 @@ impl<S: Socket> Driver<S> {
         };
         let mut ctx = Ctx { hub, config, now };
         loop {
-            let wrote_all = flush(peer, &mut ctx);
+            let wrote_all = flush(peer, &mut ctx, wire);
             match peer.stack.settle(&mut ctx) {
                 SocketAction::None => {}
                 SocketAction::ShutdownWrite => {
@@ -415,6 +461,7 @@ impl<S: Socket> Driver<S> {
             hub,
             config,
             touched,
+            wire,
             ..
         } = self;
         let mut ctx = Ctx { hub, config, now };
@@ -427,7 +474,7 @@ impl<S: Socket> Driver<S> {
                         // chance to take it: a turn's worth of deliveries must not close a client
                         // that reads as fast as it can.
                         if peer.stack.queued() + len > ctx.config.max_queued_output {
-                            flush(peer, &mut ctx);
+                            flush(peer, &mut ctx, wire);
                         }
                         peer.stack.deliver(&event, &mut ctx);
                         touch(peer, touched);
@@ -465,12 +512,16 @@ fn peer_at<S>(peers: &mut Slab<Peer<S>>, id: ConnId) -> Option<&mut Peer<S>> {
 
 /// Writes what the stack has queued until the socket would block. Returns whether everything
 /// went; a failed socket fails the stack.
-fn flush<S: Socket>(peer: &mut Peer<S>, ctx: &mut Ctx<'_>) -> bool {
+fn flush<S: Socket>(peer: &mut Peer<S>, ctx: &mut Ctx<'_>, counters: &mut WireCounters) -> bool {
+    let on_wire = peer.stack.wire();
     let Some(outbox) = peer.stack.outbox().filter(|outbox| !outbox.is_empty()) else {
         return true;
     };
     match outbox.write_to(&mut peer.socket) {
-        Ok(_) => outbox.is_empty(),
+        Ok(written) => {
+            counters.count_out(on_wire, written);
+            outbox.is_empty()
+        }
         Err(error) => {
             debug!("#{} write failed: {error}", peer.stack.id());
             peer.stack.fail(ctx);

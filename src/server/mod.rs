@@ -181,6 +181,10 @@ impl Server {
                 if let Err(error) = self.store.close() {
                     warn!("message store: {error}");
                 }
+                info!(
+                    "socket bytes in/out by transport: {}",
+                    self.driver.wire().summary()
+                );
                 let stats = self.store.stats();
                 info!(
                     "message store: {} messages in {} commits ({:.1} per commit, at most {}), {} failed commits, {} pruned",

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::config::Config;
-use crate::conn::Phase;
+use crate::conn::{Phase, Wire};
 use crate::store::memory::MemoryStore;
 use crate::testing::{first_byte, masked_frame};
 use crate::ws::protocol::{Connection, OwnedEvent, Role};
@@ -1226,4 +1226,27 @@ fn an_event_stream_to_an_http_10_client_ends_by_closing() {
         "no chunked coding for HTTP/1.0: {text}"
     );
     assert!(text.contains("Connection: close"), "{text}");
+}
+
+#[test]
+fn socket_bytes_are_counted_for_the_transport_they_carry() {
+    let mut h = Harness::new(&[]);
+    let mut page = h.connect();
+    page.request(&mut h, "GET /style.css HTTP/1.1\r\nHost: h\r\n\r\n");
+    page.response(&mut h);
+    let (_, sid, _) = open_stream(&mut h, "", "");
+    let (mut poller, _, _) = new_poll_session(&mut h);
+    post(
+        &mut h,
+        &mut poller,
+        &sid,
+        r#"{"type":"message","payload":"counted"}"#,
+    );
+    let mut websocket = h.websocket("/");
+    websocket.chat(&mut h);
+    let wire = h.driver.wire().clone();
+    for kind in Wire::ALL {
+        assert!(wire.bytes_in[kind as usize] > 0, "{} in: {wire:?}", kind.name());
+        assert!(wire.bytes_out[kind as usize] > 0, "{} out: {wire:?}", kind.name());
+    }
 }

@@ -698,8 +698,10 @@ impl Chat {
         }
         let (room, entered) = (client.room.clone(), client.entered);
         client.resume = self.new_resume_token(new);
-        // The old connection's owed answers die with it; the new one starts clean.
-        client.answers.clear();
+        // Answers ready for the old connection die with it. Those still waiting for the store go
+        // to the new one: the acks (with their keys) of what the old connection sent, and the
+        // welcome of a room it was entering.
+        client.answers.retain(|answer| matches!(answer, Answer::Waiting(_)));
         self.clients.insert(new, client);
         if entered {
             let welcome = self.welcome(new, &room);

@@ -1687,3 +1687,18 @@ fn a_garbled_resume_token_fails_without_closing_anything() {
     assert_error(&h.send(1, "resume", json!("not-hex")), 1, "resume_failed");
     assert_error(&h.send(1, "resume", json!(7)), 1, "bad_payload");
 }
+
+#[test]
+fn resume_of_a_session_still_waiting_for_its_rooms_history_gets_the_welcome_when_it_comes() {
+    let mut h = Harness::unlimited();
+    h.hold_store = true;
+    let connected = h.connect(1);
+    assert!(sent_to(&connected, 1).is_empty(), "waiting for the lobby's history");
+    // The token of session 1 is the first the counting source gave.
+    h.connect(2);
+    let resumed = h.send(2, "resume", json!(format!("{:032x}", 1)));
+    assert_eq!(closes(&resumed), [(1, RESUMED_ELSEWHERE)]);
+    let released = h.release_store();
+    assert_eq!(types_sent_to(&released, 2), ["welcome"], "{released:?}");
+}
+

@@ -7,6 +7,9 @@
 //!   delivery latency, and whether every receiver got every message in order. With `--chat-text`
 //!   each message carries a chat line as people type them ([`Corpus`]).
 //! - `hold`: C idle connections for T seconds (answering pings), for memory measurement.
+//! - `transports`: the chat over a WebSocket, Server-Sent Events and long-polls, one sender and
+//!   one receiver each (blocking sockets, a thread per client): send → receipt latency and the
+//!   bytes each client's sockets carried per message, and an idle client's bytes per minute.
 //!
 //! Each run prints one line of `key=value` figures (or JSON with `--json`); progress goes to stderr.
 //! With `--server-pid`, the server's CPU time (utime+stime from /proc) over the measured window and
@@ -23,7 +26,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -119,6 +122,24 @@ enum Mode {
         /// the bare probe.
         #[arg(long)]
         chat_text: bool,
+    },
+    /// The chat over each transport (WebSocket, Server-Sent Events, long-polling): latency from
+    /// send to the other client's receipt, bytes on the wire per message and per idle minute;
+    /// prints a Markdown table. Give the server a rate limit above 1000 / `interval-ms` per
+    /// second (the default 250 ms is under its default 5 per second).
+    Transports {
+        /// Chat lines the sender says on each transport.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        messages: usize,
+        /// Milliseconds between two of them.
+        #[arg(long, default_value_t = 250)]
+        interval_ms: u64,
+        /// Seconds an idle client of each transport is watched (meanwhile, in rooms of their own).
+        #[arg(long, default_value_t = 60.0)]
+        idle: f64,
+        /// Only these transports (repeatable; default all three).
+        #[arg(long, value_enum)]
+        only: Vec<Transport>,
     },
     /// Idle connections that only answer pings.
     Hold {
@@ -1206,6 +1227,15 @@ fn main() -> std::process::ExitCode {
         mode @ Mode::Echo { .. } => run_echo(&args, mode),
         mode @ Mode::Broadcast { .. } => run_broadcast(&args, mode),
         mode @ Mode::Hold { .. } => run_hold(&args, mode),
+        mode @ Mode::Transports { .. } => {
+            return match run_transports(&args, mode) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("wschat-bench: {error}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
     };
     match result {
         Ok(report) => {
@@ -1288,6 +1318,784 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
     }
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
+}
+
+// ------------------------------------------------------------------------------------------
+// `transports`: the chat over a WebSocket, Server-Sent Events and long-polls, side by side
+// ------------------------------------------------------------------------------------------
+
+/// A chat transport, as the page tries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Transport {
+    Websocket,
+    Sse,
+    Poll,
+}
+
+impl Transport {
+    const ALL: [Self; 3] = [Self::Websocket, Self::Sse, Self::Poll];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Websocket => "WebSocket",
+            Self::Sse => "Server-Sent Events + POST",
+            Self::Poll => "long-polling + POST",
+        }
+    }
+
+    fn connect(self, addr: SocketAddr, host: &str) -> io::Result<Box<dyn Chatter>> {
+        Ok(match self {
+            Self::Websocket => Box::new(WsChatter::connect(addr, host)?),
+            Self::Sse => Box::new(SseChatter::connect(addr, host)?),
+            Self::Poll => Box::new(PollChatter::connect(addr, host)?),
+        })
+    }
+}
+
+/// The header fields Chromium 156 sends with the page's `fetch` requests to `/poll` and `/send`
+/// besides `Host` (and a POST's `Content-Type`, `Content-Length` and `Origin`), in its order, as
+/// wschat's wire trace showed them in `tests/proxies`: a plain-HTTP transport pays them on every
+/// request, so the figures count them. `{host}` is the server's address. (Cookies would add more;
+/// the chat sets none. An event stream's request also asks for `text/event-stream` and no cache.)
+const BROWSER_HEADERS: &str = "Connection: keep-alive\r\n\
+sec-ch-ua-platform: \"Linux\"\r\n\
+User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.0.0 Safari/537.36\r\n\
+sec-ch-ua: \"Not:A-Brand\";v=\"8\", \"Chromium\";v=\"156\"\r\n\
+Accept-Language: en-GB\r\n\
+sec-ch-ua-mobile: ?0\r\n\
+Accept: */*\r\n\
+Sec-Fetch-Site: same-origin\r\n\
+Sec-Fetch-Mode: cors\r\n\
+Sec-Fetch-Dest: empty\r\n\
+Referer: http://{host}/\r\n\
+Accept-Encoding: gzip, deflate, br, zstd\r\n";
+
+/// How long any one answer may take before the run is given up: far above the server's 25 s poll
+/// hold.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// A socket that counts the bytes it carries each way: everything, HTTP heads and chunk framing
+/// and WebSocket frame headers included.
+struct Counted {
+    stream: std::net::TcpStream,
+    wire: Wire,
+}
+
+/// Bytes a client's sockets carried: up (to the server) and down.
+#[derive(Debug, Default, Clone, Copy)]
+struct Wire {
+    up: u64,
+    down: u64,
+}
+
+impl std::ops::Sub for Wire {
+    type Output = Self;
+    fn sub(self, earlier: Self) -> Self {
+        Self {
+            up: self.up - earlier.up,
+            down: self.down - earlier.down,
+        }
+    }
+}
+
+impl std::ops::Add for Wire {
+    type Output = Self;
+    fn add(self, other: Self) -> Self {
+        Self {
+            up: self.up + other.up,
+            down: self.down + other.down,
+        }
+    }
+}
+
+impl Counted {
+    fn connect(addr: SocketAddr) -> io::Result<Self> {
+        let stream = std::net::TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            wire: Wire::default(),
+        })
+    }
+
+    /// Reads what is there within `wait`: `Ok(0)` when nothing came, an error at end of stream.
+    fn read_within(&mut self, buf: &mut Vec<u8>, wait: Duration) -> io::Result<usize> {
+        self.stream
+            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+        let mut chunk = [0; 16 * 1024];
+        match self.read(&mut chunk) {
+            Ok(0) => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            )),
+            Ok(len) => {
+                buf.extend_from_slice(&chunk[..len]);
+                Ok(len)
+            }
+            Err(error) if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Ok(0)
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let len = self.stream.read(buf)?;
+        self.wire.down += len as u64;
+        Ok(len)
+    }
+}
+
+impl io::Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let len = self.stream.write(buf)?;
+        self.wire.up += len as u64;
+        Ok(len)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let len = self.stream.write_vectored(bufs)?;
+        self.wire.up += len as u64;
+        Ok(len)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+/// A chat client on one transport: blocking sockets, one thread.
+trait Chatter {
+    /// Says one chat envelope.
+    fn send(&mut self, envelope: &str) -> io::Result<()>;
+    /// The events that arrive within `wait` (none if none did).
+    fn receive(&mut self, wait: Duration) -> io::Result<Vec<serde_json::Value>>;
+    /// What its sockets carried so far.
+    fn wire(&self) -> Wire;
+}
+
+/// Receives until an event of `kind` (`"welcome"`, ...), within [`ANSWER_TIMEOUT`].
+fn await_event(chatter: &mut dyn Chatter, kind: &str) -> io::Result<()> {
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    while Instant::now() < deadline {
+        if chatter
+            .receive(Duration::from_millis(100))?
+            .iter()
+            .any(|event| event["type"] == kind)
+        {
+            return Ok(());
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("no {kind} event"),
+    ))
+}
+
+/// The chat over a WebSocket (no extension: chat events are below the server's compression
+/// threshold), pongs answered by the protocol core.
+struct WsChatter {
+    socket: Counted,
+    conn: Connection,
+}
+
+impl WsChatter {
+    fn connect(addr: SocketAddr, host: &str) -> io::Result<Self> {
+        let mut socket = Counted::connect(addr)?;
+        let seed = random_seed();
+        let nonce: [u8; 16] = std::array::from_fn(|i| (seed >> (i % 8 * 8)) as u8 ^ i as u8);
+        let handshake = ClientHandshake::new(host, "/", nonce);
+        socket.write_all(handshake.request())?;
+        let mut buf = Vec::new();
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        let answer = loop {
+            if let Some(answer) = handshake
+                .parse_answer(&buf)
+                .map_err(|error| io::Error::other(error.to_string()))?
+            {
+                break answer;
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "no 101"));
+            }
+            socket.read_within(&mut buf, Duration::from_millis(100))?;
+        };
+        let mut chatter = Self {
+            socket,
+            conn: Connection::with_mask_seed(Role::Client, client_config(), Instant::now(), seed),
+        };
+        let mut rest = buf.split_off(answer.head_len);
+        chatter.take(&mut rest)?;
+        Ok(chatter)
+    }
+
+    /// Hands bytes to the protocol core and sends what it answers (pongs).
+    fn take(&mut self, bytes: &mut [u8]) -> io::Result<Vec<serde_json::Value>> {
+        let mut events = Vec::new();
+        self.conn.receive(bytes, Instant::now(), |event, _| {
+            if let Event::Text(text) = event {
+                events.extend(serde_json::from_str(text).ok());
+            }
+        });
+        self.conn.outbox().write_to(&mut self.socket)?;
+        Ok(events)
+    }
+}
+
+impl Chatter for WsChatter {
+    fn send(&mut self, envelope: &str) -> io::Result<()> {
+        self.conn
+            .sender(Instant::now())
+            .send_text(envelope)
+            .map_err(|error| io::Error::other(format!("{error:?}")))?;
+        self.conn.outbox().write_to(&mut self.socket)?;
+        Ok(())
+    }
+
+    fn receive(&mut self, wait: Duration) -> io::Result<Vec<serde_json::Value>> {
+        let mut buf = Vec::new();
+        self.socket.read_within(&mut buf, wait)?;
+        self.take(&mut buf)
+    }
+
+    fn wire(&self) -> Wire {
+        self.socket.wire
+    }
+}
+
+/// A response head at the front of `buf`: status, the head's length, and its `Content-Length`.
+fn response_head(buf: &[u8]) -> io::Result<Option<(u16, usize, Option<usize>)>> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let head_len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(error) => return Err(io::Error::other(error.to_string())),
+    };
+    let length = response
+        .headers
+        .iter()
+        .find(|header| header.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|header| std::str::from_utf8(header.value).ok()?.trim().parse().ok());
+    Ok(Some((response.code.unwrap_or(0), head_len, length)))
+}
+
+/// A whole response with a `Content-Length` (or none, for 204) at the front of `buf`: its status
+/// and body, taken off `buf`.
+fn whole_response(buf: &mut Vec<u8>) -> io::Result<Option<(u16, Vec<u8>)>> {
+    let Some((status, head_len, length)) = response_head(buf)? else {
+        return Ok(None);
+    };
+    let end = head_len + length.unwrap_or(0);
+    if buf.len() < end {
+        return Ok(None);
+    }
+    let body = buf[head_len..end].to_vec();
+    buf.drain(..end);
+    Ok(Some((status, body)))
+}
+
+/// A request as the page's `fetch` sends it.
+fn browser_request(method: &str, target: &str, host: &str, body: &str) -> String {
+    let content = if method == "POST" {
+        format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\nOrigin: http://{host}\r\n",
+            body.len()
+        )
+    } else {
+        String::new()
+    };
+    let headers = BROWSER_HEADERS.replace("{host}", host);
+    format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\n{content}{headers}\r\n{body}")
+}
+
+/// One kept-alive connection for `POST /send`, a request at a time.
+struct Poster {
+    socket: Counted,
+    host: String,
+    target: String,
+}
+
+impl Poster {
+    fn new(addr: SocketAddr, host: &str, sid: &str) -> io::Result<Self> {
+        Ok(Self {
+            socket: Counted::connect(addr)?,
+            host: host.to_owned(),
+            target: format!("/send?sid={sid}"),
+        })
+    }
+
+    fn post(&mut self, envelope: &str) -> io::Result<()> {
+        let request = browser_request("POST", &self.target, &self.host, envelope);
+        self.socket.write_all(request.as_bytes())?;
+        let mut buf = Vec::new();
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            if let Some((status, body)) = whole_response(&mut buf)? {
+                return match status {
+                    204 => Ok(()),
+                    _ => Err(io::Error::other(format!(
+                        "POST /send: {status} {}",
+                        String::from_utf8_lossy(&body)
+                    ))),
+                };
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "POST /send unanswered"));
+            }
+            self.socket.read_within(&mut buf, Duration::from_millis(100))?;
+        }
+    }
+}
+
+/// The session id out of `{"sid":"…"}` or `{"type":"session","sid":"…"}`.
+fn session_id(value: Option<&serde_json::Value>) -> io::Result<String> {
+    value
+        .and_then(|value| Some(value.get("sid")?.as_str()?.to_owned()))
+        .ok_or_else(|| io::Error::other(format!("no session id in {value:?}")))
+}
+
+/// The chat over an event stream (`GET /sse`, read as it comes: chunked, then event blocks) and
+/// `POST /send`.
+struct SseChatter {
+    stream: Counted,
+    /// Bytes read and not yet decoded; `None` until the response head was read.
+    raw: Vec<u8>,
+    head_read: bool,
+    /// Decoded body not yet cut into events.
+    text: Vec<u8>,
+    poster: Poster,
+}
+
+impl SseChatter {
+    fn connect(addr: SocketAddr, host: &str) -> io::Result<Self> {
+        let mut stream = Counted::connect(addr)?;
+        let request = browser_request("GET", "/sse", host, "").replacen(
+            "Accept: */*",
+            "Accept: text/event-stream\r\nPragma: no-cache\r\nCache-Control: no-cache",
+            1,
+        );
+        stream.write_all(request.as_bytes())?;
+        let mut chatter = Self {
+            stream,
+            raw: Vec::new(),
+            head_read: false,
+            text: Vec::new(),
+            // Replaced once the session's id is known.
+            poster: Poster::new(addr, host, "")?,
+        };
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        let sid = loop {
+            if let Some(sid) = chatter.read_events(Duration::from_millis(100))?.1 {
+                break sid;
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "no session event"));
+            }
+        };
+        chatter.poster.target = format!("/send?sid={sid}");
+        Ok(chatter)
+    }
+
+    /// Reads within `wait`; returns the chat events complete so far and the session id if its
+    /// event came.
+    fn read_events(&mut self, wait: Duration) -> io::Result<(Vec<serde_json::Value>, Option<String>)> {
+        self.stream.read_within(&mut self.raw, wait)?;
+        if !self.head_read {
+            let Some((status, head_len, _)) = response_head(&self.raw)? else {
+                return Ok((Vec::new(), None));
+            };
+            if status != 200 {
+                return Err(io::Error::other(format!("GET /sse: {status}")));
+            }
+            self.raw.drain(..head_len);
+            self.head_read = true;
+        }
+        // RFC 9112 §7.1: chunk-size in hex, CRLF, the data, CRLF.
+        while let Some(line_end) = self.raw.windows(2).position(|w| w == b"\r\n") {
+            let size = std::str::from_utf8(&self.raw[..line_end])
+                .ok()
+                .and_then(|size| usize::from_str_radix(size.trim(), 16).ok())
+                .ok_or_else(|| io::Error::other("bad chunk size"))?;
+            if size == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the event stream ended",
+                ));
+            }
+            let end = line_end + 2 + size + 2;
+            if self.raw.len() < end {
+                break;
+            }
+            self.text.extend_from_slice(&self.raw[line_end + 2..end - 2]);
+            self.raw.drain(..end);
+        }
+        let mut events = Vec::new();
+        let mut sid = None;
+        while let Some(at) = self.text.windows(2).position(|w| w == b"\n\n") {
+            let block: Vec<u8> = self.text.drain(..at + 2).collect();
+            let block = String::from_utf8_lossy(&block);
+            let named = block.lines().any(|line| line == "event: session");
+            let Some(data) = block.lines().find_map(|line| line.strip_prefix("data: ")) else {
+                continue; // A comment: `: keep-alive`.
+            };
+            let data: serde_json::Value = serde_json::from_str(data)
+                .map_err(|error| io::Error::other(format!("event data: {error}")))?;
+            if named {
+                sid = Some(session_id(Some(&data))?);
+            } else {
+                events.push(data);
+            }
+        }
+        Ok((events, sid))
+    }
+}
+
+impl Chatter for SseChatter {
+    fn send(&mut self, envelope: &str) -> io::Result<()> {
+        self.poster.post(envelope)
+    }
+
+    fn receive(&mut self, wait: Duration) -> io::Result<Vec<serde_json::Value>> {
+        Ok(self.read_events(wait)?.0)
+    }
+
+    fn wire(&self) -> Wire {
+        self.stream.wire + self.poster.socket.wire
+    }
+}
+
+/// The chat over long-polls (`GET /poll?sid=S&since=N` on one kept-alive connection, a new one
+/// as soon as the last was answered) and `POST /send` on another.
+struct PollChatter {
+    poller: Counted,
+    host: String,
+    sid: String,
+    since: u64,
+    /// A poll was sent and its answer is not complete yet.
+    waiting: bool,
+    raw: Vec<u8>,
+    poster: Poster,
+}
+
+impl PollChatter {
+    fn connect(addr: SocketAddr, host: &str) -> io::Result<Self> {
+        let mut poller = Counted::connect(addr)?;
+        poller.write_all(browser_request("GET", "/poll", host, "").as_bytes())?;
+        let mut raw = Vec::new();
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        let body = loop {
+            if let Some((status, body)) = whole_response(&mut raw)? {
+                if status != 200 {
+                    return Err(io::Error::other(format!("GET /poll: {status}")));
+                }
+                break body;
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "GET /poll unanswered"));
+            }
+            poller.read_within(&mut raw, Duration::from_millis(100))?;
+        };
+        let events = poll_events(&body)?;
+        let sid = session_id(events.first())?;
+        Ok(Self {
+            poller,
+            host: host.to_owned(),
+            // The answer's first element names the session; the events after it are 1, 2, ...
+            since: events.len() as u64 - 1,
+            sid: sid.clone(),
+            waiting: false,
+            raw,
+            poster: Poster::new(addr, host, &sid)?,
+        })
+    }
+}
+
+/// A poll's answer: a JSON array of events.
+fn poll_events(body: &[u8]) -> io::Result<Vec<serde_json::Value>> {
+    serde_json::from_slice(body).map_err(|error| io::Error::other(format!("poll answer: {error}")))
+}
+
+impl Chatter for PollChatter {
+    fn send(&mut self, envelope: &str) -> io::Result<()> {
+        self.poster.post(envelope)
+    }
+
+    fn receive(&mut self, wait: Duration) -> io::Result<Vec<serde_json::Value>> {
+        if !self.waiting {
+            let target = format!("/poll?sid={}&since={}", self.sid, self.since);
+            self.poller
+                .write_all(browser_request("GET", &target, &self.host, "").as_bytes())?;
+            self.waiting = true;
+        }
+        self.poller.read_within(&mut self.raw, wait)?;
+        let Some((status, body)) = whole_response(&mut self.raw)? else {
+            return Ok(Vec::new());
+        };
+        self.waiting = false;
+        if status != 200 {
+            return Err(io::Error::other(format!("GET /poll: {status}")));
+        }
+        let events = poll_events(&body)?;
+        // Events are numbered without gaps: the n-th of the answer to `since=N` is event N+n.
+        self.since += events.len() as u64;
+        Ok(events)
+    }
+
+    fn wire(&self) -> Wire {
+        self.poller.wire + self.poster.socket.wire
+    }
+}
+
+/// What the clients of one transport measured while a sender said `messages` things to a
+/// receiver.
+struct TransportRun {
+    transport: Transport,
+    latencies_us: Vec<u32>,
+    delivered: usize,
+    acked: usize,
+    sender: Wire,
+    receiver: Wire,
+}
+
+/// A client of `transport` alone in `room`, past its welcomes and the events of joining.
+fn chatter_in(
+    transport: Transport,
+    addr: SocketAddr,
+    host: &str,
+    room: &str,
+) -> io::Result<Box<dyn Chatter>> {
+    let mut chatter = transport.connect(addr, host)?;
+    await_event(chatter.as_mut(), "welcome")?;
+    chatter.send(&serde_json::json!({"type": "join", "payload": room}).to_string())?;
+    await_event(chatter.as_mut(), "welcome")?;
+    Ok(chatter)
+}
+
+/// Receives for `wait`, events and all.
+fn settle(chatter: &mut dyn Chatter, wait: Duration) -> io::Result<Vec<serde_json::Value>> {
+    let until = Instant::now() + wait;
+    let mut events = Vec::new();
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        events.extend(chatter.receive(left.min(Duration::from_millis(50)))?);
+    }
+    Ok(events)
+}
+
+/// One sender and one receiver of `transport` in a room of their own: the sender says `messages`
+/// chat lines, one every `interval`; the receiver notes when each arrives. Both count the bytes
+/// of their sockets from the first message on.
+fn measure_transport(
+    transport: Transport,
+    addr: SocketAddr,
+    host: &str,
+    corpus: &Corpus,
+    messages: usize,
+    interval: Duration,
+) -> io::Result<TransportRun> {
+    let room = format!("bench-{transport:?}-{:x}", random_seed() & 0xffff_ffff);
+    let start = Instant::now();
+    let counting = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let receiver = {
+        let (host, room, counting) = (host.to_owned(), room.clone(), counting.clone());
+        std::thread::spawn(move || -> io::Result<(Vec<u32>, Wire)> {
+            let mut chatter = chatter_in(transport, addr, &host, &room)?;
+            let _ = ready_tx.send(());
+            while !counting.load(std::sync::atomic::Ordering::SeqCst) {
+                chatter.receive(Duration::from_millis(10))?;
+            }
+            let before = chatter.wire();
+            let mut latencies = Vec::with_capacity(messages);
+            let deadline = Instant::now() + interval * messages as u32 + ANSWER_TIMEOUT;
+            while latencies.len() < messages && Instant::now() < deadline {
+                for event in chatter.receive(Duration::from_millis(50))? {
+                    let sent_us = event["payload"]["text"]
+                        .as_str()
+                        .and_then(|text| parse_probe(format!("\"text\":\"{text}\"").as_bytes()));
+                    if let (true, Some((_, sent_us))) = (event["type"] == "message", sent_us) {
+                        let now_us = start.elapsed().as_micros() as u64;
+                        latencies.push(now_us.saturating_sub(sent_us).min(u64::from(u32::MAX)) as u32);
+                    }
+                }
+            }
+            Ok((latencies, chatter.wire() - before))
+        })
+    };
+    let receiver_ready = ready_rx.recv_timeout(ANSWER_TIMEOUT);
+    let mut chatter = chatter_in(transport, addr, host, &room)?;
+    receiver_ready.map_err(|_| io::Error::other("the receiver did not get into its room"))?;
+    // The receiver hears the sender join; then both start counting.
+    settle(chatter.as_mut(), Duration::from_millis(300))?;
+    counting.store(true, std::sync::atomic::Ordering::SeqCst);
+    settle(chatter.as_mut(), Duration::from_millis(100))?;
+    let before = chatter.wire();
+    let mut acked = 0;
+    let first = Instant::now();
+    for seq in 0..messages {
+        while let Some(left) = (first + interval * seq as u32).checked_duration_since(Instant::now()) {
+            acked += acks(chatter.receive(left.min(Duration::from_millis(50)))?)?;
+        }
+        let envelope = chat_message(Some(corpus), seq as u64, start.elapsed().as_micros());
+        chatter.send(&envelope)?;
+    }
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    while acked < messages && Instant::now() < deadline {
+        acked += acks(chatter.receive(Duration::from_millis(50))?)?;
+    }
+    let sender = chatter.wire() - before;
+    let (latencies_us, receiver) = receiver
+        .join()
+        .map_err(|_| io::Error::other("the receiver panicked"))??;
+    Ok(TransportRun {
+        transport,
+        delivered: latencies_us.len(),
+        latencies_us,
+        acked,
+        sender,
+        receiver,
+    })
+}
+
+/// How many of `events` are acks; an error (a refused message) fails the run.
+fn acks(events: Vec<serde_json::Value>) -> io::Result<usize> {
+    let mut count = 0;
+    for event in events {
+        match event["type"].as_str() {
+            Some("ack") => count += 1,
+            Some("error") => return Err(io::Error::other(format!("the server refused a message: {event}"))),
+            _ => {}
+        }
+    }
+    Ok(count)
+}
+
+/// A client of `transport` that says nothing for `seconds`, alone in its room: what keeping it
+/// connected costs (pings and pongs, stream comments, polls answered `[]`).
+fn measure_idle(transport: Transport, addr: SocketAddr, host: &str, seconds: Duration) -> io::Result<Wire> {
+    let room = format!("idle-{transport:?}-{:x}", random_seed() & 0xffff_ffff);
+    let mut chatter = chatter_in(transport, addr, host, &room)?;
+    settle(chatter.as_mut(), Duration::from_millis(500))?;
+    let before = chatter.wire();
+    settle(chatter.as_mut(), seconds)?;
+    Ok(chatter.wire() - before)
+}
+
+fn run_transports(args: &Args, mode: &Mode) -> io::Result<()> {
+    let Mode::Transports {
+        messages,
+        interval_ms,
+        idle,
+        only,
+    } = mode
+    else {
+        return Err(io::Error::other("not the transports mode"));
+    };
+    let addr = args
+        .addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing"))?;
+    let host = args.addr.clone();
+    let corpus = Corpus::load(args.text_corpus.as_deref())?;
+    let transports = if only.is_empty() {
+        Transport::ALL.to_vec()
+    } else {
+        only.clone()
+    };
+    let idle_for = secs(*idle);
+    // The idle clients wait in rooms of their own meanwhile.
+    let idlers: Vec<_> = transports
+        .iter()
+        .map(|&transport| {
+            let host = host.clone();
+            std::thread::spawn(move || measure_idle(transport, addr, &host, idle_for))
+        })
+        .collect();
+    let mut runs = Vec::new();
+    for &transport in &transports {
+        eprintln!(
+            "wschat-bench: {}: {messages} messages, one every {interval_ms} ms",
+            transport.label()
+        );
+        runs.push(measure_transport(
+            transport,
+            addr,
+            &host,
+            &corpus,
+            *messages,
+            Duration::from_millis(*interval_ms),
+        )?);
+    }
+    eprintln!("wschat-bench: waiting for the idle clients ({idle} s)");
+    let mut idles = Vec::new();
+    for idler in idlers {
+        idles.push(
+            idler
+                .join()
+                .map_err(|_| io::Error::other("an idle client panicked"))??,
+        );
+    }
+    let mean_envelope = (0..*messages as u64)
+        .map(|seq| chat_message(Some(&corpus), seq, 1_000_000).len())
+        .sum::<usize>() as f64
+        / (*messages).max(1) as f64;
+    print!("{}", transports_table(&runs, &idles, *idle, mean_envelope));
+    let lost: Vec<String> = runs
+        .iter()
+        .filter(|run| run.delivered < *messages || run.acked < *messages)
+        .map(|run| {
+            format!(
+                "{}: {} delivered, {} acked of {messages}",
+                run.transport.label(),
+                run.delivered,
+                run.acked
+            )
+        })
+        .collect();
+    if lost.is_empty() {
+        Ok(())
+    } else {
+        Err(io::Error::other(lost.join("; ")))
+    }
+}
+
+/// The figures as a Markdown table, with a line saying how they were made.
+fn transports_table(runs: &[TransportRun], idles: &[Wire], idle_seconds: f64, mean_envelope: f64) -> String {
+    let per = |bytes: u64, count: usize| bytes as f64 / count.max(1) as f64;
+    let per_minute = |bytes: u64| bytes as f64 * 60.0 / idle_seconds.max(f64::MIN_POSITIVE);
+    let ms = |us: u32| f64::from(us) / 1000.0;
+    let mut table = String::from(
+        "| transport | send → receipt p50 | p99 | sender ↑ / ↓ per message | receiver ↑ / ↓ per message | idle client ↑ / ↓ per minute |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+    );
+    for (run, idle) in runs.iter().zip(idles) {
+        let mut sorted = run.latencies_us.clone();
+        sorted.sort_unstable();
+        let n = run.delivered;
+        table.push_str(&format!(
+            "| {} | {:.2} ms | {:.2} ms | {:.0} B / {:.0} B | {:.0} B / {:.0} B | {:.0} B / {:.0} B |\n",
+            run.transport.label(),
+            ms(percentile(&sorted, 0.50)),
+            ms(percentile(&sorted, 0.99)),
+            per(run.sender.up, n),
+            per(run.sender.down, n),
+            per(run.receiver.up, n),
+            per(run.receiver.down, n),
+            per_minute(idle.up),
+            per_minute(idle.down),
+        ));
+    }
+    let count = runs.first().map_or(0, |run| run.delivered);
+    table.push_str(&format!(
+        "\n{count} chat lines per transport (JSON envelope {mean_envelope:.0} B on average), \
+         bytes counted on the clients' sockets (HTTP heads, chunk framing and frame headers \
+         included; requests carry the header fields Chromium sends); idle client watched for \
+         {idle_seconds} s.\n"
+    ));
+    table
 }
 
 #[cfg(test)]

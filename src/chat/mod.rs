@@ -701,7 +701,9 @@ impl Chat {
         // Answers ready for the old connection die with it. Those still waiting for the store go
         // to the new one: the acks (with their keys) of what the old connection sent, and the
         // welcome of a room it was entering.
-        client.answers.retain(|answer| matches!(answer, Answer::Waiting(_)));
+        client
+            .answers
+            .retain(|answer| matches!(answer, Answer::Waiting(_)));
         self.clients.insert(new, client);
         if entered {
             let welcome = self.welcome(new, &room);

@@ -1693,7 +1693,10 @@ fn resume_of_a_session_still_waiting_for_its_rooms_history_gets_the_welcome_when
     let mut h = Harness::unlimited();
     h.hold_store = true;
     let connected = h.connect(1);
-    assert!(sent_to(&connected, 1).is_empty(), "waiting for the lobby's history");
+    assert!(
+        sent_to(&connected, 1).is_empty(),
+        "waiting for the lobby's history"
+    );
     // The token of session 1 is the first the counting source gave.
     h.connect(2);
     let resumed = h.send(2, "resume", json!(format!("{:032x}", 1)));
@@ -1701,4 +1704,3 @@ fn resume_of_a_session_still_waiting_for_its_rooms_history_gets_the_welcome_when
     let released = h.release_store();
     assert_eq!(types_sent_to(&released, 2), ["welcome"], "{released:?}");
 }
-

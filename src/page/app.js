@@ -1,4 +1,6 @@
-// The wschat client: plain DOM and one WebSocket, no dependencies.
+// The wschat client: plain DOM and one connection to the server, no dependencies. The connection is
+// a WebSocket, or Server-Sent Events or long-polls where a proxy lets no WebSocket through (see
+// "transports" below).
 //
 // Every piece of text from the network goes in through textContent, never innerHTML, so a message
 // like <img src=x onerror=alert(1)> shows literally (the CSP would block it anyway: defence in depth).
@@ -43,6 +45,239 @@ const RESUMED_ELSEWHERE = 4001;
 // printable ASCII characters; 128 bits make two keys of one room colliding unthinkable.
 const KEY_BYTES = 16;
 const VALID_KEY = /^[\x20-\x7e]{1,64}$/;
+
+// ---- transports ----
+//
+// The chat speaks the same envelopes over three transports, tried in this order: a WebSocket;
+// Server-Sent Events (an EventSource for what the server says, POST /send for what we say); and
+// long-polling (GET /poll in a loop, POST /send). A proxy may let one through and not another:
+// drop the Upgrade header (nginx's default proxy_pass), refuse CONNECT to the server's port (Squid,
+// for a WebSocket), answer 101 and then deliver nothing, or buffer an event stream. So a transport
+// counts as working only once its first `welcome` arrives. The page moves on only from a transport
+// that never worked; one that did is kept, reconnecting with the backoff below, since a dropped
+// connection says nothing about the proxies on the way. The transport that worked is remembered for
+// the tab (a reload goes straight to it); a new tab tries the WebSocket first again.
+//
+// Each transport is a link: `send(json)`, `isOpen()`, `close()`, and three callbacks: `message`
+// (an envelope from the server), `lost` (the session is over: the close code, when there is one)
+// and `stalled` (the flow of events stopped, or started again, while the session lives on).
+
+const TRANSPORTS = ['websocket', 'sse', 'poll'];
+const TRANSPORT_NAMES = { websocket: 'WebSocket', sse: 'Server-Sent Events', poll: 'long-polling' };
+// How long a new link may take to bring its `welcome`: the server sends it at once, so a few
+// seconds without one means something on the way holds the transport's bytes back.
+const WELCOME_TIMEOUT_MS = 5_000;
+// An event stream that stopped is reopened by the browser after the server's `retry:` (2 s); the
+// status says "Reconnecting" only when the events stay away longer than that.
+const STALL_SHOWN_AFTER_MS = 3_000;
+// The server holds a poll up to 25 s before answering `[]`: a poll still unanswered well after
+// that was lost on the way (a proxy that never answers), and is asked again.
+const POLL_TIMEOUT_MS = 40_000;
+// Envelopes that wait while a POST /send is on its way go together in the next one, as a JSON
+// array of at most this many bytes: well under the server's default --max-message-size (64 KiB),
+// over which it answers 413.
+const MAX_POST_BYTES = 32 * 1024;
+// The server answers 409 while another POST of the session is still arriving; we send one at a
+// time, so this only follows a POST the network gave up on: try again shortly.
+const CONFLICT_RETRY_MS = 250;
+
+const TRANSPORT_KEY = `wschat.transport.${location.host}`;
+
+const parseJson = (text) => {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined; // Not ours to fix: ignore rather than break the page.
+  }
+};
+
+/** Today's reconnect delay for the `attempt`-th try in a row. */
+function backoff(attempt) {
+  const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** attempt);
+  return base * (0.5 + Math.random());
+}
+
+function webSocketLink(on) {
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  const ws = new WebSocket(`${scheme}://${location.host}`);
+  ws.addEventListener('message', (event) => {
+    const msg = parseJson(event.data);
+    if (msg) on.message(msg);
+  });
+  // `error` is always followed by `close`, so only `close` needs handling.
+  ws.addEventListener('close', (event) => on.lost(event.code));
+  return {
+    send: (json) => ws.send(json),
+    isOpen: () => ws.readyState === WebSocket.OPEN,
+    close: () => ws.close(),
+  };
+}
+
+/** What a plain-HTTP session says: POST /send, one at a time, in order. What is said meanwhile
+ * waits and goes in the next POST. A POST that fails ends the link, since nobody can tell whether
+ * the server took it; the page then resends under the same keys on a new session, and the server
+ * counts each message once. */
+function poster(sid, fail) {
+  const queue = []; // envelopes as JSON text, oldest first
+  const bytes = (text) => new TextEncoder().encode(text).length + 1;
+  let busy = false;
+  async function pump() {
+    if (busy || !queue.length) return;
+    busy = true;
+    let n = 1;
+    for (let size = bytes(queue[0]); n < queue.length && size + bytes(queue[n]) <= MAX_POST_BYTES; n++) {
+      size += bytes(queue[n]);
+    }
+    const body = n === 1 ? queue[0] : `[${queue.slice(0, n).join(',')}]`;
+    let status = 0;
+    try {
+      const response = await fetch(`/send?sid=${sid()}`, {
+        method: 'POST',
+        body,
+        headers: { 'Content-Type': 'application/json' },
+      });
+      status = response.status;
+    } catch {
+      // The network failed: status 0.
+    }
+    busy = false;
+    if (status === 409) {
+      setTimeout(pump, CONFLICT_RETRY_MS);
+      return;
+    }
+    if (status !== 204) {
+      fail();
+      return;
+    }
+    queue.splice(0, n);
+    pump();
+  }
+  return (json) => {
+    queue.push(json);
+    pump();
+  };
+}
+
+/** Hands a plain-HTTP link's events to the page; `closed` is the server ending the session. */
+function deliver(msg, on, end) {
+  if (msg?.type === 'closed') end(msg.payload?.code ?? null);
+  else if (msg) on.message(msg);
+}
+
+function sseLink(on) {
+  let source = null;
+  let sid = null;
+  let seq = 0; // the id of the last event taken
+  let over = false;
+  const end = (code = null) => {
+    if (over) return;
+    over = true;
+    source.close();
+    on.lost(code);
+  };
+  const post = poster(() => sid, end);
+  const open = (url) => {
+    const stream = new EventSource(url);
+    source = stream;
+    stream.addEventListener('session', (event) => {
+      sid = parseJson(event.data)?.sid ?? null;
+    });
+    stream.addEventListener('message', (event) => {
+      seq = Number(event.lastEventId) || seq;
+      deliver(parseJson(event.data), on, end);
+    });
+    stream.addEventListener('open', () => on.stalled(false));
+    stream.addEventListener('error', () => {
+      if (over || source !== stream) return;
+      // CLOSED: the browser gave up, on a 204 (the session, or the point to resume from, is gone)
+      // or on an answer that is no event stream (a proxy's error page).
+      if (stream.readyState === EventSource.CLOSED) return end();
+      // Otherwise the browser reconnects by itself, and resumes with Last-Event-ID. Only the first
+      // stream's address lacks the session id: that one the page reopens itself, once.
+      if (!url.includes('sid=')) {
+        if (sid === null) return end();
+        stream.close();
+        open(`/sse?sid=${sid}&since=${seq}`);
+        return;
+      }
+      on.stalled(true);
+    });
+  };
+  open('/sse');
+  return {
+    send: post,
+    isOpen: () => !over && sid !== null,
+    close: () => {
+      over = true;
+      source.close();
+    },
+  };
+}
+
+function pollLink(on) {
+  let sid = null;
+  let since = 0; // events are numbered without gaps: the next poll asks for those after this one
+  let over = false;
+  let controller = null;
+  const end = (code = null) => {
+    if (over) return;
+    over = true;
+    controller?.abort();
+    on.lost(code);
+  };
+  const post = poster(() => sid, end);
+  (async () => {
+    for (let failures = 0; !over; ) {
+      controller = new AbortController();
+      const timer = setTimeout(() => controller.abort(), POLL_TIMEOUT_MS);
+      let status = 0;
+      let events = null;
+      try {
+        // No `cache` option: the server marks every answer `no-store`, and the option would only
+        // add two request header fields to every poll.
+        const response = await fetch(sid === null ? '/poll' : `/poll?sid=${sid}&since=${since}`, { signal: controller.signal });
+        status = response.status;
+        if (status === 200) events = await response.json();
+      } catch {
+        // The network failed, the poll timed out, or the answer was not JSON.
+      } finally {
+        clearTimeout(timer);
+      }
+      if (over) return;
+      // 404: the session expired; 204: it ended (or another poll of it took over).
+      if (status === 404 || status === 204) return end();
+      if (!Array.isArray(events)) {
+        if (sid === null) return end();
+        // Lost on the way: the session still holds those events; ask again after a pause.
+        on.stalled(true);
+        await new Promise((resolve) => setTimeout(resolve, backoff(failures++)));
+        continue;
+      }
+      failures = 0;
+      on.stalled(false);
+      if (sid === null) {
+        const first = events.shift();
+        if (first?.type !== 'session' || typeof first.sid !== 'string') return end();
+        sid = first.sid;
+      }
+      since += events.length;
+      for (const msg of events) {
+        if (over) return;
+        deliver(msg, on, end);
+      }
+    }
+  })();
+  return {
+    send: post,
+    isOpen: () => !over && sid !== null,
+    close: () => {
+      over = true;
+      controller?.abort();
+    },
+  };
+}
+
+const LINKS = { websocket: webSocketLink, sse: sseLink, poll: pollLink };
 
 // ---- what survives a reload ----
 
@@ -90,9 +325,15 @@ function loadOutbox() {
 }
 
 const session = saved.read('sessionStorage', SESSION_KEY) ?? {};
+// The transport that last worked in this tab.
+const remembered = saved.read('sessionStorage', TRANSPORT_KEY);
 
 const state = {
-  ws: null,
+  link: null, // the connection to the server, over one of the TRANSPORTS
+  transport: TRANSPORTS.includes(remembered) ? remembered : TRANSPORTS[0], // in use, or being tried
+  worked: false, // the transport brought a welcome in this page: the page keeps it
+  welcomeTimer: null, // gives up a link whose welcome is late (WELCOME_TIMEOUT_MS)
+  stallTimer: null, // shows a stalled event flow (STALL_SHOWN_AFTER_MS)
   greeted: false, // this connection got its first `welcome`
   greeting: null, // that welcome, to restore the session from if `resume` fails
   anonymous: null, // the name the server gave this connection in that welcome
@@ -132,48 +373,74 @@ function saveOutbox() {
 
 function connect() {
   state.reconnectTimer = null;
-  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-  const ws = new WebSocket(`${scheme}://${location.host}`);
-  state.ws = ws;
   state.greeted = false;
   state.inflight = [];
+  const link = LINKS[state.transport]({
+    message: (msg) => state.link === link && receive(msg),
+    lost: (code) => state.link === link && linkLost(code),
+    stalled: (stalled) => state.link === link && stall(stalled),
+  });
+  state.link = link;
+  clearTimeout(state.welcomeTimer);
+  state.welcomeTimer = setTimeout(() => {
+    if (state.link !== link || state.greeted) return;
+    link.close();
+    linkLost(null);
+  }, WELCOME_TIMEOUT_MS);
   setStatus(everOnline() ? 'reconnecting' : 'connecting');
-  ws.addEventListener('message', (event) => {
-    if (state.ws !== ws) return;
-    let msg;
-    try {
-      msg = JSON.parse(event.data);
-    } catch {
-      return; // Not ours to fix: ignore rather than break the page.
+}
+
+function receive(msg) {
+  const handler = handlers[msg?.type];
+  if (handler) handler(msg.payload ?? {});
+}
+
+/** The link is gone: its session is over, or it never got going. */
+function linkLost(code) {
+  state.link = null;
+  state.inflight = [];
+  state.loadingOlder = false;
+  clearTimeout(state.welcomeTimer);
+  stall(false);
+  // Another connection (a duplicated tab) holds our session now, and the token went with it.
+  if (code === RESUMED_ELSEWHERE) {
+    state.resume = null;
+    saveSession();
+  }
+  // The next connection sends the outbox at once; its rate limit starts afresh.
+  clearTimeout(state.retryTimer);
+  state.retryTimer = null;
+  refreshPending();
+  if (!state.worked) {
+    // This transport never brought a welcome here: on to the next one at once, and after the
+    // last, from the first again after the backoff.
+    const next = (TRANSPORTS.indexOf(state.transport) + 1) % TRANSPORTS.length;
+    state.transport = TRANSPORTS[next];
+    if (next !== 0) {
+      connect();
+      return;
     }
-    const handler = handlers[msg?.type];
-    if (handler) handler(msg.payload ?? {});
-  });
-  // `error` is always followed by `close`, so only `close` needs handling.
-  ws.addEventListener('close', (event) => {
-    if (state.ws !== ws) return;
-    state.ws = null;
-    state.inflight = [];
-    state.loadingOlder = false;
-    // Another connection (a duplicated tab) holds our session now, and the token went with it.
-    if (event.code === RESUMED_ELSEWHERE) {
-      state.resume = null;
-      saveSession();
-    }
-    // The next connection sends the outbox at once; its rate limit starts afresh.
-    clearTimeout(state.retryTimer);
-    state.retryTimer = null;
-    scheduleReconnect();
-    refreshPending();
-  });
+  }
+  scheduleReconnect();
+}
+
+/** Events stopped flowing on a link whose session lives on (or flow again). */
+function stall(stalled) {
+  if (!stalled) {
+    clearTimeout(state.stallTimer);
+    state.stallTimer = null;
+    if (state.link && state.greeted && ui.status.dataset.state !== 'online') setStatus('online');
+  } else if (state.stallTimer === null && state.greeted) {
+    state.stallTimer = setTimeout(() => setStatus('reconnecting'), STALL_SHOWN_AFTER_MS);
+  }
 }
 
 function scheduleReconnect() {
-  const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** state.attempt);
-  const delay = base * (0.5 + Math.random());
+  const delay = backoff(state.attempt);
   state.attempt += 1;
   const kind = everOnline() ? 'reconnecting' : 'connecting';
-  setStatus(kind, `${kind === 'connecting' ? 'Connecting' : 'Reconnecting'}: retry in ${(delay / 1000).toFixed(1)} s…`);
+  const verb = kind === 'connecting' ? 'Connecting' : 'Reconnecting';
+  setStatus(kind, `${verb} (${TRANSPORT_NAMES[state.transport]}): retry in ${(delay / 1000).toFixed(1)} s…`);
   state.reconnectTimer = setTimeout(connect, delay);
 }
 
@@ -189,13 +456,13 @@ function everOnline() {
 }
 
 function isOpen() {
-  return state.ws?.readyState === WebSocket.OPEN && state.greeted;
+  return Boolean(state.link?.isOpen()) && state.greeted;
 }
 
 /** Sends a request and remembers it until its answer; `about` says what the answer concerns. */
 function send(type, payload, about = {}) {
   if (!isOpen()) return false;
-  state.ws.send(JSON.stringify({ type, payload }));
+  state.link.send(JSON.stringify({ type, payload }));
   state.inflight.push({ type, ...about });
   return true;
 }
@@ -210,9 +477,12 @@ function takeRequest(...types) {
   return nextRequest(...types) ? state.inflight.shift() : null;
 }
 
+/** The status bar: the connection's state, named with the transport it uses or tries. */
 function setStatus(kind, label) {
-  const labels = { connecting: 'Connecting…', online: 'Online', reconnecting: 'Reconnecting…' };
+  const name = TRANSPORT_NAMES[state.transport];
+  const labels = { connecting: `Connecting (${name})…`, online: `Online · ${name}`, reconnecting: `Reconnecting (${name})…` };
   ui.status.dataset.state = kind;
+  ui.status.dataset.transport = state.transport;
   ui.status.textContent = label ?? labels[kind];
   // Names and rooms need the server; say so by disabling their buttons rather than failing later.
   // Messages need it only in the end: typed while offline, they wait in the outbox.
@@ -239,6 +509,9 @@ const handlers = {
       state.greeting = p;
       state.anonymous = p.nickname;
       state.attempt = 0;
+      clearTimeout(state.welcomeTimer);
+      state.worked = true;
+      saved.write('sessionStorage', TRANSPORT_KEY, state.transport);
       setStatus('online');
       saveSession();
       if (token === null || !send('resume', token)) restore(p);

@@ -10,14 +10,28 @@
 //   WSCHAT_HISTORY_SIZE  the server's --history-size: how many messages a welcome shows
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { chromium } from 'playwright-core';
+import {
+  WAIT_MS,
+  assertInServerOrder,
+  assertOnce,
+  exchange,
+  joinRoom,
+  launchChromium,
+  openChat as open,
+  say,
+  setNickname,
+  shown,
+  waitMessage,
+  waitOnline,
+  waitStatus,
+  waitUntil,
+} from './pages.mjs';
 
 const env = (name) => {
   const value = process.env[name];
@@ -37,8 +51,6 @@ const HISTORY_SIZE = Number(env('WSCHAT_HISTORY_SIZE'));
 const URL = `http://${ADDR}/`;
 const [HOST, PORT] = [ADDR.slice(0, ADDR.lastIndexOf(':')), Number(ADDR.slice(ADDR.lastIndexOf(':') + 1))];
 
-// Every wait is bounded so that a broken page fails in seconds rather than hanging the run.
-const WAIT_MS = 10_000;
 const XSS = '<img src=x onerror=alert(1)>';
 // The server compresses messages from this many bytes on (its default --deflate-threshold).
 const DEFLATE_THRESHOLD = 256;
@@ -50,177 +62,28 @@ const started = Date.now();
 const log = (line) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${line}`);
 
 let browser;
-let profile;
 let relay; // carol's network (see startRelay)
 const people = {};
 
 before(async () => {
-  profile = mkdtempSync(path.join(os.tmpdir(), 'wschat-chromium-'));
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    // Playwright refuses --user-data-dir in `args` for launch() (it wants launchPersistentContext,
-    // which gives a single context); it makes its own fresh temporary profile instead, and the
-    // directory below holds Chromium's other scratch files (crash dumps, disk cache).
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      `--disk-cache-dir=${path.join(profile, 'cache')}`,
-      `--crash-dumps-dir=${path.join(profile, 'crashes')}`,
-    ],
-    timeout: 30_000,
-  });
+  browser = await launchChromium();
   log(`chromium ${browser.version()}`);
 });
 
 after(async () => {
   relay?.close();
   await browser?.close();
-  if (profile) rmSync(profile, { recursive: true, force: true });
 });
 
-/** Opens the chat (at `url`) in a fresh browser context and records dialogs, page errors, CSP
- * reports and the WebSocket messages the page sends and receives (as the page sees them:
- * inflated). In the page, `__mostCopies` counts the most copies of each message text that were
- * ever on screen at once: a message shown twice, even for a moment, is caught. */
+/** Opens the chat (at `url`) as `name` in a fresh browser context (see pages.mjs). */
 async function openChat(name, url = URL) {
-  const context = await browser.newContext({ viewport: { width: 1000, height: 640 }, locale: 'en-GB' });
-  // Injected by the browser itself, so the page's CSP does not apply.
-  await context.addInitScript(() => {
-    window.__mostCopies = {};
-    document.addEventListener('DOMContentLoaded', () => {
-      const list = document.querySelector('#messages');
-      if (!list) return; // Not the chat: about:blank, or the browser's error page.
-      new MutationObserver(() => {
-        const copies = {};
-        for (const p of list.querySelectorAll('li.msg .text')) copies[p.textContent] = (copies[p.textContent] ?? 0) + 1;
-        for (const [text, n] of Object.entries(copies)) window.__mostCopies[text] = Math.max(window.__mostCopies[text] ?? 0, n);
-      }).observe(list, { childList: true });
-    });
-  });
-  const page = await context.newPage();
-  const person = { name, context, page, dialogs: [], errors: [], sent: [], received: [] };
-  page.on('websocket', (ws) => {
-    ws.on('framesent', ({ payload }) => person.sent.push(payload));
-    ws.on('framereceived', ({ payload }) => person.received.push(payload));
-  });
-  page.on('dialog', (dialog) => {
-    person.dialogs.push(dialog.message());
-    dialog.dismiss().catch(() => {});
-  });
-  page.on('pageerror', (error) => person.errors.push(`page error: ${error.message}`));
-  page.on('console', (message) => {
-    // Failed reconnect attempts are logged as console errors too; only CSP reports count.
-    if (/content.security.policy/i.test(message.text())) person.errors.push(message.text());
-  });
-  await page.goto(url);
-  await waitStatus(person, 'online');
+  const person = await open(browser, name, url, { out: OUT });
   people[name] = person;
   return person;
 }
 
-/** Waits for `predicate(arg)` to hold in the page; names `what` on timeout. */
-async function waitUntil(person, what, predicate, arg) {
-  try {
-    await person.page.waitForFunction(predicate, arg, { timeout: WAIT_MS });
-  } catch (error) {
-    const shot = path.join(OUT, `failure-${person.name}.png`);
-    await person.page.screenshot({ path: shot }).catch(() => {});
-    throw new Error(`${person.name}: timed out waiting for ${what} (screenshot: ${shot})`, { cause: error });
-  }
-}
-
-const waitStatus = (person, state) =>
-  waitUntil(person, `status ${state}`, (want) => document.querySelector('#status').dataset.state === want, state);
-
-/** Waits until the online list is exactly `names`, with `me` marked as ourselves. */
-const waitOnline = (person, names, me) =>
-  waitUntil(
-    person,
-    `online list ${names.join(', ')} with ${me} as me`,
-    ({ names, me }) => {
-      const items = [...document.querySelectorAll('#online li')];
-      const shown = items.map((li) => li.firstChild.textContent);
-      const mine = items.filter((li) => li.classList.contains('me')).map((li) => li.firstChild.textContent);
-      return JSON.stringify(shown) === JSON.stringify(names) && mine.length === 1 && mine[0] === me;
-    },
-    { names, me },
-  );
-
-/** Waits for a message with exactly this nickname and text; `mine` also requires it to be acked. */
-const waitMessage = (person, { nick, text, mine = false }) =>
-  waitUntil(
-    person,
-    `${mine ? 'own acked' : 'incoming'} message ${JSON.stringify(text)} from ${nick}`,
-    ({ nick, text, mine }) =>
-      [...document.querySelectorAll('#messages li.msg')].some(
-        (li) =>
-          li.querySelector('.nick').textContent === nick &&
-          li.querySelector('.text').textContent === text &&
-          li.classList.contains('mine') === mine &&
-          (!mine || li.classList.contains('sent')),
-      ),
-    { nick, text, mine },
-  );
-
-async function setNickname(person, nick) {
-  await person.page.fill('#nick', nick);
-  await person.page.click('#nick-form button');
-}
-
-async function joinRoom(person, room) {
-  await person.page.fill('#room', room);
-  await person.page.click('#room-form button');
-  await waitUntil(person, `room ${room}`, (room) => document.querySelector('#room-name').textContent === room, room);
-}
-
-async function say(person, text) {
-  await person.page.fill('#text', text);
-  await person.page.click('#send-form button');
-}
-
-/** The messages on a page, top to bottom: id (null while pending), nickname, text, classes. */
-const shown = (person) =>
-  person.page.$$eval('#messages li.msg', (items) =>
-    items.map((li) => ({
-      id: li.dataset.id === undefined ? null : Number(li.dataset.id),
-      nick: li.querySelector('.nick').textContent,
-      text: li.querySelector('.text').textContent,
-      pending: li.classList.contains('pending'),
-      state: li.querySelector('.state')?.textContent ?? null,
-    })),
-  );
 const notes = (person) => person.page.$$eval('#messages li.note', (items) => items.map((li) => li.textContent));
 const stored = ({ id, nick, text }) => ({ id, nick, text });
-
-/** Every message on the page is stored, shown once, in the order the server accepted them. */
-async function assertInServerOrder(person) {
-  const messages = await shown(person);
-  const ids = messages.map((m) => m.id);
-  assert.ok(ids.every(Number.isInteger), `${person.name}: nothing pending: ${JSON.stringify(messages.filter((m) => m.id === null))}`);
-  for (let i = 1; i < ids.length; i++) {
-    assert.ok(ids[i - 1] < ids[i], `${person.name}: ids ${ids[i - 1]} then ${ids[i]}: out of order or shown twice`);
-  }
-  return messages;
-}
-
-/** How many times each of `texts` is on the page. */
-async function countTexts(person, texts) {
-  const messages = await shown(person);
-  return texts.map((text) => messages.filter((m) => m.text === text).length);
-}
-
-/** Each of `texts` is on the page once, and was never on it twice, even for a moment. */
-async function assertOnce(person, texts) {
-  assert.deepEqual(await countTexts(person, texts), texts.map(() => 1), `${person.name}: each exactly once`);
-  const most = await person.page.evaluate((texts) => texts.map((text) => window.__mostCopies[text]), texts);
-  assert.deepEqual(most, texts.map(() => 1), `${person.name}: never shown twice`);
-}
 
 /** The requests of `type` a page sent, as the page sent them. */
 const sentRequests = (person, type) =>
@@ -297,13 +160,6 @@ async function storedHistory(room) {
   } finally {
     await page.close();
   }
-}
-
-/** Sends `text` from one person and waits until the sender sees it acked and the other sees it. */
-async function exchange(from, to, text) {
-  await say(from, text);
-  await waitMessage(from, { nick: from.name, text, mine: true });
-  await waitMessage(to, { nick: from.name, text });
 }
 
 // ---- the server, for the restart ----

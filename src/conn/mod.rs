@@ -25,6 +25,7 @@
 //! never answers unread input with a reset that could destroy our last bytes in flight.
 
 mod id;
+pub mod per_ip;
 #[cfg(test)]
 mod tests;
 

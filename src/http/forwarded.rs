@@ -46,7 +46,7 @@ pub const MAX_HOPS: usize = 16;
 
 /// An address prefix in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`), or a single address (a
 /// prefix of full length). `--trusted-proxy` takes these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IpPrefix {
     network: IpAddr,
     len: u8,
@@ -75,6 +75,17 @@ impl IpPrefix {
             });
         }
         Ok(IpPrefix { network, len })
+    }
+
+    /// The prefix of `len` bits that holds `addr` (IPv4-mapped addresses as IPv4, `len` capped at
+    /// the address's length): `containing(2001:db8::1:2:3:4, 64)` is `2001:db8::/64`.
+    pub fn containing(addr: IpAddr, len: u8) -> IpPrefix {
+        let addr = addr.to_canonical();
+        let len = len.min(max_len(addr));
+        IpPrefix {
+            network: mask(addr, len),
+            len,
+        }
     }
 
     /// Whether `addr` is inside this prefix. IPv4 prefixes hold IPv4 addresses (mapped ones too);
@@ -443,6 +454,20 @@ mod tests {
         for (prefix, addr, inside) in table {
             let parsed: IpPrefix = prefix.parse().unwrap();
             assert_eq!(parsed.contains(ip(addr)), *inside, "{prefix} ∋ {addr}");
+        }
+    }
+
+    #[test]
+    fn the_prefix_containing_an_address_clears_its_host_bits() {
+        let table: &[(&str, u8, &str)] = &[
+            ("2001:db8:1:2:3:4:5:6", 64, "2001:db8:1:2::/64"),
+            ("203.0.113.7", 64, "203.0.113.7/32"), // capped at the address's length
+            ("203.0.113.7", 24, "203.0.113.0/24"),
+            ("::ffff:203.0.113.7", 32, "203.0.113.7/32"),
+            ("2001:db8::1", 0, "::/0"),
+        ];
+        for (addr, len, expected) in table {
+            assert_eq!(IpPrefix::containing(ip(addr), *len).to_string(), *expected);
         }
     }
 

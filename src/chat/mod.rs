@@ -34,6 +34,7 @@
 //! | `resume`        | the token of an earlier `welcome` | that session's nickname and room, a fresh `welcome` |
 
 mod history;
+pub mod names;
 mod protocol;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};

@@ -26,6 +26,7 @@
 
 mod fallback;
 mod id;
+pub mod per_ip;
 #[cfg(test)]
 mod tests;
 

@@ -42,8 +42,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 pub use history::HistoryCache;
+use names::NameKey;
 pub use protocol::{ChatMessage, ErrorCode, MAX_NAME_CHARS};
-use protocol::{HistoryRange, Inbound, Outbound, Rejection, parse_inbound, valid_name};
+use protocol::{HistoryRange, Inbound, Outbound, Rejection, parse_inbound};
 
 use crate::store::{self, Appended, Command, IdempotencyKey, NewMessage, Outcome, Range, Token};
 use crate::ws::close::CloseCode;
@@ -251,8 +252,9 @@ pub struct Chat {
     epoch: String,
     clients: HashMap<SessionId, Client>,
     rooms: HashMap<String, Room>,
-    /// Lower-cased nickname → its owner, for case-insensitive uniqueness.
-    nicknames: HashMap<String, SessionId>,
+    /// A nickname's comparison key ([`NameKey`]: normalized, case-folded) → its owner, so that
+    /// look-alike variants of a taken name count as taken.
+    nicknames: HashMap<NameKey, SessionId>,
     history: HistoryCache,
     pending: HashMap<Token, Pending>,
     last_token: Token,
@@ -317,7 +319,7 @@ impl Chat {
     /// A client connected: it gets a default nickname, joins the lobby and receives `welcome`.
     pub fn connect(&mut self, id: SessionId, now: Now, actions: &mut Vec<Action>) {
         let nickname = self.fresh_anonymous_name();
-        self.nicknames.insert(nickname.to_lowercase(), id);
+        self.nicknames.insert(NameKey::of(&nickname), id);
         let resume = self.new_resume_token(id);
         self.clients.insert(
             id,
@@ -339,7 +341,7 @@ impl Chat {
         let Some(client) = self.clients.remove(&id) else {
             return;
         };
-        self.nicknames.remove(&client.nickname.to_lowercase());
+        self.nicknames.remove(&NameKey::of(&client.nickname));
         self.resumable.remove(&client.resume);
         self.forget_expired(now.instant);
         let expires = now.instant + self.config.resume_ttl;
@@ -415,9 +417,9 @@ impl Chat {
         actions: &mut Vec<Action>,
     ) -> Result<(), Rejection> {
         match inbound {
-            Inbound::Nickname(raw) => self.rename(id, &valid_name("nickname", &raw)?, actions),
+            Inbound::Nickname(raw) => self.rename(id, &names::nickname(&raw)?.into_parts().0, actions),
             Inbound::Message { text, key } => self.post(id, text, key, now, actions),
-            Inbound::Join(raw) => self.join(id, valid_name("room", &raw)?, actions),
+            Inbound::Join(raw) => self.join(id, names::room(&raw)?.into_parts().0, actions),
             Inbound::History { range, limit } => {
                 self.replay(id, range, limit, actions);
                 Ok(())
@@ -427,7 +429,7 @@ impl Chat {
     }
 
     fn rename(&mut self, id: SessionId, nickname: &str, actions: &mut Vec<Action>) -> Result<(), Rejection> {
-        let key = nickname.to_lowercase();
+        let key = NameKey::of(nickname);
         if self.nicknames.get(&key).is_some_and(|owner| *owner != id) {
             return Err(Rejection::new(
                 ErrorCode::NicknameTaken,
@@ -439,7 +441,7 @@ impl Chat {
         };
         let from = std::mem::replace(&mut client.nickname, nickname.to_owned());
         let (room, entered) = (client.room.clone(), client.entered);
-        self.nicknames.remove(&from.to_lowercase());
+        self.nicknames.remove(&NameKey::of(&from));
         self.nicknames.insert(key, id);
         let json = Outbound::Renamed {
             room: &room,
@@ -681,12 +683,12 @@ impl Chat {
         });
         // The new connection's own anonymous identity goes.
         if let Some(current) = self.clients.remove(&new) {
-            self.nicknames.remove(&current.nickname.to_lowercase());
+            self.nicknames.remove(&NameKey::of(&current.nickname));
             self.resumable.remove(&current.resume);
             self.leave_room(new, &current.room, &current.nickname, current.entered, actions);
             client.bucket = current.bucket;
         }
-        self.nicknames.insert(client.nickname.to_lowercase(), new);
+        self.nicknames.insert(NameKey::of(&client.nickname), new);
         if let Some(room) = self.rooms.get_mut(&client.room) {
             if room.members.remove(&old) {
                 room.members.insert(new);
@@ -702,7 +704,9 @@ impl Chat {
         // Answers ready for the old connection die with it. Those still waiting for the store go
         // to the new one: the acks (with their keys) of what the old connection sent, and the
         // welcome of a room it was entering.
-        client.answers.retain(|answer| matches!(answer, Answer::Waiting(_)));
+        client
+            .answers
+            .retain(|answer| matches!(answer, Answer::Waiting(_)));
         self.clients.insert(new, client);
         if entered {
             let welcome = self.welcome(new, &room);
@@ -1005,7 +1009,7 @@ impl Chat {
         loop {
             self.anonymous_count += 1;
             let name = format!("Anonymous{}", self.anonymous_count);
-            if !self.nicknames.contains_key(&name.to_lowercase()) {
+            if !self.nicknames.contains_key(&NameKey::of(&name)) {
                 return name;
             }
         }

@@ -113,8 +113,11 @@ impl Conn {
             deadline: now + timeouts.connect,
             backoff: timeouts.backoff_min,
             last_down: DownReason::ConnectTimeout,
-            // xorshift needs a non-zero state.
-            rng: seed | 1,
+            // Any seed but the one that xors to zero, the state xorshift never leaves.
+            rng: match seed ^ 0x9e37_79b9_7f4a_7c15 {
+                0 => 0x9e37_79b9_7f4a_7c15,
+                state => state,
+            },
         }
     }
 

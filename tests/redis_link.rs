@@ -315,7 +315,7 @@ fn publish_gives_increasing_ids_dedups_per_room_and_announces_with_the_previous_
     // The store boundary's outcomes come from the same replies.
     let outcomes: Vec<Outcome> = replies
         .into_iter()
-        .map(|reply| reply.into_outcome().expect("a store outcome"))
+        .map(|reply| reply.route().outcome().expect("a store outcome"))
         .collect();
     assert_eq!(
         outcomes[2],
@@ -381,7 +381,7 @@ fn history_pages_match_the_memory_store() {
             let expected = model.execute(vec![Command::Read(read.clone())]);
             let reply = link.ask_all(vec![Request::Read(read)]).remove(0);
             assert_eq!(
-                vec![reply.into_outcome().expect("a read outcome")],
+                vec![reply.route().outcome().expect("a read outcome")],
                 expected,
                 "{room} {range:?} limit {limit}"
             );

@@ -440,7 +440,7 @@ impl Link {
     }
 
     /// Queues a store command: each message is published (with the lease owner `owner_of` names,
-    /// if any), a read is read; each reply's [`Reply::into_outcome`] is the store's outcome.
+    /// if any), a read is read; each reply's [`Reply::route`] gives the store's outcome.
     pub fn submit_command(
         &mut self,
         command: Command,

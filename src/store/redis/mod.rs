@@ -71,7 +71,9 @@ pub mod scripts;
 
 pub use keys::{Channel, Keys};
 pub use link::{Action, Event, Link, SubEvent, Subscriber};
-pub use ops::{Answer, Continuity, Lease, Member, Published, RemoteMessage, Reply, Request, Session, Tag};
+pub use ops::{
+    Answer, Continuity, Lease, Member, Published, RemoteMessage, Reply, Request, Routed, Session, Tag,
+};
 
 /// The Redis port when the URL names none.
 pub const DEFAULT_PORT: u16 = 6379;

@@ -168,15 +168,34 @@ pub struct Reply {
     pub result: Result<Answer, RedisError>,
 }
 
+/// A reply sorted by who awaits it: the chat's store boundary, or the lead's own code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Routed {
+    /// The answer to a publish or a read, as the store boundary's [`Outcome`].
+    Store(Outcome),
+    /// Any other reply, unchanged.
+    Other(Reply),
+}
+
+impl Routed {
+    /// The store outcome, if it is one.
+    pub fn outcome(self) -> Option<Outcome> {
+        match self {
+            Self::Store(outcome) => Some(outcome),
+            Self::Other(_) => None,
+        }
+    }
+}
+
 impl Reply {
     /// The store's outcome for a publish or a read, so the chat's store boundary works unchanged:
     /// the token is the message's or the read's own. A sender that lost its nickname gets an error
     /// (the store boundary has no such case; the chat refuses such a message before it gets here,
     /// so this is the race where the lease expired in between). Other requests are given back.
-    pub fn into_outcome(self) -> Result<Outcome, Self> {
+    pub fn route(self) -> Routed {
         let failed = |error: RedisError| StoreError::from(error);
         match (self.request, self.result) {
-            (Request::Publish { message, .. }, result) => Ok(Outcome::Append {
+            (Request::Publish { message, .. }, result) => Routed::Store(Outcome::Append {
                 token: message.token,
                 result: match result {
                     Ok(Answer::Published(Published::Stored { id })) => Ok(Appended::Stored { id }),
@@ -188,7 +207,7 @@ impl Reply {
                     Err(error) => Err(failed(error)),
                 },
             }),
-            (Request::Read(read), result) => Ok(Outcome::Read {
+            (Request::Read(read), result) => Routed::Store(Outcome::Read {
                 token: read.token,
                 result: match result {
                     Ok(Answer::Page(page)) => Ok(page),
@@ -196,7 +215,7 @@ impl Reply {
                     Err(error) => Err(failed(error)),
                 },
             }),
-            (request, result) => Err(Self {
+            (request, result) => Routed::Other(Self {
                 tag: self.tag,
                 request,
                 result,

@@ -27,7 +27,9 @@ mod url {
 
     #[test]
     fn a_redis_url_names_host_port_and_database() {
-        let cases: &[(&str, Result<(&str, u16, u32), UrlError>)] = &[
+        /// Host, port, database.
+        type Parsed = (&'static str, u16, u32);
+        let cases: &[(&str, Result<Parsed, UrlError>)] = &[
             ("redis://127.0.0.1:6380/2", Ok(("127.0.0.1", 6380, 2))),
             ("redis://cache.internal", Ok(("cache.internal", DEFAULT_PORT, 0))),
             ("redis://cache.internal/", Ok(("cache.internal", DEFAULT_PORT, 0))),
@@ -802,8 +804,8 @@ mod outcomes {
         ];
         for (result, expected) in cases {
             assert_eq!(
-                reply(publish(), result).into_outcome(),
-                Ok(Outcome::Append {
+                reply(publish(), result).route(),
+                Routed::Store(Outcome::Append {
                     // The message's own token, not the reply's tag.
                     token: 7,
                     result: expected
@@ -820,10 +822,10 @@ mod outcomes {
             range: Range::Latest,
             limit: 5,
         };
-        let outcome = reply(Request::Read(read), Ok(Answer::Page(Page::default()))).into_outcome();
+        let outcome = reply(Request::Read(read), Ok(Answer::Page(Page::default()))).route();
         assert_eq!(
             outcome,
-            Ok(Outcome::Read {
+            Routed::Store(Outcome::Read {
                 token: 12,
                 result: Ok(Page::default())
             })
@@ -833,7 +835,7 @@ mod outcomes {
     #[test]
     fn other_replies_are_given_back() {
         let other = reply(Request::LastId, Ok(Answer::LastId(1)));
-        assert_eq!(other.clone().into_outcome(), Err(other));
+        assert_eq!(other.clone().route(), Routed::Other(other));
     }
 }
 

@@ -384,7 +384,7 @@ mod requests {
         link.receive(&wire(&[stored(4), stored(5), Frame::Array(vec![])]), now);
         let outcomes: Vec<_> = replies(&mut link)
             .into_iter()
-            .map(|reply| reply.into_outcome().expect("store outcomes"))
+            .map(|reply| reply.route().outcome().expect("store outcomes"))
             .map(|outcome| outcome.token())
             .collect();
         assert_eq!(outcomes, [10, 11, 12]);

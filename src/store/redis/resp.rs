@@ -19,16 +19,15 @@
 //! it also receives frames nobody asked for (published messages), which the subscriber tells apart
 //! by their first element.
 //!
-//! The frame grammar itself is the `redis-protocol` crate's (RESP2 only; this client never sends
-//! `HELLO 3`). This module adds what a sans-IO client needs around it: [`encode_command`] appends
-//! one command to an output buffer, and [`Decoder`] holds the bytes of a frame that has not fully
-//! arrived, so input may be cut at any byte.
+//! Decoding the frame grammar is the `redis-protocol` crate's job (RESP2 only; this client never
+//! sends `HELLO 3`). This module adds what a sans-IO client needs around it: [`encode_command`]
+//! appends one command to an output buffer, and [`Decoder`] holds the bytes of a frame that has
+//! not fully arrived, so input may be cut at any byte.
 
 use std::fmt;
 
-use redis_protocol::resp2::types::BorrowedFrame;
+use redis_protocol::resp2::decode;
 pub use redis_protocol::resp2::types::OwnedFrame as Frame;
-use redis_protocol::resp2::{decode, encode};
 
 /// Most bytes one frame may occupy before it is complete. The largest answer this client asks for
 /// is a page of [`crate::store::MAX_PAGE_LEN`] messages; at chat sizes that is a few MB at most.
@@ -36,23 +35,24 @@ use redis_protocol::resp2::{decode, encode};
 /// bound a bulk header like `$9999999999` would make us buffer forever.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 
-/// Appends `args` to `out` as one RESP command: an array of bulk strings.
+/// Appends `args` to `out` as one RESP command: an array of bulk strings,
+/// `*<count>\r\n` then `$<length>\r\n<bytes>\r\n` for each argument.
+///
+/// Written by hand rather than through the crate's encoder: the grammar of a command is these two
+/// lines, and this way encoding cannot fail, so a command queued is always a command sent (the
+/// link counts on that to match replies by position).
 pub fn encode_command<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
-    let parts: Vec<BorrowedFrame<'_>> = args
-        .iter()
-        .map(|arg| BorrowedFrame::BulkString(arg.as_ref()))
-        .collect();
-    let frame = BorrowedFrame::Array(&parts);
-    let start = out.len();
-    out.resize(start + frame.encode_len(false), 0);
-    // The buffer was sized by the crate's own length rule; a failure would be the crate's bug. Then
-    // nothing half-written stays behind.
-    match encode::encode_borrowed(&mut out[start..], &frame, false) {
-        Ok(written) => out.truncate(start + written),
-        Err(error) => {
-            out.truncate(start);
-            log::error!("redis: encoding a command failed: {error}");
-        }
+    let header = |out: &mut Vec<u8>, kind: u8, count: usize| {
+        out.push(kind);
+        out.extend_from_slice(count.to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    };
+    header(out, b'*', args.len());
+    for arg in args {
+        let arg = arg.as_ref();
+        header(out, b'$', arg.len());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
     }
 }
 

@@ -83,6 +83,30 @@ fn commands_append_to_what_is_queued() {
 }
 
 #[test]
+fn pipelined_commands_round_trip_at_every_cut() {
+    let commands: [&[&[u8]]; 3] = [
+        &[
+            b"XADD",
+            b"wschat:history:lobby",
+            b"*",
+            b"t",
+            "κόσμε\r\n".as_bytes(),
+        ],
+        &[b"PING"],
+        &[b"SET", b"", b"0123456789"],
+    ];
+    let mut out = Vec::new();
+    for command in commands {
+        encode_command(&mut out, command);
+    }
+    let expected: Vec<Frame> = commands
+        .iter()
+        .map(|args| Frame::Array(args.iter().map(|arg| Frame::BulkString(arg.to_vec())).collect()))
+        .collect();
+    assert_decodes_at_every_cut(&out, &expected);
+}
+
+#[test]
 fn every_frame_kind_decodes_at_every_cut() {
     let cases: Vec<(&[u8], Frame)> = vec![
         (b"+OK\r\n", Frame::SimpleString(b"OK".to_vec())),

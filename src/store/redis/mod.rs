@@ -19,7 +19,7 @@
 //!
 //! | key | type | holds | lives |
 //! |---|---|---|---|
-//! | `wschat:epoch` | string | the data's [`Epoch`](crate::store::Epoch), 16 hex digits | as long as the data: created with `SET NX` by the first node |
+//! | `wschat:epoch` | string | the data's [`Epoch`], 16 hex digits | as long as the data: created with `SET NX` by the first node |
 //! | `wschat:last_id` | string (integer) | the highest message id ever given | as long as the data; `INCR` only |
 //! | `wschat:history:<room>` | stream | the room's messages: entry id `<id>-0`, fields `n` nickname, `t` text, `ts` unix ms | trimmed to at least the room's quota (`MAXLEN ~`) on each append |
 //! | `wschat:dedup:<room>` | sorted set | the room's idempotency keys, scored by the id each stored | a key goes once its message left the stream |
@@ -57,6 +57,23 @@
 //!
 //! Not supported: Redis Cluster (one global counter, and scripts that touch keys they compute).
 //! One primary, with replicas and Sentinel if wanted, is the model.
+//!
+//! ## Driving a link from the event loop
+//!
+//! Each turn, for the [`Link`] and the [`Subscriber`] alike:
+//!
+//! 1. `poll_action()`: on [`Action::Connect`] open a non-blocking `mio::net::TcpStream` to
+//!    [`RedisConfig::address`] and register it; when it is writable (and `take_error()` is clean)
+//!    call `connected(now)`, else `lost(DownReason::ConnectFailed(..), now)`. On
+//!    [`Action::Disconnect`] deregister and drop the socket.
+//! 2. Readable: read until `WouldBlock`, `receive(bytes, now)` each read; a read of 0 bytes is
+//!    `lost(DownReason::Closed, now)`, an error `lost(DownReason::Io(..), now)`.
+//! 3. Submit the turn's requests (`submit`, `submit_command`), then write `output()` and
+//!    `consume_output(written)`; keep WRITABLE interest while output remains.
+//! 4. Drain `poll_event()`: [`Event::Reply`] → [`Reply::route`] gives the store outcomes the chat
+//!    already understands; [`SubEvent::Message`] → compare with the room's last id
+//!    ([`RemoteMessage::follows`]) and read any gap with `Range::Since`.
+//! 5. Include `poll_timeout()` in the poll timeout and call `handle_timeout(now)` when it passes.
 
 use std::fmt;
 use std::time::Duration;

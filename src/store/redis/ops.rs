@@ -23,7 +23,8 @@ pub type Tag = u64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// Store a chat message and announce it to the room's channel ([`scripts::PUBLISH`]). With an
-    /// `owner`, only if that owner holds the nickname's lease.
+    /// `owner`, only if that owner holds the nickname's lease. Owners are never empty: the script
+    /// reads an empty owner as "no lease check".
     Publish {
         message: NewMessage,
         owner: Option<String>,

@@ -468,22 +468,20 @@ impl Link {
     }
 
     fn send_epoch(&mut self, now: Instant) {
-        let call = self.call(&Request::Epoch);
-        if let Ok(call) = call {
+        let candidate = Epoch(self.conn.random());
+        if let Ok(call) = ops::call(&Request::Epoch, &self.context(candidate)) {
             self.send_call(&call, false, now);
             self.wire.push_back(Wire::Epoch);
         }
     }
 
-    fn call(&mut self, request: &Request) -> Result<Call, Answer> {
-        let candidate = Epoch(self.conn.random());
-        let context = Context {
+    fn context(&self, candidate: Epoch) -> Context<'_> {
+        Context {
             keys: &self.keys,
             epoch: self.epoch,
             keep_per_room: self.keep_per_room,
             candidate,
-        };
-        ops::call(request, &context)
+        }
     }
 
     fn send_call(&mut self, call: &Call, by_body: bool, now: Instant) {
@@ -497,11 +495,11 @@ impl Link {
     /// Writes request `seq` (a script by digest, or by body after NOSCRIPT), or answers it
     /// locally.
     fn send_request(&mut self, seq: u64, by_body: bool, now: Instant) {
+        let candidate = Epoch(self.conn.random());
         let Some(slot) = self.slot(seq) else {
             return;
         };
-        let request = slot.request.clone();
-        match self.call(&request) {
+        match ops::call(&slot.request, &self.context(candidate)) {
             Ok(call) => {
                 self.send_call(&call, by_body, now);
                 self.wire.push_back(Wire::Request(seq));

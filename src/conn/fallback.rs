@@ -65,7 +65,7 @@ impl Stack {
     /// `GET /sse`: opens the session's event stream, or answers 204 when the session (or the point
     /// to resume from) is gone and the client must start over.
     pub(super) fn open_stream(&mut self, sid: Option<Sid>, since: Option<u64>, ctx: &mut Ctx<'_>) {
-        let (new_sid, events) = match ctx.hub.open_stream(self.id, sid, since, ctx.now) {
+        let (new_sid, events) = match ctx.hub.open_stream(self.id, self.client, sid, since, ctx.now) {
             StreamStart::NotHeld => {
                 self.trace(&format!(
                     "-> SSE    resume point not held: 204 (sid {})",
@@ -158,7 +158,7 @@ impl Stack {
 
     /// `GET /poll`: answers at once, or parks until the hub has something (or [`POLL_HOLD`]).
     pub(super) fn open_poll(&mut self, sid: Option<Sid>, since: u64, ctx: &mut Ctx<'_>) {
-        let body = match ctx.hub.open_poll(self.id, sid, since, ctx.now) {
+        let body = match ctx.hub.open_poll(self.id, self.client, sid, since, ctx.now) {
             PollStart::Unknown => {
                 self.trace(&format!("-> POLL   unknown session: 404 (sid {})", short(sid)));
                 let response = Response::text(Status::NOT_FOUND, "no such session; start a new one");

@@ -30,7 +30,7 @@ pub mod per_ip;
 #[cfg(test)]
 mod tests;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -201,7 +201,11 @@ pub struct Ctx<'a> {
 #[derive(Debug)]
 pub struct Stack {
     id: ConnId,
+    /// The socket's peer.
     addr: SocketAddr,
+    /// The client's address, which limits count for: the peer's, or behind a trusted proxy the
+    /// one its `X-Forwarded-For` names.
+    client: IpAddr,
     transport: Transport,
     phase: Phase,
     /// The peer sent FIN.
@@ -231,6 +235,7 @@ impl Stack {
         Self {
             id,
             addr,
+            client: addr.ip(),
             transport: Transport::Plain,
             phase: Phase::Http {
                 conn: http,
@@ -654,7 +659,7 @@ impl Stack {
         };
         self.set_phase(next, ctx.hub, ctx.now);
         if endpoint == Endpoint::Chat {
-            ctx.hub.opened(self.id, ctx.now);
+            ctx.hub.opened(self.id, self.client, ctx.now);
         }
         let mut trailing = upgraded.trailing;
         if !trailing.is_empty() {

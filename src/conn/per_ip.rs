@@ -6,10 +6,8 @@
 //! `max_per_address`. The address is the one limits apply to: the socket's peer, or, behind a
 //! trusted proxy, the client [`forwarded`](crate::http::forwarded) names.
 //!
-//! **IPv6 hosts are counted by /64.** One IPv6 host may use any address of its /64 (an end site
-//! gets at least that, RFC 6177 §3 and RFC 7421; SLAAC privacy addresses, RFC 8981, change by
-//! design), so a per-/128 limit would limit nothing. Counting by /64 may group a few hosts of one
-//! network, as IPv4 NAT already does. IPv4 addresses (and IPv4 mapped into IPv6) count alone.
+//! **IPv6 hosts are counted by /64** ([`IpPrefix::host`] says why). Counting by /64 may group a
+//! few hosts of one network, as IPv4 NAT already does.
 //!
 //! **Memory is bounded.** An entry exists only while its address holds a connection, so the table
 //! has at most as many entries as there are open connections; `max_addresses` caps it again in
@@ -28,9 +26,6 @@ use std::time::{Duration, Instant};
 
 use crate::http::Status;
 use crate::http::forwarded::IpPrefix;
-
-/// The prefix length by which IPv6 clients are counted (see the module documentation).
-pub const IPV6_PREFIX_LEN: u8 = 64;
 
 /// Default for `--max-connections-per-ip`: a browser opens one WebSocket per tab, and a household
 /// or an office behind one NAT address may have dozens of tabs open; at this default one host
@@ -154,7 +149,7 @@ impl PerAddress {
 
 /// What `addr` is counted under: itself for IPv4, its /64 for IPv6.
 fn key_of(addr: IpAddr) -> IpPrefix {
-    IpPrefix::containing(addr, IPV6_PREFIX_LEN)
+    IpPrefix::host(addr)
 }
 
 /// At most one log line per `interval` for each reason. `R` names the reasons and should be a

@@ -29,6 +29,7 @@ pub mod session;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -228,12 +229,13 @@ impl Hub {
         route::route(head, &self.config, over_capacity)
     }
 
-    /// A chat WebSocket is open on `conn`: it starts a session, which joins the lobby.
-    pub fn opened(&mut self, conn: ConnId, now: Now) {
+    /// A chat WebSocket is open on `conn`, from client address `addr`: it starts a session, which
+    /// joins the lobby.
+    pub fn opened(&mut self, conn: ConnId, addr: IpAddr, now: Now) {
         self.now = now.instant;
         let session = self.new_session(Carrier::WebSocket(conn));
         self.session_of.insert(conn, session);
-        self.chat.connect(session, now, &mut self.actions);
+        self.chat.connect(session, addr, now, &mut self.actions);
         self.queue_actions();
     }
 
@@ -272,18 +274,20 @@ impl Hub {
     // --- sessions over plain HTTP ----------------------------------------------------------------
 
     /// `GET /sse`: the event stream `conn` becomes the reader of session `sid` (a new session
-    /// without one), from the point after `since` (the client's `Last-Event-ID`). A stream the
+    /// without one, counted for client address `addr`), from the point after `since` (the
+    /// client's `Last-Event-ID`). A stream the
     /// session had before is ended: one reader at a time.
     pub fn open_stream(
         &mut self,
         conn: ConnId,
+        addr: IpAddr,
         sid: Option<Sid>,
         since: Option<u64>,
         now: Now,
     ) -> StreamStart {
         self.now = now.instant;
         let Some(sid) = sid else {
-            let (sid, session) = self.new_http_session(now);
+            let (sid, session) = self.new_http_session(addr, now);
             let events = self
                 .take_reader(session, Reader::Stream(conn), 0)
                 .unwrap_or_default();
@@ -305,10 +309,17 @@ impl Hub {
     /// `GET /poll`: the events of session `sid` after `since`, at once if there are any,
     /// otherwise `conn` is parked as the session's reader until one comes. Without `sid`, a new
     /// session.
-    pub fn open_poll(&mut self, conn: ConnId, sid: Option<Sid>, since: u64, now: Now) -> PollStart {
+    pub fn open_poll(
+        &mut self,
+        conn: ConnId,
+        addr: IpAddr,
+        sid: Option<Sid>,
+        since: u64,
+        now: Now,
+    ) -> PollStart {
         self.now = now.instant;
         let Some(sid) = sid else {
-            let (sid, session) = self.new_http_session(now);
+            let (sid, session) = self.new_http_session(addr, now);
             let events = self.take_reader(session, Reader::None, 0).unwrap_or_default();
             return PollStart::New { sid, events };
         };
@@ -456,7 +467,7 @@ impl Hub {
     }
 
     /// A session carried over HTTP, with a fresh secret id; it joins the lobby like any other.
-    fn new_http_session(&mut self, now: Now) -> (Sid, SessionId) {
+    fn new_http_session(&mut self, addr: IpAddr, now: Now) -> (Sid, SessionId) {
         let sid = loop {
             let sid = (self.random.borrow_mut())();
             if !self.by_sid.contains_key(&sid) {
@@ -466,7 +477,7 @@ impl Hub {
         let http = HttpSession::new(sid, self.config.sessions.queue_cap);
         let session = self.new_session(Carrier::Http(Box::new(http)));
         self.by_sid.insert(sid, session);
-        self.chat.connect(session, now, &mut self.actions);
+        self.chat.connect(session, addr, now, &mut self.actions);
         self.queue_actions();
         (sid, session)
     }

@@ -27,6 +27,9 @@ fn head(text: &str) -> RequestHead {
         .0
 }
 
+/// The client address of every connection here.
+const LOCALHOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 const UPGRADE: &str = "Host: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
 
@@ -251,7 +254,7 @@ fn store_commands_wait_for_the_server_and_their_answers_come_back_as_inputs() {
     let mut hub = crate::testing::hub(config(false));
     let mut store = MemoryStore::new(100);
     let a = ConnId::new(0, 1);
-    hub.opened(a, now());
+    hub.opened(a, LOCALHOST, now());
     // The lobby's history is not in memory yet: the welcome waits for the store.
     assert!(hub.has_store_commands());
     assert!(!hub.has_output());
@@ -264,8 +267,8 @@ fn chat_events_are_addressed_to_the_connections_that_carry_the_sessions() {
     let mut hub = crate::testing::hub(config(false));
     let (a, b) = (ConnId::new(0, 1), ConnId::new(1, 2));
     let mut store = MemoryStore::new(100);
-    hub.opened(a, now());
-    hub.opened(b, now());
+    hub.opened(a, LOCALHOST, now());
+    hub.opened(b, LOCALHOST, now());
     drain(&mut hub, &mut store);
     hub.text(a, r#"{"type":"message","payload":"hi"}"#, now());
     assert!(!hub.has_output(), "nothing is shown before the store has it");
@@ -289,8 +292,8 @@ fn a_closed_connection_ends_its_session_once() {
     let mut hub = crate::testing::hub(config(false));
     let (a, b) = (ConnId::new(0, 1), ConnId::new(1, 2));
     let mut store = MemoryStore::new(100);
-    hub.opened(a, now());
-    hub.opened(b, now());
+    hub.opened(a, LOCALHOST, now());
+    hub.opened(b, LOCALHOST, now());
     drain(&mut hub, &mut store);
     hub.closed(a, now());
     assert_eq!(drain(&mut hub, &mut store).len(), 1, "the room hears `left`");

@@ -324,6 +324,8 @@ pub struct Chat {
     departed: HashMap<u128, Departed>,
     expiring: VecDeque<(Instant, u128)>,
     anonymous_count: u64,
+    /// Messages stored and broadcast since the start.
+    accepted: u64,
 }
 
 impl std::fmt::Debug for Chat {
@@ -355,6 +357,7 @@ impl Chat {
             departed: HashMap::new(),
             expiring: VecDeque::new(),
             anonymous_count: 0,
+            accepted: 0,
         }
     }
 
@@ -364,6 +367,16 @@ impl Chat {
 
     pub fn client_count(&self) -> usize {
         self.clients.len()
+    }
+
+    /// Rooms that exist now.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Messages stored and broadcast since the start (not counting duplicates of a key).
+    pub fn accepted(&self) -> u64 {
+        self.accepted
     }
 
     /// Client addresses with a rate limit of their own (one per address with a session).
@@ -662,6 +675,7 @@ impl Chat {
         .json();
         self.resolve(session, token, ack, actions);
         if let Appended::Stored { .. } = appended {
+            self.accepted += 1;
             let json = Outbound::Message(&message).json();
             actions.push(Action::Send {
                 to: self.members(&message.room, Some(session)),

@@ -1590,6 +1590,11 @@ fn a_refused_message_is_answered_store_unavailable_and_shown_to_nobody() {
     h.store.fail_appends(false);
     // The store works again: so does the chat.
     assert_eq!(h.post(1, "kept"), 1);
+    assert_eq!(
+        h.chat.accepted(),
+        1,
+        "refused messages are not counted as accepted"
+    );
 }
 
 #[test]
@@ -1603,6 +1608,7 @@ fn a_key_the_room_has_accepted_is_acked_again_with_the_original_id_and_not_shown
     let again = h.send(1, "message", json!({"text": "once", "key": "k-1"}));
     assert_eq!(only(&again, 1, "ack"), json!({"id": 1, "key": "k-1"}));
     assert!(sent_to(&again, 2).is_empty(), "not broadcast twice: {again:?}");
+    assert_eq!(h.chat.accepted(), 1, "accepted once");
 }
 
 #[test]

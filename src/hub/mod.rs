@@ -23,6 +23,7 @@
 //! period ([`Hub::poll_timeout`], [`Hub::handle_timeout`]).
 
 mod event;
+mod ops;
 mod route;
 pub mod session;
 
@@ -34,12 +35,16 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 pub use event::Event;
+pub use ops::{Admission, Listener, NotReady, REFUSAL_LOG_INTERVAL, RefusalKind};
 pub use route::{Endpoint, Route, RouteError};
 pub use session::{HttpSession, Reader, Sid};
 
 use crate::chat::{Action, Chat, ChatConfig, Now, SessionId, TokenSource};
-use crate::conn::ConnId;
+use crate::conn::per_ip::{DEFAULT_MAX_PER_ADDRESS, LogLimiter, PerAddress, PerAddressLimits};
+use crate::conn::{ConnId, Wire};
 use crate::http::RequestHead;
+use crate::http::forwarded::TrustedProxies;
+use crate::metrics::{Metrics, PolicyClose};
 use crate::store::{Command, Outcome};
 use crate::ws::close::CloseCode;
 use crate::ws::handshake::Policy;
@@ -54,6 +59,30 @@ pub struct HubConfig {
     pub chat: ChatConfig,
     /// HTTP sessions: their queue's bound and how long they wait for a reader.
     pub sessions: SessionConfig,
+    /// Proxies whose `X-Forwarded-For` is believed (`--trusted-proxy`).
+    pub trusted_proxies: TrustedProxies,
+    /// Connections per client address (`--max-connections-per-ip`).
+    pub max_per_address: u32,
+    /// `--max-connections`, which also bounds the per-address table.
+    pub max_connections: usize,
+    /// `/metrics` is served only on `--metrics-listen`, not on the public listener.
+    pub metrics_separate: bool,
+}
+
+impl Default for HubConfig {
+    /// The command line's defaults.
+    fn default() -> Self {
+        Self {
+            echo: false,
+            policy: Policy::default(),
+            chat: ChatConfig::default(),
+            sessions: SessionConfig::default(),
+            trusted_proxies: TrustedProxies::default(),
+            max_per_address: DEFAULT_MAX_PER_ADDRESS,
+            max_connections: 10_000,
+            metrics_separate: false,
+        }
+    }
 }
 
 /// The rules of sessions carried over plain HTTP.
@@ -64,6 +93,16 @@ pub struct SessionConfig {
     pub queue_cap: usize,
     /// How long a session waits for a reader (an event stream or a poll) before it ends.
     pub grace: Duration,
+}
+
+impl Default for SessionConfig {
+    /// The command line's defaults.
+    fn default() -> Self {
+        Self {
+            queue_cap: 1024 * 1024,
+            grace: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Something the hub asks the server to do to a connection.
@@ -191,6 +230,7 @@ pub struct Hub {
     outputs: VecDeque<Output>,
     /// Deliveries (recipient × event) waiting in `outputs`.
     backlog: usize,
+    ops: ops::Ops,
 }
 
 impl Hub {
@@ -203,7 +243,17 @@ impl Hub {
             Box::new(move || (random.borrow_mut())()) as TokenSource
         };
         let chat = Chat::new(config.chat.clone(), epoch, tokens);
+        let ops = ops::Ops {
+            per_address: PerAddress::new(PerAddressLimits {
+                max_per_address: config.max_per_address,
+                max_addresses: config.max_connections,
+            }),
+            refusal_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
+            metrics: Metrics::new(),
+            store_error: None,
+        };
         Self {
+            ops,
             config,
             chat,
             store_commands: Vec::new(),
@@ -223,10 +273,10 @@ impl Hub {
         &self.config
     }
 
-    /// What `head` gets: a page, an upgrade, or a refusal. `over_capacity`: the connection was
-    /// accepted past `--max-connections` only to be told so.
-    pub fn route(&self, head: &RequestHead, over_capacity: bool) -> Route {
-        route::route(head, &self.config, over_capacity)
+    /// What `head`, which came in on `listener`, gets: a page, an upgrade, or a refusal.
+    /// `refusal`: the connection was accepted only to be told this.
+    pub fn route(&self, head: &RequestHead, listener: Listener, refusal: Option<&RouteError>) -> Route {
+        route::route(head, &self.config, listener, refusal)
     }
 
     /// A chat WebSocket is open on `conn`, from client address `addr`: it starts a session, which
@@ -267,6 +317,7 @@ impl Hub {
     /// The store answered a command: the chat acts on it (acks, broadcasts, welcomes).
     pub fn store_outcome(&mut self, outcome: Outcome, now: Instant) {
         self.now = now;
+        self.note_store_health(&outcome);
         self.chat.on_store(outcome, &mut self.actions);
         self.queue_actions();
     }
@@ -373,6 +424,7 @@ impl Hub {
         self.now = now.instant;
         let session = self.end_send(conn, sid).ok_or(SendRefusal::UnknownSession)?;
         let messages = split_envelopes(body).ok_or(SendRefusal::BadBody)?;
+        self.ops.metrics.messages_received(Wire::Send, messages.len());
         for message in messages {
             self.chat.on_text(session, &message, now, &mut self.actions);
         }
@@ -393,18 +445,25 @@ impl Hub {
 
     /// When [`Hub::handle_timeout`] has something to do: the first HTTP session to expire.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.carriers
+        let expiry = self
+            .carriers
             .values()
             .filter_map(|carrier| match carrier {
                 Carrier::Http(http) => http.expires,
                 Carrier::WebSocket(_) => None,
             })
+            .min();
+        [expiry, self.ops.refusal_log.poll_timeout()]
+            .into_iter()
+            .flatten()
             .min()
     }
 
-    /// Ends the HTTP sessions whose grace period is over.
+    /// Ends the HTTP sessions whose grace period is over, and writes the summaries of refusals
+    /// left out of the log.
     pub fn handle_timeout(&mut self, now: Now) {
         self.now = now.instant;
+        self.log_refusal_summaries(now.instant);
         let expired: Vec<SessionId> = self
             .carriers
             .iter()
@@ -570,7 +629,13 @@ impl Hub {
         for action in actions {
             match action {
                 Action::Send { to, json } => self.deliver(&to, Event::new(&json)),
-                Action::Close { client, code, reason } => self.close_session(client, code, reason),
+                Action::Close { client, code, reason } => {
+                    // The chat closes a client with 1008 for one thing only: flooding.
+                    if code == CloseCode::PolicyViolation {
+                        self.ops.metrics.policy_close(PolicyClose::Flood);
+                    }
+                    self.close_session(client, code, reason);
+                }
                 Action::Store(command) => self.store_commands.push(command),
             }
         }
@@ -615,6 +680,7 @@ impl Hub {
             self.outputs.push_back(Output::Deliver { to: conns, event });
         }
         for session in overflowed {
+            self.ops.metrics.policy_close(PolicyClose::SlowConsumer);
             let reason = format!(
                 "slow consumer: over {} bytes of events not read",
                 self.config.sessions.queue_cap

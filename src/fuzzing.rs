@@ -527,8 +527,8 @@ pub fn stack(data: &[u8]) {
 /// pieces of at most `piece_len`; after each turn applies whatever the hub asks of that same
 /// connection. Returns everything written and the final phase.
 fn drive_stack(turns: &[&[u8]], piece_len: usize) -> (Vec<u8>, &'static str) {
-    use crate::chat::{ChatConfig, Now};
-    use crate::conn::{ConnId, Ctx, Stack, StackConfig};
+    use crate::chat::Now;
+    use crate::conn::{ConnId, Ctx, Opening, Stack, StackConfig};
     use crate::hub::{Hub, HubConfig, Output};
 
     let origin = clock_origin();
@@ -555,11 +555,7 @@ fn drive_stack(turns: &[&[u8]], piece_len: usize) -> (Vec<u8>, &'static str) {
             deflate: Some(DeflatePolicy::default()),
             ..Policy::default()
         },
-        chat: ChatConfig::default(),
-        sessions: crate::hub::SessionConfig {
-            queue_cap: 1 << 20,
-            grace: std::time::Duration::from_secs(30),
-        },
+        ..HubConfig::default()
     };
     let mut hub = Hub::new(hub_config, "0123456789abcdef".into(), tokens, origin);
     let mut store = crate::store::memory::MemoryStore::new(1000);
@@ -571,7 +567,7 @@ fn drive_stack(turns: &[&[u8]], piece_len: usize) -> (Vec<u8>, &'static str) {
     let mut stack = Stack::new(
         id,
         "127.0.0.1:1".parse().expect("an address"),
-        false,
+        Opening::default(),
         &config,
         origin,
     );

@@ -8,6 +8,7 @@
 //   WSCHAT_OUT      where screenshots go (target/browser)
 //   WSCHAT_DB       the message store (a file: restarts keep the history)
 //   WSCHAT_HISTORY_SIZE  the server's --history-size: how many messages a welcome shows
+//   WSCHAT_FLAGS    the server's other flags, space-separated (the test restarts it with them)
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -55,8 +56,9 @@ const XSS = '<img src=x onerror=alert(1)>';
 // The server compresses messages from this many bytes on (its default --deflate-threshold).
 const DEFLATE_THRESHOLD = 256;
 // The server runs with --trace so that the test can see the wire (see the permessage-deflate step),
-// and with the flags run.sh gave it.
-const serverArgs = (db) => ['--listen', ADDR, '--trace', '--db', db, '--history-size', String(HISTORY_SIZE)];
+// and with the other flags run.sh gave it.
+const FLAGS = env('WSCHAT_FLAGS').split(' ');
+const serverArgs = (db) => ['--listen', ADDR, '--db', db, ...FLAGS];
 
 const started = Date.now();
 const log = (line) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${line}`);

@@ -53,8 +53,9 @@ export async function launchChromium(extraArgs = []) {
  * them: inflated). In the page, `__mostCopies` counts the most copies of each message text that
  * were ever on screen at once: a message shown twice, even for a moment, is caught. `out`: where a
  * failed wait leaves its screenshot. `setup(context)` runs before the page opens (routes, say).
+ * `connecting(person)` runs once the page is loaded, before it is online (typing, say).
  * `statusWait`: how long the page may take to be online. */
-export async function openChat(browser, name, url, { out, setup, statusWait = WAIT_MS } = {}) {
+export async function openChat(browser, name, url, { out, setup, connecting, statusWait = WAIT_MS } = {}) {
   const context = await browser.newContext({ viewport: { width: 1000, height: 640 }, locale: 'en-GB' });
   // Injected by the browser itself, so the page's CSP does not apply.
   await context.addInitScript(() => {
@@ -87,6 +88,7 @@ export async function openChat(browser, name, url, { out, setup, statusWait = WA
     if (/content.security.policy/i.test(message.text())) person.errors.push(message.text());
   });
   await page.goto(url);
+  if (connecting) await connecting(person);
   await waitStatus(person, 'online', statusWait);
   return person;
 }

@@ -8,6 +8,7 @@
 //   NGINX_BIN, NGINX_PREFIX, NGINX_PORT   the default nginx (the test restarts it)
 //   NGINX_BUFFER_PORT  nginx told to ignore X-Accel-Buffering
 //   SQUID_PORT, SQUID_ACCESS_LOG          Squid as a forward proxy, and its access log
+//   SQUID_OUTGOING     the address Squid connects to wschat from (a --trusted-proxy of wschat)
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -44,6 +45,7 @@ const NGINX_PORT = Number(env('NGINX_PORT'));
 const NGINX_BUFFER_PORT = Number(env('NGINX_BUFFER_PORT'));
 const SQUID_PORT = Number(env('SQUID_PORT'));
 const SQUID_ACCESS_LOG = env('SQUID_ACCESS_LOG');
+const SQUID_OUTGOING = env('SQUID_OUTGOING');
 
 const DIRECT_URL = `http://${ADDR}/`;
 const NGINX_URL = `http://127.0.0.1:${NGINX_PORT}/`;
@@ -77,7 +79,7 @@ after(async () => {
 
 /** Opens the chat as `name` and records the page's HTTP requests to the chat's endpoints too
  * (`requests`: method, path with query, headers), in the order the page made them. */
-async function open(name, browser, url, { setup, wait = WAIT_MS } = {}) {
+async function open(name, browser, url, { setup, connecting, wait = WAIT_MS } = {}) {
   const requests = [];
   const person = await openChat(browser, name, url, {
     out: OUT,
@@ -90,6 +92,7 @@ async function open(name, browser, url, { setup, wait = WAIT_MS } = {}) {
       });
       if (setup) await setup(context);
     },
+    connecting,
     statusWait: wait,
   });
   person.requests = requests;
@@ -143,6 +146,14 @@ function requestHeads() {
     }
   }
   return heads;
+}
+
+/** Polls `check()` every 100 ms for up to WAIT_MS; names `what` on timeout. */
+async function waitFor(check, what) {
+  for (const t0 = Date.now(); Date.now() - t0 < WAIT_MS; await sleep(100)) {
+    if (check()) return;
+  }
+  throw new Error(`timed out waiting for ${what}`);
 }
 
 // ---- the default nginx, restarted by the test ----
@@ -253,6 +264,27 @@ test('the page falls back through proxies that block WebSocket, and chats with a
     await chatWithAlice(bob, 'nginx, after its restarts');
   });
 
+  await step('bob says something while nginx is down: pending, then delivered once when it is back', async () => {
+    const { alice, bob } = people;
+    await stopNginx();
+    const text = 'bob, said while nginx was down';
+    await say(bob, text);
+    // The POST fails and ends the link; the page keeps Server-Sent Events (they worked) and
+    // reconnects with its backoff, sending the message again under the same key.
+    await waitUntil(bob, 'the message pending', (text) =>
+      [...document.querySelectorAll('#messages li.msg.pending .text')].some((p) => p.textContent === text), text);
+    await sleep(1_000);
+    await startNginx();
+    log('nginx restarted (3)');
+    await waitMessage(bob, { nick: 'bob', text, mine: true });
+    await waitMessage(alice, { nick: 'bob', text });
+    await waitStatus(bob, 'online');
+    await assertOnline(bob, 'sse');
+    for (const who of [alice, bob]) await assertOnce(who, [text]);
+    assert.equal(bob.sockets.length, 1, 'bob: no WebSocket attempt after it failed once');
+    await chatWithAlice(bob, 'nginx, after the outage');
+  });
+
   await step('a reload stays on the transport that worked; a new tab tries the WebSocket first again', async () => {
     const { bob } = people;
     const sockets = bob.sockets.length;
@@ -268,12 +300,28 @@ test('the page falls back through proxies that block WebSocket, and chats with a
 
   await step('through nginx that buffers the event stream too: long-polling carries the chat', async () => {
     const t0 = Date.now();
-    const carol = await open('carol', direct, NGINX_BUFFER_URL, { wait: FALLBACK_WAIT_MS });
+    // Typed at once, while the page still tries the WebSocket and then the (held back) event
+    // stream: it waits in the outbox and goes out once, on the transport that works.
+    const early = 'carol, typed before any transport worked';
+    const carol = await open('carol', direct, NGINX_BUFFER_URL, {
+      wait: FALLBACK_WAIT_MS,
+      connecting: async (person) => {
+        assert.notEqual((await status(person)).state, 'online', 'carol: not online yet');
+        await say(person, early);
+      },
+    });
     const took = Date.now() - t0;
     assert.equal(carol.sockets.length, 1, 'carol: one WebSocket attempt');
     assert.equal(streams(carol).length, 1, 'carol: one event stream attempt');
     assert.ok(took >= WELCOME_TIMEOUT_MS, `carol: the event stream was given ${WELCOME_TIMEOUT_MS} ms (online after ${took} ms)`);
     await assertOnline(carol, 'poll');
+    // Sent as the anonymous name the long-poll session got (the held-back stream's session never
+    // reached the page, so nothing was sent on it).
+    const anonymous = await carol.page.$eval('#online li.me', (li) => li.firstChild.textContent);
+    await waitMessage(carol, { nick: anonymous, text: early, mine: true });
+    await waitMessage(people.alice, { nick: anonymous, text: early });
+    for (const who of [carol, people.alice]) await assertOnce(who, [early]);
+    assert.equal(posted(carol).filter((m) => m.type === 'message').length, 1, 'carol: the early message posted once');
     await nickname(carol, 'carol');
     await chatWithAlice(carol, 'buffering nginx');
   });
@@ -293,6 +341,13 @@ test('the page falls back through proxies that block WebSocket, and chats with a
     assert.match(access, new RegExp(`TCP_DENIED/403 .* CONNECT ${host}:${port} `), 'squid: the WebSocket tunnel refused');
     // (Squid's log leaves out query strings.)
     assert.match(access, new RegExp(` POST http://${host}:${port}/send\\? `), 'squid: the POSTs went through it');
+    // wschat believed Squid's X-Forwarded-For (it trusts SQUID_OUTGOING): a request it refuses is
+    // logged as from the browser (127.0.0.1) via Squid. (Its fallback requests are logged only in
+    // the trace, which does not name the client.)
+    const refused = await dave.page.evaluate(() => fetch('/no-such-endpoint-via-squid').then((r) => r.status));
+    assert.equal(refused, 404, 'dave: a request for no endpoint');
+    const via = new RegExp(`127\\.0\\.0\\.1 via ${SQUID_OUTGOING.replaceAll('.', '\\.')}:\\d+ rejected: 404 no endpoint at /no-such-endpoint-via-squid`);
+    await waitFor(() => via.test(readFileSync(LOG, 'utf8')), `wschat's log: ${via}`);
   });
 
   await step('a WebSocket that opens (101) and then says nothing: the page moves on after its timeout', async () => {

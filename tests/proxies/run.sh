@@ -116,10 +116,16 @@ wait_port() {
     die "$what is not listening on $port after 10 s"
 }
 
-# wschat with --trace (the test reads which transport each request used) on a fresh store.
+# wschat with --trace (the test reads which transport each request used) on a fresh store, with
+# its default per-address limits (a handful of pages fit in them). The proxies are trusted to name
+# the client in X-Forwarded-For: nginx (127.0.0.1), whose default proxy_pass sends none, and Squid,
+# which does, and which connects from 127.0.0.2 (tcp_outgoing_address below) so that the log can
+# tell the client (127.0.0.1) from the proxy: "127.0.0.1 via 127.0.0.2:port".
+SQUID_OUTGOING=127.0.0.2
 WSCHAT_PORT="$(free_port)"
 WSCHAT_LOG="$OUT/wschat.log"
-"$WSCHAT" --listen "127.0.0.1:$WSCHAT_PORT" --db "$OUT/chat.db" --trace >"$WSCHAT_LOG" 2>&1 </dev/null &
+"$WSCHAT" --listen "127.0.0.1:$WSCHAT_PORT" --db "$OUT/chat.db" --trace \
+    --trusted-proxy 127.0.0.1 --trusted-proxy "$SQUID_OUTGOING" >"$WSCHAT_LOG" 2>&1 </dev/null &
 echo $! >"$OUT/wschat.pid"
 PIDFILES+=("$OUT/wschat.pid")
 wait_port $! "$WSCHAT_PORT" wschat "$WSCHAT_LOG"
@@ -186,6 +192,7 @@ access_log stdio:$SQUID_DIR/access.log
 cache_log $SQUID_DIR/cache.log
 netdb_filename none
 cache_effective_user proxy
+tcp_outgoing_address $SQUID_OUTGOING
 shutdown_lifetime 1 seconds
 CONF
 chown -R proxy:proxy "$SQUID_DIR"
@@ -203,7 +210,7 @@ log "squid on 127.0.0.1:$SQUID_PORT (as $(ps -o user= -p "$(cat "$OUT/squid.pid"
 status=0
 (cd "$HERE" && WSCHAT_ADDR="127.0.0.1:$WSCHAT_PORT" WSCHAT_LOG="$WSCHAT_LOG" WSCHAT_OUT="$OUT" \
     NGINX_BIN="$NGINX" NGINX_PREFIX="$OUT/nginx" NGINX_PORT="$NGINX_PORT" NGINX_BUFFER_PORT="$NGINX_BUFFER_PORT" \
-    SQUID_PORT="$SQUID_PORT" SQUID_ACCESS_LOG="$SQUID_DIR/access.log" \
+    SQUID_PORT="$SQUID_PORT" SQUID_ACCESS_LOG="$SQUID_DIR/access.log" SQUID_OUTGOING="$SQUID_OUTGOING" \
     timeout "$TIMEOUT" node --test --test-reporter=spec proxies.test.mjs) || status=$?
 cp "$SQUID_DIR"/*.log "$OUT/" 2>/dev/null || true
 if [[ $status -ne 0 ]]; then

@@ -16,9 +16,10 @@
 # the services are kept from starting on install), playwright-core (npm ci in tests/browser, whose
 # setup this test shares); then builds the release binary. A missing program after that is a
 # failure, never a skip. nginx and squid run in the foreground on loopback ports the kernel picks,
-# with their own temporary directories; squid drops to its `proxy` user, so its directory belongs
-# to that user. Every process it starts is stopped on exit. Output: target/proxies/ (logs,
-# failure-*.png).
+# with their own directories under /tmp (readable by the users they drop to, wherever the checkout
+# is); squid drops to its `proxy` user, so its directory belongs to that user, and the script runs
+# as root (it says so and stops otherwise). Every process it starts is stopped on exit. Output:
+# target/proxies/ (logs, failure-*.png).
 #
 # Environment: WSCHAT_PROXIES_TIMEOUT  seconds before the test is killed (default 200).
 set -euo pipefail
@@ -57,6 +58,9 @@ find_program() { PATH="$PATH:/usr/sbin:/sbin" command -v "$1" || true; }
 
 # ------------------------------------------------------------- setup ----
 
+# Squid as root drops to `proxy` (cache_effective_user); started by anyone else it runs as them.
+[[ $EUID -eq 0 ]] || die "run as root: squid must start as root to run as its 'proxy' user"
+
 missing=()
 [[ -n "$(find_program nginx)" ]] || missing+=(nginx)
 [[ -n "$(find_program squid)" ]] || missing+=(squid)
@@ -81,7 +85,10 @@ WSCHAT="$TARGET/release/wschat"
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
+# The proxies' files: nginx's workers (`nobody`) and squid (`proxy`) must reach them, which a
+# checkout under /root would not let them.
 SCRATCH="$(mktemp -d /tmp/wschat-proxies.XXXXXX)"
+chmod 755 "$SCRATCH"
 
 # --------------------------------------------------------- processes ----
 
@@ -94,6 +101,13 @@ stop_all() {
         kill -TERM "$pid" 2>/dev/null || continue
         for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$pid" 2>/dev/null || true
+    done
+    # The proxies' logs (and configs) are kept in target/proxies/NAME/.
+    local dir
+    for dir in "$SCRATCH"/*/; do
+        [[ -d "$dir" ]] || continue
+        mkdir -p "$OUT/$(basename "$dir")"
+        cp "$dir"*.log "$dir"*.conf "$OUT/$(basename "$dir")/" 2>/dev/null || true
     done
     rm -rf "$SCRATCH"
 }
@@ -134,7 +148,7 @@ log "wschat on 127.0.0.1:$WSCHAT_PORT"
 # start_nginx NAME PORT EXTRA: nginx in the foreground with a prefix of its own and one server
 # block, `location / { proxy_pass http://127.0.0.1:WSCHAT_PORT; EXTRA }`.
 start_nginx() {
-    local name="$1" port="$2" extra="$3" prefix="$OUT/$1"
+    local name="$1" port="$2" extra="$3" prefix="$SCRATCH/$1"
     mkdir -p "$prefix/tmp"
     # Run as root, nginx's workers become `nobody`: they must be able to use the temp paths.
     chmod 755 "$prefix"
@@ -171,8 +185,9 @@ NGINX_BUFFER_PORT="$(free_port)"
 start_nginx nginx-buffer "$NGINX_BUFFER_PORT" "proxy_ignore_headers X-Accel-Buffering; "
 
 # Squid: Debian's squid.conf as shipped (its ACLs: CONNECT only to 443, requests from localhost
-# only), with the port, file locations and a short shutdown adapted to a test, and one rule added. It starts as root
-# and drops to `proxy`, which must be able to write its directory.
+# only), with the port, file locations, outgoing address and a short shutdown adapted to a test,
+# and one rule added. It starts as root and drops to `proxy`, which must be able to write its
+# directory.
 SQUID_PORT="$(free_port)"
 SQUID_DIR="$SCRATCH/squid"
 mkdir -p "$SQUID_DIR"
@@ -196,23 +211,25 @@ tcp_outgoing_address $SQUID_OUTGOING
 shutdown_lifetime 1 seconds
 CONF
 chown -R proxy:proxy "$SQUID_DIR"
-chmod 755 "$SCRATCH"
 "$SQUID" -k parse -f "$SQUID_DIR/squid.conf" >"$OUT/squid-parse.log" 2>&1 ||
     { cat "$OUT/squid-parse.log" >&2; die "squid refused its config"; }
 "$SQUID" -N -f "$SQUID_DIR/squid.conf" >"$OUT/squid.log" 2>&1 </dev/null &
 echo $! >"$OUT/squid.pid"
 PIDFILES+=("$OUT/squid.pid")
 wait_port $! "$SQUID_PORT" squid "$SQUID_DIR/cache.log"
-log "squid on 127.0.0.1:$SQUID_PORT (as $(ps -o user= -p "$(cat "$OUT/squid.pid")"))"
+# (From /proc: a minimal Debian has no `ps`. The effective uid is the third field of Uid:.)
+SQUID_UID="$(awk '/^Uid:/ { print $3 }' "/proc/$(cat "$OUT/squid.pid")/status")"
+SQUID_USER="$(getent passwd "$SQUID_UID" | cut -d: -f1)"
+[[ "$SQUID_USER" == proxy ]] || die "squid runs as '$SQUID_USER', not as its 'proxy' user"
+log "squid on 127.0.0.1:$SQUID_PORT (as $SQUID_USER)"
 
 # ------------------------------------------------------------- the test ----
 
 status=0
 (cd "$HERE" && WSCHAT_ADDR="127.0.0.1:$WSCHAT_PORT" WSCHAT_LOG="$WSCHAT_LOG" WSCHAT_OUT="$OUT" \
-    NGINX_BIN="$NGINX" NGINX_PREFIX="$OUT/nginx" NGINX_PORT="$NGINX_PORT" NGINX_BUFFER_PORT="$NGINX_BUFFER_PORT" \
+    NGINX_BIN="$NGINX" NGINX_PREFIX="$SCRATCH/nginx" NGINX_PORT="$NGINX_PORT" NGINX_BUFFER_PORT="$NGINX_BUFFER_PORT" \
     SQUID_PORT="$SQUID_PORT" SQUID_ACCESS_LOG="$SQUID_DIR/access.log" SQUID_OUTGOING="$SQUID_OUTGOING" \
     timeout "$TIMEOUT" node --test --test-reporter=spec proxies.test.mjs) || status=$?
-cp "$SQUID_DIR"/*.log "$OUT/" 2>/dev/null || true
 if [[ $status -ne 0 ]]; then
     [[ $status -eq 124 ]] && log "timed out after ${TIMEOUT}s"
     log "last lines of $WSCHAT_LOG:"

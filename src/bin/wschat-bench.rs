@@ -124,13 +124,19 @@ enum Mode {
         chat_text: bool,
     },
     /// The chat over each transport (WebSocket, Server-Sent Events, long-polling): latency from
-    /// send to the other client's receipt, bytes on the wire per message and per idle minute;
-    /// prints a Markdown table. Give the server a rate limit above 1000 / `interval-ms` per
-    /// second (the default 250 ms is under its default 5 per second).
+    /// send to the other client's receipt, the server's CPU per message (with `--server-pid`),
+    /// bytes on the wire per message and per idle minute; prints a Markdown table. Give the
+    /// server a rate limit above 1000 / `interval-ms` per second (the default 250 ms is under its
+    /// default 5 per second), and lift its per-address limits: every client is 127.0.0.1.
     Transports {
-        /// Chat lines the sender says on each transport.
+        /// Chat lines the sender says on each transport, in each round.
         #[arg(short = 'n', long, default_value_t = 100)]
         messages: usize,
+        /// Rounds: each measures every transport once, in an order rotated from round to round.
+        /// The table gives medians over the rounds, and each transport's ratio to WebSocket is
+        /// taken within a round (where the machine's load was alike) before its median.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        rounds: u32,
         /// Milliseconds between two of them.
         #[arg(long, default_value_t = 250)]
         interval_ms: u64,
@@ -1281,6 +1287,18 @@ impl Report {
     }
 }
 
+/// Nanoseconds of CPU all threads of the process have run, from /proc/PID/task/*/schedstat (its
+/// first field): exact where /proc/PID/stat counts in clock ticks (10 ms), too coarse for the few
+/// milliseconds a slow stream of chat messages costs.
+fn cpu_nanoseconds(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
 /// CPU seconds the process has spent in user space and in the kernel, from /proc/PID/stat.
 fn cpu_seconds(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -1499,6 +1517,9 @@ fn await_event(chatter: &mut dyn Chatter, kind: &str) -> io::Result<()> {
 struct WsChatter {
     socket: Counted,
     conn: Connection,
+    /// Chat events that came with the 101 (the welcome, often in the same read), for the first
+    /// `receive`.
+    early: Vec<serde_json::Value>,
 }
 
 impl WsChatter {
@@ -1525,9 +1546,10 @@ impl WsChatter {
         let mut chatter = Self {
             socket,
             conn: Connection::with_mask_seed(Role::Client, client_config(), Instant::now(), seed),
+            early: Vec::new(),
         };
         let mut rest = buf.split_off(answer.head_len);
-        chatter.take(&mut rest)?;
+        chatter.early = chatter.take(&mut rest)?;
         Ok(chatter)
     }
 
@@ -1555,6 +1577,9 @@ impl Chatter for WsChatter {
     }
 
     fn receive(&mut self, wait: Duration) -> io::Result<Vec<serde_json::Value>> {
+        if !self.early.is_empty() {
+            return Ok(std::mem::take(&mut self.early));
+        }
         let mut buf = Vec::new();
         self.socket.read_within(&mut buf, wait)?;
         self.take(&mut buf)
@@ -1666,6 +1691,9 @@ struct SseChatter {
     head_read: bool,
     /// Decoded body not yet cut into events.
     text: Vec<u8>,
+    /// Chat events that came with the session's (the welcome, often in the same read), for the
+    /// first `receive`.
+    early: Vec<serde_json::Value>,
     poster: Poster,
 }
 
@@ -1683,12 +1711,15 @@ impl SseChatter {
             raw: Vec::new(),
             head_read: false,
             text: Vec::new(),
+            early: Vec::new(),
             // Replaced once the session's id is known.
             poster: Poster::new(addr, host, "")?,
         };
         let deadline = Instant::now() + ANSWER_TIMEOUT;
         let sid = loop {
-            if let Some(sid) = chatter.read_events(Duration::from_millis(100))?.1 {
+            let (events, sid) = chatter.read_events(Duration::from_millis(100))?;
+            chatter.early.extend(events);
+            if let Some(sid) = sid {
                 break sid;
             }
             if Instant::now() > deadline {
@@ -1759,7 +1790,9 @@ impl Chatter for SseChatter {
     }
 
     fn receive(&mut self, wait: Duration) -> io::Result<Vec<serde_json::Value>> {
-        Ok(self.read_events(wait)?.0)
+        let mut events = std::mem::take(&mut self.early);
+        events.extend(self.read_events(wait)?.0);
+        Ok(events)
     }
 
     fn wire(&self) -> Wire {
@@ -1777,6 +1810,8 @@ struct PollChatter {
     /// A poll was sent and its answer is not complete yet.
     waiting: bool,
     raw: Vec<u8>,
+    /// Chat events that came with the session's (the welcome), for the first `receive`.
+    early: Vec<serde_json::Value>,
     poster: Poster,
 }
 
@@ -1798,16 +1833,18 @@ impl PollChatter {
             }
             poller.read_within(&mut raw, Duration::from_millis(100))?;
         };
-        let events = poll_events(&body)?;
+        let mut events = poll_events(&body)?;
         let sid = session_id(events.first())?;
+        let early = events.split_off(1);
         Ok(Self {
             poller,
             host: host.to_owned(),
             // The answer's first element names the session; the events after it are 1, 2, ...
-            since: events.len() as u64 - 1,
+            since: early.len() as u64,
             sid: sid.clone(),
             waiting: false,
             raw,
+            early,
             poster: Poster::new(addr, host, &sid)?,
         })
     }
@@ -1824,6 +1861,9 @@ impl Chatter for PollChatter {
     }
 
     fn receive(&mut self, wait: Duration) -> io::Result<Vec<serde_json::Value>> {
+        if !self.early.is_empty() {
+            return Ok(std::mem::take(&mut self.early));
+        }
         if !self.waiting {
             let target = format!("/poll?sid={}&since={}", self.sid, self.since);
             self.poller
@@ -1858,6 +1898,8 @@ struct TransportRun {
     acked: usize,
     sender: Wire,
     receiver: Wire,
+    /// The server's CPU from the first message until the last was acked and received.
+    server_cpu_ns: Option<u64>,
 }
 
 /// A client of `transport` alone in `room`, past its welcomes and the events of joining.
@@ -1889,6 +1931,7 @@ fn settle(chatter: &mut dyn Chatter, wait: Duration) -> io::Result<Vec<serde_jso
 /// of their sockets from the first message on.
 fn measure_transport(
     transport: Transport,
+    server_pid: Option<u32>,
     addr: SocketAddr,
     host: &str,
     corpus: &Corpus,
@@ -1926,12 +1969,23 @@ fn measure_transport(
     };
     let receiver_ready = ready_rx.recv_timeout(ANSWER_TIMEOUT);
     let mut chatter = chatter_in(transport, addr, host, &room)?;
-    receiver_ready.map_err(|_| io::Error::other("the receiver did not get into its room"))?;
+    if receiver_ready.is_err() {
+        // Its thread ended (with the reason) or is stuck.
+        let why = match receiver.is_finished().then(|| receiver.join()) {
+            Some(Ok(Err(error))) => error.to_string(),
+            Some(_) => "it panicked".to_owned(),
+            None => "it took too long".to_owned(),
+        };
+        return Err(io::Error::other(format!(
+            "the receiver did not get into its room: {why}"
+        )));
+    }
     // The receiver hears the sender join; then both start counting.
     settle(chatter.as_mut(), Duration::from_millis(300))?;
     counting.store(true, std::sync::atomic::Ordering::SeqCst);
     settle(chatter.as_mut(), Duration::from_millis(100))?;
     let before = chatter.wire();
+    let cpu_before = server_pid.and_then(cpu_nanoseconds);
     let mut acked = 0;
     let first = Instant::now();
     for seq in 0..messages {
@@ -1949,6 +2003,7 @@ fn measure_transport(
     let (latencies_us, receiver) = receiver
         .join()
         .map_err(|_| io::Error::other("the receiver panicked"))??;
+    let cpu_after = server_pid.and_then(cpu_nanoseconds);
     Ok(TransportRun {
         transport,
         delivered: latencies_us.len(),
@@ -1956,6 +2011,9 @@ fn measure_transport(
         acked,
         sender,
         receiver,
+        server_cpu_ns: cpu_before
+            .zip(cpu_after)
+            .map(|(before, after)| after.saturating_sub(before)),
     })
 }
 
@@ -1986,6 +2044,7 @@ fn measure_idle(transport: Transport, addr: SocketAddr, host: &str, seconds: Dur
 fn run_transports(args: &Args, mode: &Mode) -> io::Result<()> {
     let Mode::Transports {
         messages,
+        rounds,
         interval_ms,
         idle,
         only,
@@ -2014,20 +2073,28 @@ fn run_transports(args: &Args, mode: &Mode) -> io::Result<()> {
             std::thread::spawn(move || measure_idle(transport, addr, &host, idle_for))
         })
         .collect();
+    // runs[round][i]: transports[i] in that round.
     let mut runs = Vec::new();
-    for &transport in &transports {
-        eprintln!(
-            "wschat-bench: {}: {messages} messages, one every {interval_ms} ms",
-            transport.label()
-        );
-        runs.push(measure_transport(
-            transport,
-            addr,
-            &host,
-            &corpus,
-            *messages,
-            Duration::from_millis(*interval_ms),
-        )?);
+    for round in 0..*rounds as usize {
+        let mut this_round: Vec<Option<TransportRun>> = transports.iter().map(|_| None).collect();
+        // Rotated, so that no transport always runs first (or last) after the machine's load changed.
+        for i in (0..transports.len()).map(|k| (k + round) % transports.len()) {
+            eprintln!(
+                "wschat-bench: round {}/{rounds}: {}: {messages} messages, one every {interval_ms} ms",
+                round + 1,
+                transports[i].label()
+            );
+            this_round[i] = Some(measure_transport(
+                transports[i],
+                args.server_pid,
+                addr,
+                &host,
+                &corpus,
+                *messages,
+                Duration::from_millis(*interval_ms),
+            )?);
+        }
+        runs.push(this_round.into_iter().flatten().collect::<Vec<_>>());
     }
     eprintln!("wschat-bench: waiting for the idle clients ({idle} s)");
     let mut idles = Vec::new();
@@ -2042,9 +2109,13 @@ fn run_transports(args: &Args, mode: &Mode) -> io::Result<()> {
         .map(|seq| chat_message(Some(&corpus), seq, 1_000_000).len())
         .sum::<usize>() as f64
         / (*messages).max(1) as f64;
-    print!("{}", transports_table(&runs, &idles, *idle, mean_envelope));
+    print!(
+        "{}",
+        transports_table(&transports, &runs, &idles, *idle, mean_envelope)
+    );
     let lost: Vec<String> = runs
         .iter()
+        .flatten()
         .filter(|run| run.delivered < *messages || run.acked < *messages)
         .map(|run| {
             format!(
@@ -2062,38 +2133,113 @@ fn run_transports(args: &Args, mode: &Mode) -> io::Result<()> {
     }
 }
 
-/// The figures as a Markdown table, with a line saying how they were made.
-fn transports_table(runs: &[TransportRun], idles: &[Wire], idle_seconds: f64, mean_envelope: f64) -> String {
+/// The median of `values` (the mean of the middle two for an even count); `None` when empty.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => values.get(n / 2).copied(),
+        _ => Some((values.get(n / 2 - 1)? + values.get(n / 2)?) / 2.0),
+    }
+}
+
+/// One round's figures for a transport.
+struct RoundFigures {
+    /// Send → receipt latency, median and 99th percentile, in milliseconds.
+    p50_ms: f64,
+    p99_ms: f64,
+    /// The server's CPU per delivered message, in microseconds (with `--server-pid`).
+    cpu_us: Option<f64>,
+}
+
+fn round_figures(run: &TransportRun) -> RoundFigures {
+    let mut sorted = run.latencies_us.clone();
+    sorted.sort_unstable();
+    let ms = |us: u32| f64::from(us) / 1000.0;
+    let cpu = run
+        .server_cpu_ns
+        .filter(|_| run.delivered > 0)
+        .map(|ns| ns as f64 / 1000.0 / run.delivered as f64);
+    RoundFigures {
+        p50_ms: ms(percentile(&sorted, 0.50)),
+        p99_ms: ms(percentile(&sorted, 0.99)),
+        cpu_us: cpu,
+    }
+}
+
+/// The figures as a Markdown table, with a line saying how they were made: medians over the
+/// rounds (`runs[round][i]` is `transports[i]`), ratios to WebSocket taken within each round.
+fn transports_table(
+    transports: &[Transport],
+    runs: &[Vec<TransportRun>],
+    idles: &[Wire],
+    idle_seconds: f64,
+    mean_envelope: f64,
+) -> String {
     let per = |bytes: u64, count: usize| bytes as f64 / count.max(1) as f64;
     let per_minute = |bytes: u64| bytes as f64 * 60.0 / idle_seconds.max(f64::MIN_POSITIVE);
-    let ms = |us: u32| f64::from(us) / 1000.0;
+    let websocket = transports.iter().position(|&t| t == Transport::Websocket);
+    let show = |value: Option<f64>, unit: &str, digits: usize| {
+        value.map_or_else(|| "–".to_owned(), |v| format!("{v:.digits$}{unit}"))
+    };
     let mut table = String::from(
-        "| transport | send → receipt p50 | p99 | sender ↑ / ↓ per message | receiver ↑ / ↓ per message | idle client ↑ / ↓ per minute |\n\
-         |---|---:|---:|---:|---:|---:|\n",
+        "| transport | send → receipt p50 | p99 | p50 × WebSocket | server CPU per message | CPU × WebSocket \
+         | sender ↑ / ↓ per message | receiver ↑ / ↓ per message | idle client ↑ / ↓ per minute |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    for (run, idle) in runs.iter().zip(idles) {
-        let mut sorted = run.latencies_us.clone();
-        sorted.sort_unstable();
-        let n = run.delivered;
+    for (i, (transport, idle)) in transports.iter().zip(idles).enumerate() {
+        let mine: Vec<_> = runs.iter().filter_map(|round| round.get(i)).collect();
+        let figures: Vec<_> = mine.iter().map(|run| round_figures(run)).collect();
+        // Within each round, this transport's figure over WebSocket's.
+        let ratio = |pick: fn(&RoundFigures) -> Option<f64>| {
+            let websocket = websocket?;
+            median(
+                runs.iter()
+                    .filter_map(|round| {
+                        let ours = pick(&round_figures(round.get(i)?))?;
+                        let theirs = pick(&round_figures(round.get(websocket)?))?;
+                        (theirs > 0.0).then(|| ours / theirs)
+                    })
+                    .collect(),
+            )
+        };
+        let delivered: usize = mine.iter().map(|run| run.delivered).sum();
+        let total =
+            |side: fn(&TransportRun) -> Wire| mine.iter().fold(Wire::default(), |sum, run| sum + side(run));
+        let (sender, receiver) = (total(|run| run.sender), total(|run| run.receiver));
         table.push_str(&format!(
-            "| {} | {:.2} ms | {:.2} ms | {:.0} B / {:.0} B | {:.0} B / {:.0} B | {:.0} B / {:.0} B |\n",
-            run.transport.label(),
-            ms(percentile(&sorted, 0.50)),
-            ms(percentile(&sorted, 0.99)),
-            per(run.sender.up, n),
-            per(run.sender.down, n),
-            per(run.receiver.up, n),
-            per(run.receiver.down, n),
+            "| {} | {} | {} | {} | {} | {} | {:.0} B / {:.0} B | {:.0} B / {:.0} B | {:.0} B / {:.0} B |\n",
+            transport.label(),
+            show(median(figures.iter().map(|f| f.p50_ms).collect()), " ms", 2),
+            show(median(figures.iter().map(|f| f.p99_ms).collect()), " ms", 2),
+            show(ratio(|f| Some(f.p50_ms)), "×", 2),
+            show(
+                median(figures.iter().filter_map(|f| f.cpu_us).collect()),
+                " µs",
+                0
+            ),
+            show(ratio(|f| f.cpu_us), "×", 2),
+            per(sender.up, delivered),
+            per(sender.down, delivered),
+            per(receiver.up, delivered),
+            per(receiver.down, delivered),
             per_minute(idle.up),
             per_minute(idle.down),
         ));
     }
-    let count = runs.first().map_or(0, |run| run.delivered);
+    let count = runs
+        .first()
+        .and_then(|round| round.first())
+        .map_or(0, |run| run.delivered);
     table.push_str(&format!(
-        "\n{count} chat lines per transport (JSON envelope {mean_envelope:.0} B on average), \
-         bytes counted on the clients' sockets (HTTP heads, chunk framing and frame headers \
-         included; requests carry the header fields Chromium sends); idle client watched for \
-         {idle_seconds} s.\n"
+        "\n{count} chat lines per transport in each of {} round(s): medians over the rounds, \
+         ratios to WebSocket taken within a round. JSON envelope {mean_envelope:.0} B on average; \
+         server CPU (all its threads, /proc schedstat) from the first message until the last was \
+         acked and received, per message; bytes counted on the clients' sockets (HTTP heads, chunk \
+         framing and frame headers included; requests carry the header fields Chromium sends); \
+         idle client watched for {idle_seconds} s.\n",
+        runs.len()
     ));
     table
 }
@@ -2267,5 +2413,13 @@ mod tests {
             });
             assert_eq!(parse_probe(event.to_string().as_bytes()), Some((12, 3456)));
         }
+    }
+
+    #[test]
+    fn median_is_the_middle_value_or_the_mean_of_the_middle_two() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0]), Some(3.0));
+        assert_eq!(median(vec![5.0, 1.0, 3.0]), Some(3.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 8.0]), Some(3.0));
     }
 }

@@ -246,6 +246,27 @@
 //! turn of the loop into the recipients' stacks: a broadcast is serialized once, framed once
 //! ([`hub::Event`]), and shared by every recipient's queue.
 //!
+//! ## 9. When WebSocket is blocked
+//!
+//! A proxy that drops the `Upgrade` header (a default nginx `proxy_pass`), or refuses to tunnel
+//! (Squid), leaves the page plain HTTP on the same port: an event stream (`GET /sse`, Server-Sent
+//! Events) or long-polls (`GET /poll`) down, `POST /send` up. The chat client is then a
+//! [`hub::session::HttpSession`]: its events wait, numbered, until the client says it has them,
+//! since a stream or a poll's answer can be lost on the way. Each [`hub::Event`] is serialized once
+//! and encoded per transport ([`hub::Event::websocket`], [`hub::Event::sse_data`]); request bodies
+//! arrive through [`http::Conn`] and, when chunked, [`http::chunked`]'s strict decoder. The classic
+//! comparison, measured on wschat with `bench/transports.sh` (one sender, one receiver, a line every
+//! 100 ms on loopback, medians of 5 rounds; the README's "Transports compared" has the whole table):
+//!
+//! | transport | send → receipt p50 | server CPU per message | sender ↑ per message | idle client ↑+↓ per minute |
+//! |---|---:|---:|---:|---:|
+//! | WebSocket | 0.46 ms | 390 µs | 117 B | 16 B |
+//! | Server-Sent Events + POST | 0.51 ms | 464 µs | 715 B | 76 B |
+//! | long-polling + POST | 0.55 ms | 551 µs | 1238 B | 1248 B |
+//!
+//! The time is the same on a fast link; the bytes are the HTTP heads, on every message and, for
+//! long-polling, on every poll, idle or not.
+//!
 //! ## Where to go next
 //!
 //! - `examples/echo_server.rs` and `examples/client.rs`: the same core in a few dozen lines each.

@@ -7,7 +7,9 @@ Each line of raw.txt is one wschat-bench report (`--json`) with `server`, `round
 added by compare.sh, or a failed run: `{"server", "round", "scenario", "error"}`.
 Medians are over rounds; ratios are computed within each round (same conditions for both
 servers) and then their median is taken. When the run has `wschat-base` (compare.sh with
-BASELINE=<rev>), a last table compares wschat with it the same way.
+BASELINE=<rev>), a last table compares wschat with it the same way. When it has the
+permessage-deflate scenarios, a "permessage-deflate" table sets each one against its uncompressed
+twin (same server, same round) and shows the compression ratio measured on the wire.
 """
 
 import json
@@ -26,7 +28,14 @@ SCENARIOS = {
     "echo-100c-16B-k8": "Echo, 100 connections × 16 B, 8 in flight",
     "broadcast": "Chat broadcast",
     "hold": "Idle connections (RSS)",
+    "hold-deflate": "Idle connections that negotiated permessage-deflate (RSS)",
+    "echo-chat": "Echo, 100 connections × 1 KiB of chat text, 1 in flight",
+    "echo-deflate": "Echo, 100 connections × 1 KiB of chat text, 1 in flight, permessage-deflate",
+    "broadcast-chat": "Chat broadcast of chat lines",
+    "broadcast-deflate": "Chat broadcast of chat lines, permessage-deflate",
 }
+# permessage-deflate scenario -> its uncompressed twin (same messages, same rate).
+DEFLATE_TWINS = {"hold-deflate": "hold", "echo-deflate": "echo-chat", "broadcast-deflate": "broadcast-chat"}
 ONE_IN_FLIGHT = ["echo-100c-16B-k1", "echo-100c-1KiB-k1", "echo-1000c-16B-k1"]
 ECHO = ONE_IN_FLIGHT + ["echo-100c-16B-k8"]
 SHORT = {
@@ -70,6 +79,10 @@ def micros(value):
 
 def ratio(value):
     return f"{value:.2f}×"
+
+
+def is_wschat(server):
+    return server in ("wschat", "wschat-base")
 
 
 def good(runs, server, scenario):
@@ -130,30 +143,32 @@ def why_not_in_order(run):
     return f"{run['receivers_short']} short, {run['receivers_out_of_order']} out of order"
 
 
-def broadcast_title(runs, present):
-    """The broadcast's heading, with the receivers and the sender's rate of its runs."""
+def broadcast_title(runs, present, scenario):
+    """A broadcast's heading, with the receivers and the sender's rate of its runs."""
     shapes = sorted({(int(r["receivers"]), float(r["rate"])) for s in present
-                     for r in good(runs, s, "broadcast") if "receivers" in r and "rate" in r})
+                     for r in good(runs, s, scenario) if "receivers" in r and "rate" in r})
     if not shapes:
-        return SCENARIOS["broadcast"]
+        return SCENARIOS[scenario]
     shown = (f"{c:,} receivers, one sender at {rate:,.0f} msgs/s" for c, rate in shapes)
-    return "Chat broadcast, " + "; ".join(shown)
+    return f"{SCENARIOS[scenario]}, " + "; ".join(shown)
 
 
-def broadcast_table(runs, present):
-    """The broadcast's table: deliveries, order, the server's CPU per delivery and its memory."""
+def broadcast_table(runs, present, scenario):
+    """A broadcast's table: deliveries, order, the server's CPU per delivery and its memory."""
     out = [
         "Every receiver checks it got every message in order. CPU per delivery counts the server's CPU "
         "and the deliveries from the start of the measured window to the end of the drain (the wait "
-        "for the last deliveries after the sender stops); deliveries/s counts the window only.",
+        "for the last deliveries after the sender stops); deliveries/s counts the window only. "
+        "Load generator busy is its own CPU seconds per second over the same time: near 100 %, the "
+        "client, not the server, set the pace.",
         "",
         "| server | runs | deliveries/s, median (min–max) | all in order "
         "| server CPU µs/delivery, median (min–max) | user + kernel µs, median | server CPU busy, median | drain s, median | p50 / p99 ms, median "
-        "| server RSS KiB at the end, median |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| server RSS KiB at the end, median | load generator busy, median |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for server in present:
-        ok, bad = good(runs, server, "broadcast"), failed(runs, server, "broadcast")
+        ok, bad = good(runs, server, scenario), failed(runs, server, scenario)
         in_order = sum(1 for r in ok if r.get("all_in_order") is True)
         shortfalls = [why_not_in_order(r) for r in ok if r.get("all_in_order") is not True]
         order_cell = f"{in_order}/{len(ok)}" if ok else "—"
@@ -168,15 +183,137 @@ def broadcast_table(runs, present):
         drain, p50, p99 = field(ok, "drain_s"), field(ok, "p50_us"), field(ok, "p99_us")
         latency = (f"{statistics.median(p50) / 1000:.1f} / {statistics.median(p99) / 1000:.1f}"
                    if p50 and p99 else "—")
+        client = field(ok, "bench_cpu_busy")
         out.append(
             f"| {server} | {runs_cell(ok, bad)} | {spread(field(ok, 'deliveries_per_sec'), integer)} "
             f"| {order_cell} "
             f"| {spread(field(ok, 'server_cpu_us_per_delivery'), micros)} | {split} "
             f"| {f'{statistics.median(busy):.0%}' if busy else '—'} "
             f"| {f'{statistics.median(drain):.2f}' if drain else '—'} | {latency} "
-            f"| {integer(statistics.median(rss)) if rss else '—'} |"
+            f"| {integer(statistics.median(rss)) if rss else '—'} "
+            f"| {f'{statistics.median(client):.0%}' if client else '—'} |"
         )
     return out
+
+
+def twin_ratios(runs, server, scenario, twin, name):
+    """`name` of `scenario` ÷ `name` of its twin for `server`, one per round where both ran."""
+    def by_round(which):
+        return {r["round"]: float(r[name]) for r in good(runs, server, which) if name in r}
+
+    top, bottom = by_round(scenario), by_round(twin)
+    return [top[n] / bottom[n] for n in sorted(top) if n in bottom and bottom[n] > 0]
+
+
+def idle_connections(runs, server):
+    """The connection counts of `server`'s hold runs, as a heading shows them."""
+    counts = sorted({int(r["connections"]) for scenario in ("hold", "hold-deflate")
+                     for r in good(runs, server, scenario) if "connections" in r})
+    return "/".join(f"{c:,}" for c in counts) or "—"
+
+
+def expected_connections(run):
+    """How many connections of a run should have negotiated: a broadcast's sender is one more."""
+    if "receivers" in run:
+        return int(run["receivers"]) + 1
+    return int(run.get("connections", 0))
+
+
+def wire_cell(run):
+    """A run's wire ratio and the share of its messages that arrived compressed."""
+    messages = int(run.get("messages_received", 0))
+    share = f", {int(run.get('compressed_messages', 0)) / messages:.0%} compressed" if messages else ""
+    return f"{float(run['wire_ratio']):.3f}{share}"
+
+
+def deflate_table(runs, servers):
+    """permessage-deflate: each scenario against its uncompressed twin, and the wire ratios."""
+    rows = []
+    with_deflate = [s for s in servers if any(good(runs, s, d) or failed(runs, s, d) for d in DEFLATE_TWINS)]
+    for server in with_deflate:
+        # The agreement: without it every other row measures the uncompressed path.
+        for scenario in DEFLATE_TWINS:
+            done = sorted(good(runs, server, scenario), key=lambda r: r["round"])
+            if not done:
+                continue
+            cells = [f"{int(r.get('deflate_negotiated', 0)):,}/{expected_connections(r):,}" for r in done]
+            complete = all(int(r.get("deflate_negotiated", 0)) == expected_connections(r) for r in done)
+            resets = {r["deflate_server_no_context_takeover"] for r in done if "deflate_server_no_context_takeover" in r}
+            how = {frozenset([True]): " (server compresses each message alone)",
+                   frozenset([False]): " (server keeps its context across messages)"}.get(frozenset(resets), "")
+            rows.append(f"| connections that negotiated it{how}, {scenario} | {server} | {', '.join(cells)} | "
+                        f"| all | {'met' if complete else '**not met**'} |")
+    for server in with_deflate:
+        wschat = is_wschat(server)
+        side = ("side by side", lambda m: True)
+        checks = [
+            ("hold-deflate", "server_rss_kib", f"RSS, {idle_connections(runs, server)} idle connections, negotiated ÷ not",
+             ("≤ 1.20×", lambda m: m <= 1.20) if wschat else side),
+            ("broadcast-deflate", "server_cpu_us_per_delivery", "broadcast: CPU/delivery, compressed ÷ plain",
+             ("≤ 1.25×", lambda m: m <= 1.25)),
+            ("broadcast-deflate", "deliveries_per_sec", "broadcast: deliveries/s, compressed ÷ plain",
+             ("≥ 0.97× (same rate)", lambda m: m >= 0.97)),
+            ("echo-deflate", "server_cpu_us_per_msg", "echo 1 KiB chat text: CPU/msg, compressed ÷ plain", side),
+            ("echo-deflate", "msgs_per_sec", "echo 1 KiB chat text: msgs/s, compressed ÷ plain", side),
+        ]
+        for scenario, name, what, (target_text, passes) in checks:
+            values = twin_ratios(runs, server, scenario, DEFLATE_TWINS[scenario], name)
+            if not values:
+                continue
+            median = statistics.median(values)
+            verdict = "" if target_text == "side by side" else "met" if passes(median) else "**not met**"
+            if verdict and scenario == "hold-deflate" and idle_connections(runs, server) != "10,000":
+                verdict = "n/a (target is at 10,000)"
+            rows.append(f"| {what} | {server} | {', '.join(ratio(v) for v in values)} | {ratio(median)} "
+                        f"| {'—' if target_text == 'side by side' else target_text} | {verdict} |")
+        # A broadcast whose server falls behind is not "the same rate": its CPU per delivery then
+        # counts a backlog. Delivered ÷ asked (receivers × rate) says whether it kept up.
+        for scenario in ("broadcast-chat", "broadcast-deflate"):
+            done = sorted(good(runs, server, scenario), key=lambda r: r["round"])
+            kept = [float(r["deliveries_per_sec"]) / (int(r["receivers"]) * float(r["rate"])) for r in done
+                    if float(r.get("rate", 0)) > 0 and int(r.get("receivers", 0)) > 0]
+            if kept:
+                median = statistics.median(kept)
+                rows.append(f"| {scenario}: deliveries/s ÷ receivers × rate | {server} "
+                            f"| {', '.join(ratio(v) for v in kept)} | {ratio(median)} | ≥ 0.97× (sustained) "
+                            f"| {'met' if median >= 0.97 else '**not met**'} |")
+        # Bytes on the wire per byte of message, as the clients received them.
+        for scenario in ("broadcast-deflate", "broadcast-chat", "echo-deflate", "echo-chat"):
+            done = sorted((r for r in good(runs, server, scenario) if "wire_ratio" in r), key=lambda r: r["round"])
+            if not done:
+                continue
+            median = statistics.median(float(r["wire_ratio"]) for r in done)
+            rows.append(f"| wire ÷ message bytes, {scenario} | {server} | {'; '.join(wire_cell(r) for r in done)} "
+                        f"| {median:.3f} ({1 / median:.2f}:1) | — | |")
+    if not rows:
+        return []
+    corpora = sorted({(int(r["corpus_lines"]), int(r["corpus_bytes"])) for r in runs
+                      if r.get("scenario") in ("echo-deflate", "broadcast-deflate") and "corpus_bytes" in r})
+    corpus_note = ("" if not corpora else " The chat text came from a corpus of " + "; ".join(
+        f"{lines:,} lines, {size:,} bytes" for lines, size in corpora) + ". A server that keeps its "
+        "compression context (ws, unless the client asks otherwise, and browsers do not) finds "
+        "whatever recurs within its last 32 KiB, so its ratio improves the more often lines recur "
+        "there: with a corpus smaller than 32 KiB every line does, far more than in a real chat, "
+        "and its echo ratio is a best case (a larger TEXT_CORPUS brings it nearer a real one). "
+        "wschat compresses each message alone, so its ratio depends on the messages only.")
+    return [
+        "### permessage-deflate",
+        "",
+        "Each permessage-deflate scenario against its uncompressed twin on the same server: the ratio "
+        "is taken within each round, then the median over rounds. hold-deflate ÷ hold: the same idle "
+        "connections, all having negotiated the extension; broadcast-deflate ÷ broadcast-chat: the same "
+        "chat lines at the same rate to the same receivers; echo-deflate ÷ echo-chat: the same 1 KiB "
+        "blocks of chat text (ws has no chat, so its compressed figures come from the echo). Wire ÷ message "
+        "bytes is what the clients read from their sockets (frame headers included) over the bytes of "
+        "the messages those frames carried once inflated: 1.01 or so uncompressed, and its inverse is the "
+        "compression ratio as the clients see it; \"compressed\" is the share of messages that arrived "
+        "compressed (a server leaves short ones as they are: wschat below 256 bytes, ws below 1,024)."
+        + corpus_note,
+        "",
+        "| figure | server | per round | median | target | |",
+        "|---|---|---|---:|---|---|",
+        *rows,
+    ]
 
 
 def order_balanced(runs, scenario, name, top="wschat", bottom="wschat-base"):
@@ -184,9 +321,9 @@ def order_balanced(runs, scenario, name, top="wschat", bottom="wschat-base"):
     order-balanced mean.
 
     compare.sh alternates the order of the servers every round (odd rounds in the SERVERS order,
-    even rounds reversed; durable.sh does the same with its two stores). On this VM the order alone moves a same-round ratio by up to ±20 %
-    (BENCHMARKS.md, "Noise"), so a plain median over an odd number of rounds leans towards whichever
-    order had one more round. The balanced mean is the geometric mean of the two orders' geometric
+    even rounds reversed; durable.sh does the same with its two stores). On this VM the order alone
+    moves a same-round ratio by up to ±20 % (BENCHMARKS.md, "Noise"), so a plain median over an odd
+    number of rounds leans towards whichever order had one more round. The balanced mean is the geometric mean of the two orders' geometric
     means: each order weighs the same, however many rounds each had.
     """
     def by_round(server):
@@ -279,13 +416,13 @@ def main():
             continue
         out.append(f"### {title}")
         out.append("")
-        if scenario == "broadcast":
-            out[-2] = f"### {broadcast_title(runs, present)}"
-            out += broadcast_table(runs, present)
-        elif scenario == "hold":
+        if scenario.startswith("broadcast"):
+            out[-2] = f"### {broadcast_title(runs, present, scenario)}"
+            out += broadcast_table(runs, present, scenario)
+        elif scenario.startswith("hold"):
             conns = sorted({int(r["connections"]) for s in present for r in good(runs, s, scenario)})
             if conns:
-                out[-2] = f"### {', '.join(f'{c:,}' for c in conns)} idle connections (RSS)"
+                out[-2] = f"### {', '.join(f'{c:,}' for c in conns)} {title[0].lower()}{title[1:]}"
             out.append("| server | runs | RSS KiB, median (min–max) | RSS bytes/conn, median |")
             out.append("|---|---:|---:|---:|")
             for server in present:
@@ -298,20 +435,22 @@ def main():
         else:
             out.append(
                 "| server | runs | msgs/s, median (min–max) | server CPU µs/msg, median (min–max) "
-                "| server CPU busy, median | p50 µs, median | p99 µs, median |"
+                "| server CPU busy, median | p50 µs, median | p99 µs, median | load generator busy, median |"
             )
-            out.append("|---|---:|---:|---:|---:|---:|---:|")
+            out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
             for server in present:
                 ok, bad = good(runs, server, scenario), failed(runs, server, scenario)
                 p50, p99 = field(ok, "p50_us"), field(ok, "p99_us")
                 busy = [float(r["server_cpu_s"]) / float(r["seconds"]) for r in ok
                         if "server_cpu_s" in r and float(r.get("seconds", 0)) > 0]
+                client = field(ok, "bench_cpu_busy")
                 out.append(
                     f"| {server} | {runs_cell(ok, bad)} | {spread(field(ok, 'msgs_per_sec'), integer)} "
                     f"| {spread(field(ok, 'server_cpu_us_per_msg'), micros)} "
                     f"| {f'{statistics.median(busy):.0%}' if busy else '—'} "
                     f"| {integer(statistics.median(p50)) if p50 else '—'} "
-                    f"| {integer(statistics.median(p99)) if p99 else '—'} |"
+                    f"| {integer(statistics.median(p99)) if p99 else '—'} "
+                    f"| {f'{statistics.median(client):.0%}' if client else '—'} |"
                 )
         out.append("")
 
@@ -361,6 +500,11 @@ def main():
     out.append("| figure | per round | median | target | |")
     out.append("|---|---|---:|---|---|")
     out += rows
+
+    deflate = deflate_table(runs, servers)
+    if deflate:
+        out.append("")
+        out += deflate
 
     if any(r.get("server") == "wschat-base" for r in runs):
         out.append("")

@@ -9,6 +9,13 @@
 # room, BROADCAST_RECEIVERS receivers, one sender at BROADCAST_RATE messages/s) for the wschat
 # servers only, since the peers have no chat.
 #
+# permessage-deflate (RFC 7692), for wschat and ws (the Rust peers have no permessage-deflate), each
+# against its twin without it: `hold-deflate` (the idle connections, all having negotiated the
+# extension; vs `hold`) and `echo-deflate` (100 connections echoing 1 KiB blocks of chat text,
+# compressed; vs `echo-chat`, the same blocks uncompressed); ws runs with `perMessageDeflate: true`
+# in those two. For wschat only, `broadcast-deflate` (BROADCAST_RECEIVERS receivers, one sender of
+# chat lines at DEFLATE_RATE messages/s, compressed; vs `broadcast-chat`, the same uncompressed).
+#
 # Before and after: BASELINE=<git rev> (e.g. BASELINE=e4efc6e) also builds that revision's wschat
 # (release, --locked) from a temporary `git worktree` under target/bench-baseline/, with its own
 # CARGO_TARGET_DIR there (target/bench-baseline/target, so it neither fights nor invalidates the
@@ -24,6 +31,14 @@
 #   BROADCAST_RECEIVERS=1000, BROADCAST_RATE=3000   the broadcast scenario (messages/s of the sender)
 #   BROADCAST_DRAIN=10    most seconds the broadcast waits, after the sender stops, for every receiver
 #                         to catch up (one still behind then counts as short: not all in order)
+#   DEFLATE_RATE=1000     messages/s of the sender in broadcast-chat and broadcast-deflate: a rate the
+#                         server sustains, so that both deliver the same messages/s
+#   TEXT_CORPUS=FILE      chat lines (one message per line) for the chat-text scenarios (echo-chat,
+#                         echo-deflate, broadcast-chat, broadcast-deflate) instead of wschat-bench's
+#                         built-in bench/chat-lines.txt (110 lines, 7.5 KB: ws, which keeps its
+#                         compression context, finds every line again within its 32 KiB window)
+#   SCENARIOS="..."       a subset of the scenarios, by id (default: all; see `scenarios` below), e.g.
+#                         SCENARIOS="hold hold-deflate echo-chat echo-deflate broadcast-chat broadcast-deflate"
 #   QUICK=1               smoke test: ROUNDS=1, SECONDS_PER_RUN=3, IDLE_CONNECTIONS=2000, HOLD_SECONDS=2
 #                         (explicit values of those variables still win)
 #   BASELINE=<rev>        also run that revision's wschat as wschat-base (see above)
@@ -56,6 +71,8 @@ HOLD_SECONDS=${HOLD_SECONDS:-5}
 BROADCAST_RECEIVERS=${BROADCAST_RECEIVERS:-1000}
 BROADCAST_RATE=${BROADCAST_RATE:-3000}
 BROADCAST_DRAIN=${BROADCAST_DRAIN:-10}
+DEFLATE_RATE=${DEFLATE_RATE:-1000}
+TEXT_CORPUS=${TEXT_CORPUS:-}
 BASELINE=${BASELINE:-}
 if [[ -n $BASELINE ]]; then
     SERVERS=${SERVERS:-"wschat wschat-base fastwebsockets tokio-tungstenite ws"}
@@ -72,6 +89,12 @@ BASE_PORT=${BASE_PORT:-9400}
 [[ $BROADCAST_RECEIVERS =~ ^[1-9][0-9]*$ ]] || die "BROADCAST_RECEIVERS must be a positive integer"
 [[ $BROADCAST_RATE =~ ^[0-9]+([.][0-9]+)?$ ]] || die "BROADCAST_RATE must be a number of messages per second"
 [[ $BROADCAST_DRAIN =~ ^[0-9]+([.][0-9]+)?$ ]] || die "BROADCAST_DRAIN must be a number of seconds"
+[[ $DEFLATE_RATE =~ ^[0-9]+([.][0-9]+)?$ ]] || die "DEFLATE_RATE must be a number of messages per second"
+if [[ -n $TEXT_CORPUS ]]; then
+    [[ -f $TEXT_CORPUS && -r $TEXT_CORPUS ]] || die "TEXT_CORPUS=$TEXT_CORPUS is not a readable file"
+    TEXT_CORPUS=$(cd "$(dirname "$TEXT_CORPUS")" && pwd)/$(basename "$TEXT_CORPUS")
+    [[ $TEXT_CORPUS != *[[:space:]]* ]] || die "TEXT_CORPUS may not contain spaces: $TEXT_CORPUS"
+fi
 
 # Build outputs go to the usual places, whatever the caller's CARGO_TARGET_DIR.
 unset CARGO_TARGET_DIR RUST_LOG
@@ -164,9 +187,20 @@ is_wschat() {
     [[ $1 == wschat || $1 == wschat-base ]]
 }
 
-# True if server $1 takes part in scenario $2: the broadcast needs the chat, which only wschat has.
+# True if server $1 takes part in scenario $2: the broadcasts need the chat, which only wschat has;
+# the permessage-deflate scenarios and their uncompressed twins need the extension, which of the
+# peers only ws has.
 takes_part() {
-    [[ $2 != broadcast ]] || is_wschat "$1"
+    case $2 in
+        broadcast*) is_wschat "$1" ;;
+        *-deflate | echo-chat) is_wschat "$1" || [[ $1 == ws ]] ;;
+        *) true ;;
+    esac
+}
+
+# True for the scenarios run with permessage-deflate offered (ws then runs with it on).
+is_deflate() {
+    [[ $1 == *-deflate ]]
 }
 
 # The endpoint of server $1 for bench mode $2: wschat's chat is at /, its echo at /echo; the
@@ -180,13 +214,13 @@ server_path() {
 wschat_flags() {
     local port=$1 scenario=$2 flags connections=0
     case $scenario in
-        broadcast)
+        broadcast*)
             # The chat at /, no echo. A single sender at thousands of messages/s is far beyond the
             # chat's per-client rate limit, and a receiver may fall megabytes behind at moments.
             flags="--listen 127.0.0.1:$port --rate-limit 100000 --rate-burst 100000 --max-queued-output 16777216"
             connections=$((BROADCAST_RECEIVERS + 1))
             ;;
-        hold)
+        hold*)
             flags="--echo --listen 127.0.0.1:$port"
             connections=$IDLE_CONNECTIONS
             ;;
@@ -203,11 +237,17 @@ server_command() {
     port=$(server_port "$1")
     case $1 in
         # The store (since the durable-chat change) keeps nothing across runs here.
-        wschat) echo "$wschat_bin --db :memory: $(wschat_flags "$port" "$2")" ;;
-        wschat-base) echo "$baseline_bin $(wschat_flags "$port" "$2")" ;;
+        wschat) echo "$wschat_bin --db :memory: $(wschat_flags "$port" "$2")$(per_address_flags "$wschat_bin")" ;;
+        wschat-base) echo "$baseline_bin $(wschat_flags "$port" "$2")$(per_address_flags "$baseline_bin")" ;;
         fastwebsockets) echo "$peers_bin/fastwebsockets-echo $port" ;;
         tokio-tungstenite) echo "$peers_bin/tungstenite-echo $port" ;;
-        ws) echo "node $here/peers/node/server.js $port" ;;
+        ws)
+            if is_deflate "$2"; then
+                echo "node $here/peers/node/server.js $port deflate"
+            else
+                echo "node $here/peers/node/server.js $port"
+            fi
+            ;;
     esac
 }
 
@@ -245,7 +285,9 @@ EOF
 }
 
 # --- Scenarios ---------------------------------------------------------------------------------
-# id and wschat-bench arguments (after the mode's --path).
+# id and wschat-bench arguments (after the mode's --path). An id ending in -deflate offers
+# permessage-deflate (`--deflate`); its uncompressed twin sends the same messages without it.
+chat_text="--chat-text${TEXT_CORPUS:+ --text-corpus $TEXT_CORPUS}"
 scenarios=(
     "echo-100c-16B-k1|echo -c 100 -k 1 -s 16"
     "echo-100c-1KiB-k1|echo -c 100 -k 1 -s 1024"
@@ -253,7 +295,24 @@ scenarios=(
     "echo-100c-16B-k8|echo -c 100 -k 8 -s 16"
     "broadcast|broadcast -c $BROADCAST_RECEIVERS -r $BROADCAST_RATE --drain $BROADCAST_DRAIN"
     "hold|hold -c $IDLE_CONNECTIONS"
+    "hold-deflate|hold -c $IDLE_CONNECTIONS --deflate"
+    "echo-chat|echo -c 100 -k 1 -s 1024 $chat_text"
+    "echo-deflate|echo -c 100 -k 1 -s 1024 $chat_text --deflate"
+    "broadcast-chat|broadcast -c $BROADCAST_RECEIVERS -r $DEFLATE_RATE --drain $BROADCAST_DRAIN $chat_text"
+    "broadcast-deflate|broadcast -c $BROADCAST_RECEIVERS -r $DEFLATE_RATE --drain $BROADCAST_DRAIN $chat_text --deflate"
 )
+known_scenarios=$(for spec in "${scenarios[@]}"; do echo -n "${spec%%|*} "; done)
+if [[ -n ${SCENARIOS:-} ]]; then
+    read -r -a chosen <<<"$SCENARIOS"
+    for id in "${chosen[@]}"; do
+        [[ " $known_scenarios" == *" $id "* ]] || die "unknown scenario '$id' (known: $known_scenarios)"
+    done
+    kept=()
+    for spec in "${scenarios[@]}"; do
+        [[ " ${chosen[*]} " == *" ${spec%%|*} "* ]] && kept+=("$spec")
+    done
+    scenarios=("${kept[@]}")
+fi
 
 # Seconds wschat-bench may need to open $1 connections: 250 at a time, each batch bounded by
 # 30 s in wschat-bench.
@@ -331,7 +390,8 @@ EOF
     fi
     echo "peers: $peer_versions; node $(node --version 2>/dev/null || echo none); $(rustc --version)"
     echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr)"
-    echo "settings: ROUNDS=$ROUNDS SECONDS_PER_RUN=$SECONDS_PER_RUN WARMUP=$WARMUP IDLE_CONNECTIONS=$IDLE_CONNECTIONS HOLD_SECONDS=$HOLD_SECONDS BROADCAST_RECEIVERS=$BROADCAST_RECEIVERS BROADCAST_RATE=$BROADCAST_RATE BROADCAST_DRAIN=$BROADCAST_DRAIN"
+    echo "settings: ROUNDS=$ROUNDS SECONDS_PER_RUN=$SECONDS_PER_RUN WARMUP=$WARMUP IDLE_CONNECTIONS=$IDLE_CONNECTIONS HOLD_SECONDS=$HOLD_SECONDS BROADCAST_RECEIVERS=$BROADCAST_RECEIVERS BROADCAST_RATE=$BROADCAST_RATE BROADCAST_DRAIN=$BROADCAST_DRAIN DEFLATE_RATE=$DEFLATE_RATE TEXT_CORPUS=${TEXT_CORPUS:-built-in}"
+    echo "scenarios: $(for spec in "${scenarios[@]}"; do echo -n "${spec%%|*} "; done)"
     echo "servers: ${order[*]}"
     echo "load before: $(load_average)"
 } >"$out/meta.txt"

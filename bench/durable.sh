@@ -5,7 +5,8 @@
 # the last came back. See BENCHMARKS.md, "Durable chat".
 #
 # The server runs pinned to cpu0, the load generator to cpu1, on 127.0.0.1 only, with rate limits
-# no sender reaches (--rate-limit 100000 --rate-burst 100000). Each run gets a fresh server and, for
+# no sender reaches (--rate-limit 100000 --rate-burst 100000, and the per-address limits lifted by
+# per_address_flags in bench/lib.sh, since every sender has the same address). Each run gets a fresh server and, for
 # the file, a fresh database under DB_DIR, removed afterwards. Every round runs both stores; odd
 # rounds file first, even rounds memory first, so that a drift of the machine does not always
 # favour the same one (an even ROUNDS gives each order as many rounds).
@@ -75,6 +76,9 @@ for bin in "$wschat_bin" "$bench_bin"; do
     [[ -x $bin ]] || die "missing $bin (run without SKIP_BUILD=1)"
 done
 
+# All senders come from 127.0.0.1: the per-address limits are lifted like the per-client ones.
+read -ra per_address <<<"$(per_address_flags "$wschat_bin")"
+
 mkdir -p "$DB_DIR"
 DB_DIR=$(cd "$DB_DIR" && pwd)
 out=$root/target/durable/$(date +%Y%m%d-%H%M%S)
@@ -136,7 +140,7 @@ run_one() {
     echo "durable.sh: round $round/$ROUNDS  $store" >&2
     echo "== round $round $store" >>"$out/bench.log"
     launch "wschat ($store)" "$PORT" "$log" "$wschat_bin" --db "${db:-:memory:}" \
-        --listen "127.0.0.1:$PORT" --rate-limit 100000 --rate-burst 100000
+        --listen "127.0.0.1:$PORT" --rate-limit 100000 --rate-burst 100000 "${per_address[@]}"
     # Opening is bounded by wschat-bench itself (30 s per 250 connections).
     limit=$(python3 -c "import math; print(int($SECONDS_PER_RUN + $WARMUP + 60 + math.ceil($SENDERS / 250) * 30))")
     report=$(timeout --kill-after=5 "$limit" taskset -c 1 "$bench_bin" --json \
@@ -194,6 +198,7 @@ EOF
     echo "database directory: $DB_DIR on $(df -T "$DB_DIR" | awk 'NR == 2 { print $1 " (" $2 ")" }')"
     echo "disk before: $(fsync_latency)"
     echo "settings: ROUNDS=$ROUNDS SECONDS_PER_RUN=$SECONDS_PER_RUN WARMUP=$WARMUP SENDERS=$SENDERS CHARS=$CHARS"
+    echo "server flags: --db FILE|:memory: --listen 127.0.0.1:$PORT --rate-limit 100000 --rate-burst 100000 ${per_address[*]}"
     echo "load before: $(load_average)"
 } >"$out/meta.txt"
 warn_if_fuzzing

@@ -12,8 +12,9 @@
 #   after   this tree's wschat with its default --history-memory (16 MiB) and a fresh database
 #           (--db) under DB_DIR, removed afterwards.
 #
-# As a new user would: both servers keep their default limits (5 messages/s per client, burst 20,
-# closed after 20 refusals in a row), and each connection keeps to them: `wschat-bench chat --rate 5
+# As a new user would: both servers keep their default limits per client (5 messages/s, burst 20,
+# closed after 20 refusals in a row; the per-address limits of the after build are lifted, as if
+# the 300 came from 300 addresses), and each connection keeps to them: `wschat-bench chat --rate 5
 # --burst 20` sends at most what such a token bucket allows (the join counts too) and waits for each
 # ack, so 100 messages take about 17 s after the burst. FAST=1 instead runs both servers with
 # --rate-limit 100000 --rate-burst 100000 and sends each message as soon as the last is acknowledged.
@@ -90,6 +91,12 @@ for bin in "$wschat_bin" "$bench_bin" "$before_bin"; do
     [[ -x $bin ]] || die "missing $bin (run without SKIP_BUILD=1)"
 done
 
+# The attack comes from one address, 127.0.0.1: the per-address limits of a build that has them
+# (--max-connections-per-ip would let 64 of the 300 connections in) are lifted, so that what is
+# measured is the history's memory, as from 300 addresses.
+read -ra before_per_address <<<"$(per_address_flags "$before_bin")"
+read -ra after_per_address <<<"$(per_address_flags "$wschat_bin")"
+
 mkdir -p "$DB_DIR"
 DB_DIR=$(cd "$DB_DIR" && pwd)
 out=$root/target/history-attack/$(date +%Y%m%d-%H%M%S)
@@ -152,9 +159,9 @@ run_one() {
         # Whatever an interrupted run left there.
         remove_db_files "$db"
         # shellcheck disable=SC2206 # AFTER_FLAGS is split into words on purpose
-        bin=("$wschat_bin" --db "$db" $AFTER_FLAGS)
+        bin=("$wschat_bin" --db "$db" $AFTER_FLAGS "${after_per_address[@]}")
     else
-        bin=("$before_bin")
+        bin=("$before_bin" "${before_per_address[@]}")
     fi
     echo "history-attack.sh: round $round/$ROUNDS  $build" >&2
     echo "== round $round $build" >>"$out/bench.log"
@@ -195,7 +202,7 @@ run_one() {
     echo "after: wschat $(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown); before: $(git -C "$root" describe --always "$before_sha") (BEFORE=$BEFORE, commit $before_sha); $(rustc --version)"
     echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr)"
     echo "settings: CONNECTIONS=$CONNECTIONS MESSAGES=$MESSAGES CHARS=$CHARS FILL=$FILL FAST=$FAST ROUNDS=$ROUNDS SETTLE=$SETTLE"
-    echo "server flags beyond --listen: ${limits[*]:-(none: default limits)}; after only: --db FILE $AFTER_FLAGS; bench pacing: ${pace[*]:-(none)}"
+    echo "server flags beyond --listen: ${limits[*]:-(none: default per-client limits)}; before only: ${before_per_address[*]:-(none)}; after only: --db FILE $AFTER_FLAGS ${after_per_address[*]}; bench pacing: ${pace[*]:-(none)}"
     echo "load before: $(load_average)"
 } >"$out/meta.txt"
 warn_if_fuzzing

@@ -76,6 +76,19 @@ kill_server() {
     fi
 }
 
+# Every benchmark client is 127.0.0.1, which the per-address limits (--max-connections-per-ip since
+# the operations change, --ip-rate-* a little before) would refuse: lifted in any build $1 that has
+# them, so that a baseline from before them runs the same scenario. Prints the flags (each preceded
+# by a space) for a command line built as a string; `read -ra` makes an array of them.
+per_address_flags() {
+    local help flag flags=""
+    help=$("$1" --help)
+    for flag in --max-connections-per-ip --ip-rate-limit --ip-rate-burst; do
+        if grep -q -- "$flag" <<<"$help"; then flags+=" $flag 1000000"; fi
+    done
+    echo "$flags"
+}
+
 # Raises the open-file limit for $1 descriptors (to 65536 where the hard limit allows, else to the
 # hard limit), or stops, naming what needs them ($2).
 raise_open_files() {

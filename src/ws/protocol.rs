@@ -772,32 +772,62 @@ struct Rx {
     /// The start of the current frame's payload, kept only while the connection is traced; for a
     /// compressed message, the start of what the frame inflated to.
     preview: Option<Box<Preview>>,
-    /// How the peer compresses, when permessage-deflate was negotiated. Boxed: most connections
-    /// have none.
-    deflate: Option<Box<RxDeflate>>,
+    /// How the peer compresses, when permessage-deflate was negotiated.
+    deflate: Option<RxDeflate>,
     /// Data messages that arrive after our Close are still delivered.
     deliver_while_closing: bool,
 }
 
 /// permessage-deflate's state: the agreement, and the receiving side. It lives in [`Rx`] because
-/// receiving is where the state is; sending needs only [`Compression`].
+/// receiving is where the state is; sending needs only [`Compression`]. It is kept small and
+/// inline, and the zlib state is boxed apart and exists only while it is needed, so that a
+/// connection that negotiated the extension and is idle costs a few bytes more, not an allocation.
 #[derive(Debug)]
 struct RxDeflate {
-    config: DeflateConfig,
-    /// How we compress.
-    compression: Compression,
-    /// The largest window the peer compresses with (§7.1.2).
-    window_bits: u8,
+    params: DeflateParams,
+    /// The send threshold ([`DeflateConfig::deflate_threshold`], capped at 4 GiB).
+    threshold: u32,
+    /// The largest window our direction may use, and the peer's (§7.1.2).
+    our_window_bits: u8,
+    peer_window_bits: u8,
     /// The peer compresses each message on its own (it agreed to `*_no_context_takeover`), so
     /// the decompressor need not outlive a message.
     peer_resets: bool,
-    /// Exists while a compressed message is being received; for good, once created, when the
-    /// peer may refer back to earlier messages.
-    decompressor: Option<Decompressor>,
     /// The message being assembled arrived with RSV1.
     compressed: bool,
+    /// Exists while a compressed message is being received; for good, once created, when the
+    /// peer may refer back to earlier messages.
+    inflating: Option<Box<Inflating>>,
+}
+
+/// The receiving side's zlib state.
+#[derive(Debug)]
+struct Inflating {
+    decompressor: Decompressor,
     /// Bytes the current frame inflated to so far, for the trace.
     frame_inflated: u64,
+}
+
+impl RxDeflate {
+    fn config(&self) -> DeflateConfig {
+        DeflateConfig {
+            params: self.params,
+            deflate_threshold: self.threshold as usize,
+        }
+    }
+
+    fn compression(&self) -> Compression {
+        Compression {
+            window_bits: self.our_window_bits,
+            threshold: self.threshold as usize,
+        }
+    }
+
+    fn frame_inflated(&self) -> u64 {
+        self.inflating
+            .as_ref()
+            .map_or(0, |inflating| inflating.frame_inflated)
+    }
 }
 
 impl Rx {
@@ -827,7 +857,7 @@ impl Rx {
 
     /// How [`Sender`]s compress, if the extension is on.
     fn compression(&self) -> Option<Compression> {
-        self.deflate.as_ref().map(|deflate| deflate.compression)
+        self.deflate.as_ref().map(RxDeflate::compression)
     }
 
     /// Whether `header` is a frame of a compressed message (RSV1 was on its first frame).
@@ -842,9 +872,12 @@ impl Rx {
             return;
         };
         let line = match &self.deflate {
-            Some(deflate) if self.is_compressed(header) => {
-                trace::format_compressed_frame(Direction::In, header, deflate.frame_inflated, preview.bytes())
-            }
+            Some(deflate) if self.is_compressed(header) => trace::format_compressed_frame(
+                Direction::In,
+                header,
+                deflate.frame_inflated(),
+                preview.bytes(),
+            ),
             _ => trace::format_frame(Direction::In, header, preview.bytes()),
         };
         trace::line(id, &line);
@@ -931,8 +964,12 @@ impl Rx {
         if let Some(preview) = &mut self.preview {
             **preview = Preview::new();
         }
-        if let Some(deflate) = &mut self.deflate {
-            deflate.frame_inflated = 0;
+        if let Some(inflating) = self
+            .deflate
+            .as_mut()
+            .and_then(|deflate| deflate.inflating.as_mut())
+        {
+            inflating.frame_inflated = 0;
         }
         if let Err(error) = self.begin_frame(&header, tx.role) {
             self.trace_frame(&header, tx);
@@ -1110,17 +1147,23 @@ impl Rx {
     /// Inflates a piece of the current compressed message into `self.message`, and ends the
     /// message when it is the last piece.
     fn inflate(&mut self, piece: &[u8], message_done: bool) -> Result<(), ProtocolError> {
-        let Some(deflate) = self.deflate.as_deref_mut() else {
+        let Some(deflate) = self.deflate.as_mut() else {
             return Ok(());
         };
         let limit = self.limits.max_message_size;
         let text = self.message_kind == Some(OpCode::Text);
-        let window_bits = deflate.window_bits;
-        let decompressor = deflate
-            .decompressor
-            .get_or_insert_with(|| Decompressor::new(window_bits));
-        let (utf8, preview, frame_inflated) =
-            (&mut self.utf8, &mut self.preview, &mut deflate.frame_inflated);
+        let window_bits = deflate.peer_window_bits;
+        let inflating = deflate.inflating.get_or_insert_with(|| {
+            Box::new(Inflating {
+                decompressor: Decompressor::new(window_bits),
+                frame_inflated: 0,
+            })
+        });
+        let Inflating {
+            decompressor,
+            frame_inflated,
+        } = inflating.as_mut();
+        let (utf8, preview) = (&mut self.utf8, &mut self.preview);
         let mut inspect = |inflated: &[u8]| {
             *frame_inflated += inflated.len() as u64;
             if let Some(preview) = preview {
@@ -1177,7 +1220,7 @@ impl Rx {
         if let Some(deflate) = &mut self.deflate {
             deflate.compressed = false;
             if deflate.peer_resets {
-                deflate.decompressor = None;
+                deflate.inflating = None;
             }
         }
     }
@@ -1302,18 +1345,15 @@ impl Connection {
                 deflate.params.server_to_client(),
             ),
         };
-        self.rx.deflate = Some(Box::new(RxDeflate {
-            config: deflate,
-            compression: Compression {
-                window_bits: ours.max_window_bits,
-                threshold: deflate.deflate_threshold,
-            },
-            window_bits: theirs.max_window_bits,
+        self.rx.deflate = Some(RxDeflate {
+            params: deflate.params,
+            threshold: u32::try_from(deflate.deflate_threshold).unwrap_or(u32::MAX),
+            our_window_bits: ours.max_window_bits,
+            peer_window_bits: theirs.max_window_bits,
             peer_resets: theirs.no_context_takeover,
-            decompressor: None,
             compressed: false,
-            frame_inflated: 0,
-        }));
+            inflating: None,
+        });
         self
     }
 
@@ -1330,7 +1370,7 @@ impl Connection {
 
     /// The permessage-deflate agreement, if there is one.
     pub fn deflate(&self) -> Option<DeflateConfig> {
-        self.rx.deflate.as_ref().map(|deflate| deflate.config)
+        self.rx.deflate.as_ref().map(RxDeflate::config)
     }
 
     /// Prints every frame of this connection to the wire trace ([`crate::trace`]) as `#id`.

@@ -998,7 +998,7 @@ fn holds_decompressor(conn: &Connection) -> bool {
     conn.rx
         .deflate
         .as_ref()
-        .is_some_and(|deflate| deflate.decompressor.is_some())
+        .is_some_and(|deflate| deflate.inflating.is_some())
 }
 
 #[test]

@@ -6,7 +6,9 @@ Usage: bench/durable.py RUN_DIR [RUN_DIR ...]    (reads raw.txt and meta.txt, pr
 Each line of raw.txt is one `wschat-bench chat --json` report with `server` ("file" or "memory"),
 `round` and `scenario` added, and the store's figures from the server's shutdown log line
 (`store_messages`, `store_commits`, `msgs_per_commit`, `store_largest_commit`,
-`store_failed_commits`); or a failed run with `error`. Several run directories pool their rounds,
+`store_failed_commits`) and of its commit-latency histogram from /metrics (`commit_count`,
+`commit_mean_us`, `commit_within_10ms`: per message, from handing it to the store to the answer, as
+the event loop sees it); or a failed run with `error`. Several run directories pool their rounds,
 as with aggregate.py.
 """
 
@@ -37,8 +39,9 @@ def median_cell(values, fmt):
 def stores_table(runs):
     out = [
         "| store | runs | acked msgs/s, median (min–max) | ack p50 µs | ack p99 µs, median (min–max) "
-        "| ack max µs | server CPU µs/msg (user + kernel) | server CPU busy | msgs per commit (largest) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| ack max µs | server CPU µs/msg (user + kernel) | server CPU busy | msgs per commit (largest) "
+        "| commit wait µs, mean | msgs committed ≤ 10 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for store in STORES:
         ok, bad = good(runs, store, SCENARIO), failed(runs, store, SCENARIO)
@@ -56,7 +59,9 @@ def stores_table(runs):
             f"| {store} | {runs_cell(ok, bad)} | {spread(field(ok, 'acked_per_sec'), integer)} "
             f"| {median_cell(field(ok, 'p50_us'), integer)} | {spread(field(ok, 'p99_us'), integer)} "
             f"| {median_cell(field(ok, 'max_us'), integer)} | {cpu} "
-            f"| {median_cell(busy(ok), lambda v: f'{v:.0%}')} | {per_commit} |"
+            f"| {median_cell(busy(ok), lambda v: f'{v:.0%}')} | {per_commit} "
+            f"| {median_cell(field(ok, 'commit_mean_us'), integer)} "
+            f"| {median_cell(field(ok, 'commit_within_10ms'), lambda v: f'{v:.0%}')} |"
         )
     return out
 

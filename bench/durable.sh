@@ -17,6 +17,12 @@
 # the load generator left. The load is the same throughout, so this is the window's figure too; the
 # table checks that M lies between the messages acknowledged and those plus the ones in flight.
 #
+# The store's commit latency as the event loop sees it (from handing a message to the store to its
+# answer: the ack's wait beyond the loop's own work) comes from the server's /metrics histogram
+# wschat_store_commit_seconds (on --metrics-listen 127.0.0.1:PORT+1), read as the run ends. It too
+# counts the whole life; its buckets are coarse (…, 5, 10, 25, 50 ms, …): the table gives the mean
+# and the share within 10 ms.
+#
 # Environment:
 #   ROUNDS=6              rounds (each: file and memory)
 #   SECONDS_PER_RUN=10    measured seconds per run (plus WARMUP=2 unmeasured seconds)
@@ -78,6 +84,11 @@ done
 
 # All senders come from 127.0.0.1: the per-address limits are lifted like the per-client ones.
 read -ra per_address <<<"$(per_address_flags "$wschat_bin")"
+metrics_port=$((PORT + 1))
+metrics=()
+if grep -q -- --metrics-listen <<<"$("$wschat_bin" --help)"; then
+    metrics=(--metrics-listen "127.0.0.1:$metrics_port")
+fi
 
 mkdir -p "$DB_DIR"
 DB_DIR=$(cd "$DB_DIR" && pwd)
@@ -101,16 +112,28 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # Appends one JSON line to raw.txt: the bench report $4 (or, with $5, an error) tagged with the
-# store $1, round $2 and the figures of the server's shutdown line in its log $3.
+# store $1, round $2, the figures of the server's shutdown line in its log $3 and those of the
+# commit-latency histogram in the /metrics text $metrics_file (when there is one).
 record() {
-    python3 - "$@" >>"$raw" <<'EOF'
-import json, re, sys
+    METRICS_FILE=$metrics_file python3 - "$@" >>"$raw" <<'EOF'
+import json, os, re, sys
 store, round_, log, report = sys.argv[1:5]
 line = {"server": store, "round": int(round_), "scenario": "chat"}
 if len(sys.argv) > 5:
     line["error"] = sys.argv[5]
 else:
     line.update(json.loads(report))
+metrics = os.environ.get("METRICS_FILE")
+if metrics and os.path.exists(metrics):
+    text = open(metrics, errors="replace").read()
+    series = {m[0]: float(m[1]) for m in re.findall(r"^(wschat_store_commit_seconds\S*) (\S+)$", text, re.M)}
+    count = series.get("wschat_store_commit_seconds_count", 0)
+    if count > 0:
+        line["commit_count"] = int(count)
+        line["commit_mean_us"] = round(series["wschat_store_commit_seconds_sum"] / count * 1e6)
+        within = series.get('wschat_store_commit_seconds_bucket{le="0.01"}')
+        if within is not None:
+            line["commit_within_10ms"] = round(within / count, 4)
 stats = re.findall(
     r"message store: (\d+) messages in (\d+) commits \(([\d.]+) per commit, at most (\d+)\), (\d+) failed commits",
     open(log, errors="replace").read(),
@@ -129,8 +152,9 @@ EOF
 
 # Runs the chat load against wschat with store $1 (file or memory) in round $2.
 run_one() {
-    local store=$1 round=$2 log report status=0 limit
+    local store=$1 round=$2 log report status=0 limit metrics_file
     log=$out/server-$store-r$round.log
+    metrics_file=$out/metrics-$store-r$round.txt
     db=
     if [[ $store == file ]]; then
         db=$DB_DIR/wschat-r$round.db
@@ -140,7 +164,7 @@ run_one() {
     echo "durable.sh: round $round/$ROUNDS  $store" >&2
     echo "== round $round $store" >>"$out/bench.log"
     launch "wschat ($store)" "$PORT" "$log" "$wschat_bin" --db "${db:-:memory:}" \
-        --listen "127.0.0.1:$PORT" --rate-limit 100000 --rate-burst 100000 "${per_address[@]}"
+        --listen "127.0.0.1:$PORT" --rate-limit 100000 --rate-burst 100000 "${per_address[@]}" "${metrics[@]}"
     # Opening is bounded by wschat-bench itself (30 s per 250 connections).
     limit=$(python3 -c "import math; print(int($SECONDS_PER_RUN + $WARMUP + 60 + math.ceil($SENDERS / 250) * 30))")
     report=$(timeout --kill-after=5 "$limit" taskset -c 1 "$bench_bin" --json \
@@ -152,6 +176,10 @@ run_one() {
         server_pid=
         record "$store" "$round" "$log" "" "server exited during the run (bench exit $status)"
     else
+        if ((${#metrics[@]})); then
+            python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
+                "http://127.0.0.1:$metrics_port/metrics" >"$metrics_file" || echo "durable.sh: no /metrics" >&2
+        fi
         # The store's figures are logged as the server stops.
         terminate "wschat ($store)" "$PORT"
         if ((status != 0)); then
@@ -198,7 +226,7 @@ EOF
     echo "database directory: $DB_DIR on $(df -T "$DB_DIR" | awk 'NR == 2 { print $1 " (" $2 ")" }')"
     echo "disk before: $(fsync_latency)"
     echo "settings: ROUNDS=$ROUNDS SECONDS_PER_RUN=$SECONDS_PER_RUN WARMUP=$WARMUP SENDERS=$SENDERS CHARS=$CHARS"
-    echo "server flags: --db FILE|:memory: --listen 127.0.0.1:$PORT --rate-limit 100000 --rate-burst 100000 ${per_address[*]}"
+    echo "server flags: --db FILE|:memory: --listen 127.0.0.1:$PORT --rate-limit 100000 --rate-burst 100000 ${per_address[*]} ${metrics[*]}"
     echo "load before: $(load_average)"
 } >"$out/meta.txt"
 warn_if_fuzzing

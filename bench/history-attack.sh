@@ -27,7 +27,7 @@
 #
 # Environment:
 #   BEFORE=305632e        the "before" revision
-#   CONNECTIONS=300       attackers, one room each (the default --max-rooms is 1000)
+#   CONNECTIONS=300       attackers, one room each (the default --max-rooms, 1000, counts the lobby: 999 at most)
 #   MESSAGES=100          messages per attacker (the old build kept 100 per room)
 #   CHARS=2000            characters per message
 #   FILL=😀               the character they are made of

@@ -6,35 +6,34 @@
 #   bench/transports.sh [wschat-bench transports flags...]
 #   bench/transports.sh -n 100 --interval-ms 100 --rounds 5 --idle 60     # the published figures
 #
-# Builds the release binaries, starts wschat on a loopback port the kernel picks (cpu0) with the
-# load on cpu1 when the machine has two CPUs or more, and stops the server on exit. Every client is
-# 127.0.0.1 and one sender says a line every interval: the per-session and per-address limits are
-# lifted. The store is `:memory:` (the benchmarks' usual), so a message's cost includes its commit
-# to SQLite but no disk.
+# Builds the release binaries, starts wschat on cpu0 (bench/lib.sh's launch) with the load on
+# cpu1, and stops the server on exit. Every client is 127.0.0.1 and one sender says a line every
+# interval: the per-session rate limit and the per-address limits are lifted. The store is
+# `:memory:` (the benchmarks' usual), so a message's cost includes its SQLite commit but no disk.
+#
+# Environment: PORT (default 9430, beside the other bench scripts' 9400-9420) the server's port.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+root=$(cd "$(dirname "$0")/.." && pwd)
+here=$root/bench
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
+cd "$root"
+
+port=${PORT:-9430}
+out=$root/target/transports
+wschat_bin=$root/target/release/wschat
 
 cargo build --release --bin wschat --bin wschat-bench >&2
+mkdir -p "$out"
+: >"$out/server.log"
+warn_if_fuzzing
+echo "${0##*/}: load average $(load_average)" >&2
 
-# Pinned apart where there are two CPUs, as in the other benchmarks.
-pin_server=() pin_load=()
-if [[ "$(nproc)" -ge 2 ]] && command -v taskset >/dev/null; then
-    pin_server=(taskset -c 0) pin_load=(taskset -c 1)
-fi
+trap kill_server EXIT
+read -ra per_address <<<"$(per_address_flags "$wschat_bin")"
+launch wschat "$port" "$out/server.log" "$wschat_bin" --listen "127.0.0.1:$port" --db :memory: \
+    --rate-limit 1000000 --rate-burst 1000000 "${per_address[@]}"
 
-port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-mkdir -p target/transports
-"${pin_server[@]}" target/release/wschat --listen "127.0.0.1:$port" --db :memory: \
-    --rate-limit 1000000 --rate-burst 1000000 \
-    --ip-rate-limit 1000000 --ip-rate-burst 1000000 --max-connections-per-ip 1000000 \
-    >target/transports/server.log 2>&1 </dev/null &
-server=$!
-trap 'kill "$server" 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    kill -0 "$server" 2>/dev/null || { cat target/transports/server.log >&2; exit 1; }
-    sleep 0.1
-done
-
-"${pin_load[@]}" target/release/wschat-bench --addr "127.0.0.1:$port" --server-pid "$server" \
+taskset -c 1 "$root/target/release/wschat-bench" --addr "127.0.0.1:$port" --server-pid "$server_pid" \
     transports "$@"
+terminate wschat "$port"

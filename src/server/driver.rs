@@ -32,6 +32,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use log::debug;
@@ -90,6 +91,9 @@ pub struct Driver<S> {
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
     hub: Hub,
     config: StackConfig,
+    /// Serve TLS with this configuration on every new socket (swapped on a certificate reload;
+    /// open connections keep the one they started with).
+    tls: Option<Arc<rustls::ServerConfig>>,
     max_connections: usize,
     scratch: Vec<u8>,
     /// Sockets whose last read filled the buffer, or that may hold input no new event will
@@ -109,12 +113,18 @@ impl<S: Socket> Driver<S> {
             timers: BinaryHeap::new(),
             hub,
             config,
+            tls: None,
             max_connections,
             scratch: vec![0; SCRATCH_LEN],
             more_input: Vec::new(),
             touched: Vec::new(),
             interest: Vec::new(),
         }
+    }
+
+    /// Sockets accepted from now on speak TLS with `config` (open connections keep theirs).
+    pub fn set_tls(&mut self, config: Arc<rustls::ServerConfig>) {
+        self.tls = Some(config);
     }
 
     /// Connections open now.
@@ -170,7 +180,16 @@ impl<S: Socket> Driver<S> {
         self.last_serial += 1;
         let entry = self.peers.vacant_entry();
         let id = ConnId::new(entry.key(), self.last_serial);
-        let stack = Stack::new(id, addr, over_capacity, &self.config, now.instant);
+        let mut stack = Stack::new(id, addr, over_capacity, &self.config, now.instant);
+        if let Some(tls) = &self.tls {
+            stack = match stack.with_tls(Arc::clone(tls)) {
+                Ok(stack) => stack,
+                Err(error) => {
+                    debug!("dropping {addr}: {error}");
+                    return None;
+                }
+            };
+        }
         entry.insert(Peer {
             socket,
             stack,
@@ -456,11 +475,11 @@ fn peer_at<S>(peers: &mut Slab<Peer<S>>, id: ConnId) -> Option<&mut Peer<S>> {
 /// Writes what the stack has queued until the socket would block. Returns whether everything
 /// went; a failed socket fails the stack.
 fn flush<S: Socket>(peer: &mut Peer<S>, ctx: &mut Ctx<'_>) -> bool {
-    let Some(outbox) = peer.stack.outbox().filter(|outbox| !outbox.is_empty()) else {
+    if !peer.stack.wants_write() {
         return true;
-    };
-    match outbox.write_to(&mut peer.socket) {
-        Ok(_) => outbox.is_empty(),
+    }
+    match peer.stack.write_to(&mut peer.socket) {
+        Ok(()) => !peer.stack.wants_write(),
         Err(error) => {
             debug!("#{} write failed: {error}", peer.stack.id());
             peer.stack.fail(ctx);

@@ -632,6 +632,8 @@ struct Bench {
     events: Events,
     clients: Vec<Client>,
     scratch: Vec<u8>,
+    /// Print how many connections are open as they open (not in `handshake`, which opens many).
+    progress: bool,
     /// With `--tls`: what one read decrypts to.
     plaintext: Vec<u8>,
     tls: Option<TlsClient>,
@@ -658,6 +660,7 @@ impl Bench {
             clients: Vec::new(),
             scratch: vec![0; 256 * 1024],
             plaintext: Vec::new(),
+            progress: true,
             tls,
             rewritten: Vec::new(),
             inflated: InflateCache::default(),
@@ -729,7 +732,7 @@ impl Bench {
                 }
                 self.turn(Some(Duration::from_millis(100)), workload)?;
             }
-            if self.clients.len() >= 1000 || self.clients.len() == target {
+            if self.progress && (self.clients.len() >= 1000 || self.clients.len() == target) {
                 eprintln!("wschat-bench: {} connections open", self.clients.len());
             }
         }
@@ -1367,6 +1370,7 @@ fn run_handshake(args: &Args, mode: &Mode) -> io::Result<Report> {
         unreachable!("called for handshake")
     };
     let mut bench = Bench::new(&args.addr, args.deflate, TlsClient::from_args(args)?)?;
+    bench.progress = false;
     let mut load = HoldLoad;
     let probe = ServerProbe::start(args.server_pid);
     let started = Instant::now();

@@ -6,6 +6,8 @@
 //                   run.sh's cleanup stops whichever server is running
 //   WSCHAT_LOG      server log with the wire trace (--trace), appended to by the restarted server
 //   WSCHAT_OUT      where screenshots go (target/browser)
+//   WSCHAT_TLS_CERT, WSCHAT_TLS_KEY  (optional) the server serves https:// and wss:// with these;
+//                   Chromium is told to accept the test certificate (--ignore-certificate-errors)
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -29,7 +31,12 @@ const LOG = env('WSCHAT_LOG');
 const OUT = env('WSCHAT_OUT');
 // The message store, kept across the test's restart of the server.
 const DB = env('WSCHAT_DB');
-const URL = `http://${ADDR}/`;
+const TLS = process.env.WSCHAT_TLS_CERT && process.env.WSCHAT_TLS_KEY
+  ? ['--tls-cert', process.env.WSCHAT_TLS_CERT, '--tls-key', process.env.WSCHAT_TLS_KEY]
+  : [];
+const URL = `${TLS.length ? 'https' : 'http'}://${ADDR}/`;
+// The page picks the WebSocket's scheme from its own: wss: when it was loaded over https:.
+const WS_SCHEME = TLS.length ? 'wss:' : 'ws:';
 const [HOST, PORT] = [ADDR.slice(0, ADDR.lastIndexOf(':')), Number(ADDR.slice(ADDR.lastIndexOf(':') + 1))];
 
 // Every wait is bounded so that a broken page fails in seconds rather than hanging the run.
@@ -38,7 +45,7 @@ const XSS = '<img src=x onerror=alert(1)>';
 // The server compresses messages from this many bytes on (its default --deflate-threshold).
 const DEFLATE_THRESHOLD = 256;
 // The server runs with --trace so that the test can see the wire (see the permessage-deflate step).
-const SERVER_ARGS = ['--listen', ADDR, '--trace', '--db', DB];
+const SERVER_ARGS = ['--listen', ADDR, '--trace', '--db', DB, ...TLS];
 
 const started = Date.now();
 const log = (line) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${line}`);
@@ -65,6 +72,8 @@ before(async () => {
       '--disable-sync',
       `--disk-cache-dir=${path.join(profile, 'cache')}`,
       `--crash-dumps-dir=${path.join(profile, 'crashes')}`,
+      // The test CA is made for this run; the rest of TLS is checked as usual.
+      ...(TLS.length ? ['--ignore-certificate-errors'] : []),
     ],
     timeout: 30_000,
   });
@@ -81,8 +90,9 @@ after(async () => {
 async function openChat(name) {
   const context = await browser.newContext({ viewport: { width: 1000, height: 640 }, locale: 'en-GB' });
   const page = await context.newPage();
-  const person = { name, context, page, dialogs: [], errors: [], sent: [], received: [] };
+  const person = { name, context, page, dialogs: [], errors: [], sent: [], received: [], sockets: [] };
   page.on('websocket', (ws) => {
+    person.sockets.push(ws.url());
     ws.on('framesent', ({ payload }) => person.sent.push(payload));
     ws.on('framereceived', ({ payload }) => person.received.push(payload));
   });
@@ -97,6 +107,7 @@ async function openChat(name) {
   });
   await page.goto(URL);
   await waitStatus(person, 'online');
+  for (const url of person.sockets) assert.equal(new globalThis.URL(url).protocol, WS_SCHEME, url);
   people[name] = person;
   return person;
 }

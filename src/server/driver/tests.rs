@@ -825,3 +825,49 @@ fn every_phase_is_named_for_the_trace() {
         Some(Phase::Draining { .. })
     ));
 }
+
+#[test]
+fn over_tls_a_full_socket_is_resumed_when_writable_and_close_notify_goes_before_the_fin() {
+    use crate::conn::tls::testing::{Pki, client_input, client_output, client_send};
+    let pki = Pki::new();
+    let mut h = Harness::new(&[]);
+    let capacity = 500; // the page (2 KiB and more) takes several writable events
+    h.capacity = capacity;
+    h.driver.set_tls(pki.server_config());
+    let mut client = h.connect();
+    let mut tls = pki.client();
+    while tls.is_handshaking() {
+        client.send(&mut h, &client_output(&mut tls));
+        let flight = client.read(&mut h);
+        client_input(&mut tls, &flight);
+    }
+    let request = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    client.send(&mut h, &client_send(&mut tls, request));
+    let mut plaintext = Vec::new();
+    // The pipe asserts that nothing is written after the FIN: the alert must come first.
+    while !client.server_fin() {
+        let ciphertext = client.read(&mut h);
+        assert!(!ciphertext.is_empty() || client.server_fin(), "stalled");
+        plaintext.extend(client_input(&mut tls, &ciphertext));
+    }
+    plaintext.extend(client_input(&mut tls, &client.read(&mut h)));
+    assert!(
+        tls.process_new_packets().unwrap().peer_has_closed(),
+        "close_notify before the FIN"
+    );
+    let text = String::from_utf8_lossy(&plaintext);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("Content-Length: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        length > 3 * capacity,
+        "a page of {length} bytes spans several writes"
+    );
+    assert_eq!(body.len(), length);
+    assert_eq!(h.phase(&client), Some("draining"));
+}

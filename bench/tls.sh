@@ -56,8 +56,10 @@ run() {
         tls_server=(--tls-cert "$OUT/pki/server.pem" --tls-key "$OUT/pki/server-key.pem")
         tls_bench=(--tls --ca "$OUT/pki/ca.pem")
     fi
+    # Every client is 127.0.0.1: the per-address limit (64 by default) is lifted with the total.
     RUST_LOG=warn taskset -c 0 "$SERVER" --listen "127.0.0.1:$PORT" --echo --db :memory: \
-        --max-connections $((IDLE_CONNECTIONS + 100)) "${tls_server[@]}" \
+        --max-connections $((IDLE_CONNECTIONS + 100)) --max-connections-per-ip $((IDLE_CONNECTIONS + 100)) \
+        "${tls_server[@]}" \
         >>"$OUT/server-$variant.log" 2>&1 </dev/null &
     SERVER_PID=$!
     for i in $(seq 100); do

@@ -527,8 +527,8 @@ pub fn stack(data: &[u8]) {
 /// pieces of at most `piece_len`; after each turn applies whatever the hub asks of that same
 /// connection. Returns everything written and the final phase.
 fn drive_stack(turns: &[&[u8]], piece_len: usize) -> (Vec<u8>, &'static str) {
-    use crate::chat::{ChatConfig, Now};
-    use crate::conn::{ConnId, Ctx, Stack, StackConfig};
+    use crate::chat::Now;
+    use crate::conn::{ConnId, Ctx, Opening, Stack, StackConfig};
     use crate::hub::{Hub, HubConfig, Output};
 
     let origin = clock_origin();
@@ -555,9 +555,9 @@ fn drive_stack(turns: &[&[u8]], piece_len: usize) -> (Vec<u8>, &'static str) {
             deflate: Some(DeflatePolicy::default()),
             ..Policy::default()
         },
-        chat: ChatConfig::default(),
+        ..HubConfig::default()
     };
-    let mut hub = Hub::new(hub_config, "0123456789abcdef".into(), tokens);
+    let mut hub = Hub::new(hub_config, "0123456789abcdef".into(), tokens, origin);
     let mut store = crate::store::memory::MemoryStore::new(1000);
     let id = ConnId::new(0, 1);
     let now = Now {
@@ -567,7 +567,7 @@ fn drive_stack(turns: &[&[u8]], piece_len: usize) -> (Vec<u8>, &'static str) {
     let mut stack = Stack::new(
         id,
         "127.0.0.1:1".parse().expect("an address"),
-        false,
+        Opening::default(),
         &config,
         origin,
     );
@@ -589,7 +589,7 @@ fn drive_stack(turns: &[&[u8]], piece_len: usize) -> (Vec<u8>, &'static str) {
         loop {
             // The store answers within the turn, as a fast disk would.
             for outcome in store.execute(ctx.hub.take_store_commands()) {
-                ctx.hub.store_outcome(outcome);
+                ctx.hub.store_outcome(outcome, origin);
             }
             while let Some(output) = ctx.hub.poll_output() {
                 match output {

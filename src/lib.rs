@@ -260,6 +260,7 @@ pub mod conn;
 pub mod fuzzing;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod outbox;
 pub mod page;
 pub mod server;

@@ -63,7 +63,13 @@ pub fn counting_tokens() -> crate::chat::TokenSource {
     })
 }
 
-/// A hub for tests: the test epoch, counting resume tokens.
+/// A hub for tests: the test epoch, counting resume tokens, a clock starting now.
+#[allow(clippy::disallowed_methods)] // An origin for the tests' hand-moved clock; nothing is timed.
 pub fn hub(config: crate::hub::HubConfig) -> crate::hub::Hub {
-    crate::hub::Hub::new(config, TEST_EPOCH.into(), counting_tokens())
+    crate::hub::Hub::new(
+        config,
+        TEST_EPOCH.into(),
+        counting_tokens(),
+        std::time::Instant::now(),
+    )
 }

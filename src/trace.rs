@@ -186,6 +186,20 @@ fn quote(bytes: &[u8]) -> String {
     out
 }
 
+/// The start of a text, quoted and escaped like a frame's preview.
+pub fn preview_text(text: &str) -> String {
+    let end = text.len().min(PREVIEW_LEN);
+    let mut cut = end;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut line = quote(&text.as_bytes()[..cut]);
+    if cut < text.len() {
+        line.push_str("...");
+    }
+    line
+}
+
 /// Prints one trace line for connection `id`.
 pub fn line(id: u64, text: &str) {
     log::trace!(target: TARGET, "#{id} {text}");

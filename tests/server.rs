@@ -1438,7 +1438,9 @@ fn peer_that_never_stops_sending_does_not_starve_the_others() {
     assert_echoes(&mut ws, Message::text("served meanwhile"));
     let waited = start.elapsed();
     assert!(
-        waited < Duration::from_secs(1),
+        // Starved, it waited 3.8 s (before reads per turn were bounded); 2 s leaves room for a
+        // loaded machine.
+        waited < Duration::from_secs(2),
         "another client waited {waited:?}"
     );
 

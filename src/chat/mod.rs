@@ -34,16 +34,20 @@
 //! | `resume`        | the token of an earlier `welcome` | that session's nickname and room, a fresh `welcome` |
 
 mod history;
+pub mod names;
 mod protocol;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 pub use history::HistoryCache;
+use names::NameKey;
 pub use protocol::{ChatMessage, ErrorCode, MAX_NAME_CHARS};
-use protocol::{HistoryRange, Inbound, Outbound, Rejection, parse_inbound, valid_name};
+use protocol::{HistoryRange, Inbound, Outbound, Rejection, parse_inbound};
 
+use crate::http::forwarded::IpPrefix;
 use crate::store::{self, Appended, Command, IdempotencyKey, NewMessage, Outcome, Range, Token};
 use crate::ws::close::CloseCode;
 
@@ -92,6 +96,15 @@ pub struct ChatConfig {
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub rate_burst: u32,
 
+    /// Messages per second all clients of one address (an IPv4 address, an IPv6 /64) may send
+    /// together, sustained: a host that opens many connections does not get many rate limits.
+    #[arg(long, default_value_t = 20.0, value_name = "PER_SEC", value_parser = parse_rate)]
+    pub ip_rate_limit: f64,
+
+    /// Messages all clients of one address may send together in a burst.
+    #[arg(long, default_value_t = 60, value_name = "N")]
+    pub ip_rate_burst: u32,
+
     /// Messages rejected in a row for the rate limit before the client is closed with 1008.
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub flood_limit: u32,
@@ -122,6 +135,8 @@ impl Default for ChatConfig {
             max_text_chars: 2000,
             rate_limit: 5.0,
             rate_burst: 20,
+            ip_rate_limit: 20.0,
+            ip_rate_burst: 60,
             flood_limit: 20,
             max_rooms: 1000,
             resume_ttl: Duration::from_secs(600),
@@ -156,7 +171,32 @@ pub struct Now {
     pub unix_ms: u64,
 }
 
-/// Token bucket: `burst` tokens, refilled at `rate` per second; one message costs one token.
+/// A rate limit: `per_sec` sustained, `burst` at once.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    per_sec: f64,
+    burst: u32,
+}
+
+impl ChatConfig {
+    /// The limit of one session.
+    fn session_rate(&self) -> Rate {
+        Rate {
+            per_sec: self.rate_limit,
+            burst: self.rate_burst,
+        }
+    }
+
+    /// The limit all sessions of one address share.
+    fn host_rate(&self) -> Rate {
+        Rate {
+            per_sec: self.ip_rate_limit,
+            burst: self.ip_rate_burst,
+        }
+    }
+}
+
+/// Token bucket: `burst` tokens, refilled at `per_sec`; one message costs one token.
 #[derive(Debug, Clone)]
 struct TokenBucket {
     tokens: f64,
@@ -164,24 +204,41 @@ struct TokenBucket {
 }
 
 impl TokenBucket {
-    fn new(burst: u32, now: Instant) -> Self {
+    fn full(rate: Rate, now: Instant) -> Self {
         Self {
-            tokens: f64::from(burst),
+            tokens: f64::from(rate.burst),
             updated: now,
         }
     }
 
-    fn take(&mut self, config: &ChatConfig, now: Instant) -> bool {
+    /// Adds what the time since the last refill earned, up to the burst; says whether a token is
+    /// there to spend.
+    fn refill(&mut self, rate: Rate, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * config.rate_limit).min(f64::from(config.rate_burst));
+        self.tokens = (self.tokens + elapsed * rate.per_sec).min(f64::from(rate.burst));
         self.updated = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.tokens >= 1.0
     }
+
+    fn spend(&mut self) {
+        self.tokens -= 1.0;
+    }
+}
+
+/// What all sessions of one address share: the address's rate limit.
+#[derive(Debug)]
+struct Host {
+    bucket: TokenBucket,
+    /// Sessions of this address; the entry goes with the last one, so the table holds at most one
+    /// entry per session.
+    sessions: u32,
+}
+
+/// Which rate limit refused a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    Session,
+    Host,
 }
 
 #[derive(Debug)]
@@ -192,6 +249,8 @@ struct Client {
     /// Whether it is a member of `room` yet (has had its welcome).
     entered: bool,
     bucket: TokenBucket,
+    /// The address (IPv4) or /64 (IPv6) it connected from, whose rate limit it shares.
+    host: IpPrefix,
     /// Messages refused by the rate limit since the last accepted one.
     strikes: u32,
     resume: u128,
@@ -249,9 +308,12 @@ pub struct Chat {
     /// The store's epoch, as clients see it.
     epoch: String,
     clients: HashMap<SessionId, Client>,
+    /// Rate limits per client address.
+    hosts: HashMap<IpPrefix, Host>,
     rooms: HashMap<String, Room>,
-    /// Lower-cased nickname → its owner, for case-insensitive uniqueness.
-    nicknames: HashMap<String, SessionId>,
+    /// A nickname's comparison key ([`NameKey`]: normalized, case-folded) → its owner, so that
+    /// look-alike variants of a taken name count as taken.
+    nicknames: HashMap<NameKey, SessionId>,
     history: HistoryCache,
     pending: HashMap<Token, Pending>,
     last_token: Token,
@@ -262,6 +324,8 @@ pub struct Chat {
     departed: HashMap<u128, Departed>,
     expiring: VecDeque<(Instant, u128)>,
     anonymous_count: u64,
+    /// Messages stored and broadcast since the start.
+    accepted: u64,
 }
 
 impl std::fmt::Debug for Chat {
@@ -282,6 +346,7 @@ impl Chat {
             config,
             epoch,
             clients: HashMap::new(),
+            hosts: HashMap::new(),
             rooms: HashMap::new(),
             nicknames: HashMap::new(),
             history,
@@ -292,6 +357,7 @@ impl Chat {
             departed: HashMap::new(),
             expiring: VecDeque::new(),
             anonymous_count: 0,
+            accepted: 0,
         }
     }
 
@@ -301,6 +367,21 @@ impl Chat {
 
     pub fn client_count(&self) -> usize {
         self.clients.len()
+    }
+
+    /// Rooms that exist now.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Messages stored and broadcast since the start (not counting duplicates of a key).
+    pub fn accepted(&self) -> u64 {
+        self.accepted
+    }
+
+    /// Client addresses with a rate limit of their own (one per address with a session).
+    pub fn host_count(&self) -> usize {
+        self.hosts.len()
     }
 
     /// Bytes of history held in memory.
@@ -313,10 +394,20 @@ impl Chat {
         self.pending.len()
     }
 
-    /// A client connected: it gets a default nickname, joins the lobby and receives `welcome`.
-    pub fn connect(&mut self, id: SessionId, now: Now, actions: &mut Vec<Action>) {
+    /// A client connected from `addr`: it gets a default nickname, joins the lobby and receives
+    /// `welcome`.
+    pub fn connect(&mut self, id: SessionId, addr: IpAddr, now: Now, actions: &mut Vec<Action>) {
+        let host = IpPrefix::host(addr);
+        let host_rate = self.config.host_rate();
+        self.hosts
+            .entry(host)
+            .or_insert_with(|| Host {
+                bucket: TokenBucket::full(host_rate, now.instant),
+                sessions: 0,
+            })
+            .sessions += 1;
         let nickname = self.fresh_anonymous_name();
-        self.nicknames.insert(nickname.to_lowercase(), id);
+        self.nicknames.insert(NameKey::of(&nickname), id);
         let resume = self.new_resume_token(id);
         self.clients.insert(
             id,
@@ -324,7 +415,8 @@ impl Chat {
                 nickname,
                 room: String::new(),
                 entered: false,
-                bucket: TokenBucket::new(self.config.rate_burst, now.instant),
+                bucket: TokenBucket::full(self.config.session_rate(), now.instant),
+                host,
                 strikes: 0,
                 resume,
                 answers: VecDeque::new(),
@@ -338,7 +430,8 @@ impl Chat {
         let Some(client) = self.clients.remove(&id) else {
             return;
         };
-        self.nicknames.remove(&client.nickname.to_lowercase());
+        self.release_host(client.host);
+        self.nicknames.remove(&NameKey::of(&client.nickname));
         self.resumable.remove(&client.resume);
         self.forget_expired(now.instant);
         let expires = now.instant + self.config.resume_ttl;
@@ -356,28 +449,63 @@ impl Chat {
 
     /// A text message arrived from `id`.
     pub fn on_text(&mut self, id: SessionId, text: &str, now: Now, actions: &mut Vec<Action>) {
-        let Some(client) = self.clients.get_mut(&id) else {
-            return;
-        };
-        if !client.bucket.take(&self.config, now.instant) {
+        if let Some(limit) = self.rate_limit(id, now.instant) {
+            let Some(client) = self.clients.get_mut(&id) else {
+                return;
+            };
             client.strikes += 1;
             if client.strikes > self.config.flood_limit {
                 let reason = "flooding: rate limit exceeded".to_owned();
                 self.queue_answer(id, Answer::Close(CloseCode::PolicyViolation, reason), actions);
             } else {
-                let message = format!(
-                    "slow down: at most {} messages per second",
-                    self.config.rate_limit
-                );
+                let message = match limit {
+                    Limit::Session => format!(
+                        "slow down: at most {} messages per second",
+                        self.config.rate_limit
+                    ),
+                    Limit::Host => format!(
+                        "slow down: at most {} messages per second from one address",
+                        self.config.ip_rate_limit
+                    ),
+                };
                 self.reject(id, ErrorCode::RateLimited, message, actions);
             }
             return;
         }
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
         client.strikes = 0;
         let result = parse_inbound(text).and_then(|inbound| self.apply(id, inbound, now, actions));
         if let Err(Rejection(code, message)) = result {
             self.reject(id, code, message, actions);
         }
+    }
+
+    /// A session of `host` is gone; the address's entry goes with its last one.
+    fn release_host(&mut self, host: IpPrefix) {
+        if let Some(entry) = self.hosts.get_mut(&host) {
+            entry.sessions -= 1;
+            if entry.sessions == 0 {
+                self.hosts.remove(&host);
+            }
+        }
+    }
+
+    /// Spends a token of the session's bucket and of its address's, or says which limit is
+    /// reached (then neither is spent: a refused message costs nothing).
+    fn rate_limit(&mut self, id: SessionId, now: Instant) -> Option<Limit> {
+        let client = self.clients.get_mut(&id)?;
+        if !client.bucket.refill(self.config.session_rate(), now) {
+            return Some(Limit::Session);
+        }
+        let host = self.hosts.get_mut(&client.host)?;
+        if !host.bucket.refill(self.config.host_rate(), now) {
+            return Some(Limit::Host);
+        }
+        client.bucket.spend();
+        host.bucket.spend();
+        None
     }
 
     /// The store answered a command the chat gave it.
@@ -414,9 +542,9 @@ impl Chat {
         actions: &mut Vec<Action>,
     ) -> Result<(), Rejection> {
         match inbound {
-            Inbound::Nickname(raw) => self.rename(id, &valid_name("nickname", &raw)?, actions),
+            Inbound::Nickname(raw) => self.rename(id, &names::nickname(&raw)?.into_parts().0, actions),
             Inbound::Message { text, key } => self.post(id, text, key, now, actions),
-            Inbound::Join(raw) => self.join(id, valid_name("room", &raw)?, actions),
+            Inbound::Join(raw) => self.join(id, names::room(&raw)?.into_parts().0, actions),
             Inbound::History { range, limit } => {
                 self.replay(id, range, limit, actions);
                 Ok(())
@@ -426,7 +554,7 @@ impl Chat {
     }
 
     fn rename(&mut self, id: SessionId, nickname: &str, actions: &mut Vec<Action>) -> Result<(), Rejection> {
-        let key = nickname.to_lowercase();
+        let key = NameKey::of(nickname);
         if self.nicknames.get(&key).is_some_and(|owner| *owner != id) {
             return Err(Rejection::new(
                 ErrorCode::NicknameTaken,
@@ -438,7 +566,7 @@ impl Chat {
         };
         let from = std::mem::replace(&mut client.nickname, nickname.to_owned());
         let (room, entered) = (client.room.clone(), client.entered);
-        self.nicknames.remove(&from.to_lowercase());
+        self.nicknames.remove(&NameKey::of(&from));
         self.nicknames.insert(key, id);
         let json = Outbound::Renamed {
             room: &room,
@@ -547,6 +675,7 @@ impl Chat {
         .json();
         self.resolve(session, token, ack, actions);
         if let Appended::Stored { .. } = appended {
+            self.accepted += 1;
             let json = Outbound::Message(&message).json();
             actions.push(Action::Send {
                 to: self.members(&message.room, Some(session)),
@@ -680,12 +809,15 @@ impl Chat {
         });
         // The new connection's own anonymous identity goes.
         if let Some(current) = self.clients.remove(&new) {
-            self.nicknames.remove(&current.nickname.to_lowercase());
+            self.nicknames.remove(&NameKey::of(&current.nickname));
             self.resumable.remove(&current.resume);
             self.leave_room(new, &current.room, &current.nickname, current.entered, actions);
+            // The session now lives on the new connection, and counts for its address.
+            self.release_host(client.host);
+            client.host = current.host;
             client.bucket = current.bucket;
         }
-        self.nicknames.insert(client.nickname.to_lowercase(), new);
+        self.nicknames.insert(NameKey::of(&client.nickname), new);
         if let Some(room) = self.rooms.get_mut(&client.room) {
             if room.members.remove(&old) {
                 room.members.insert(new);
@@ -698,8 +830,12 @@ impl Chat {
         }
         let (room, entered) = (client.room.clone(), client.entered);
         client.resume = self.new_resume_token(new);
-        // The old connection's owed answers die with it; the new one starts clean.
-        client.answers.clear();
+        // Answers ready for the old connection die with it. Those still waiting for the store go
+        // to the new one: the acks (with their keys) of what the old connection sent, and the
+        // welcome of a room it was entering.
+        client
+            .answers
+            .retain(|answer| matches!(answer, Answer::Waiting(_)));
         self.clients.insert(new, client);
         if entered {
             let welcome = self.welcome(new, &room);
@@ -1002,7 +1138,7 @@ impl Chat {
         loop {
             self.anonymous_count += 1;
             let name = format!("Anonymous{}", self.anonymous_count);
-            if !self.nicknames.contains_key(&name.to_lowercase()) {
+            if !self.nicknames.contains_key(&NameKey::of(&name)) {
                 return name;
             }
         }

@@ -252,22 +252,3 @@ fn parse_history(payload: &Value) -> Result<Inbound, Rejection> {
         limit: request.limit,
     })
 }
-
-/// A nickname or room name: trimmed, 1 to [`MAX_NAME_CHARS`] characters, no control characters.
-pub fn valid_name(what: &str, raw: &str) -> Result<String, Rejection> {
-    let name = raw.trim();
-    let chars = name.chars().count();
-    if chars == 0 || chars > MAX_NAME_CHARS {
-        return Err(Rejection::new(
-            ErrorCode::BadPayload,
-            format!("{what} must be 1 to {MAX_NAME_CHARS} characters"),
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(Rejection::new(
-            ErrorCode::BadPayload,
-            format!("{what} must not contain control characters"),
-        ));
-    }
-    Ok(name.to_owned())
-}

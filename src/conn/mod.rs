@@ -24,23 +24,26 @@
 //! our last byte we shut down our sending side and keep reading until the peer's FIN, so the kernel
 //! never answers unread input with a reset that could destroy our last bytes in flight.
 
+mod fallback;
 mod id;
+pub mod per_ip;
 #[cfg(test)]
 mod tests;
 pub mod tls;
 
 use std::io::{self, Write};
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
 pub use id::ConnId;
+use per_ip::Slot;
 
 use crate::chat::Now;
 use crate::http::{self, RequestHead};
-use crate::hub::{Endpoint, Event, Hub, Route};
+use crate::hub::{Endpoint, Event, Hub, Listener, Route, RouteError, SessionOutput, Sid};
+use crate::metrics::{self, By, PolicyClose};
 use crate::outbox::Outbox;
 use crate::trace;
 use crate::ws::close::CloseCode;
@@ -100,10 +103,13 @@ pub enum Phase {
     /// HTTP/1.1 requests and responses, until an upgrade or the end of the connection.
     Http {
         conn: Box<http::Conn>,
-        /// The current request head must be complete by then.
+        /// When the exchange needs attention: the current request head (or body) must be
+        /// complete by then; an event stream's next comment is due; a parked poll is answered.
         deadline: Instant,
         /// Requests answered so far on this connection.
         requests: u32,
+        /// What the current request is doing.
+        exchange: Exchange,
     },
     /// After `101 Switching Protocols`.
     WebSocket {
@@ -119,11 +125,38 @@ pub enum Phase {
     Closed,
 }
 
+/// What an HTTP connection's current request is doing. The chat's plain-HTTP transports keep a
+/// request open: an event stream, a parked poll, a message upload. They are exchanges of the HTTP
+/// phase rather than phases of their own, because each ends with the connection back in the
+/// request cycle (keep-alive) and all of them share the HTTP connection's state.
+#[derive(Debug)]
+pub enum Exchange {
+    /// Reading a request head; answers go out at once.
+    Requests,
+    /// Reading the body of a `POST /send` of session `sid`.
+    Upload { sid: Sid, body: Vec<u8> },
+    /// `GET /sse`: the response is an open event stream; `sent` bytes of it so far.
+    Stream { sent: usize },
+    /// `GET /poll`: waiting for an event of the session, or `deadline`.
+    Parked,
+}
+
 impl Phase {
     /// The phase's name, as the trace prints it.
     pub fn name(&self) -> &'static str {
         match self {
-            Phase::Http { .. } => "http",
+            Phase::Http {
+                exchange: Exchange::Requests | Exchange::Upload { .. },
+                ..
+            } => "http",
+            Phase::Http {
+                exchange: Exchange::Stream { .. },
+                ..
+            } => "http (event stream)",
+            Phase::Http {
+                exchange: Exchange::Parked,
+                ..
+            } => "http (parked poll)",
             Phase::WebSocket {
                 endpoint: Endpoint::Chat,
                 ..
@@ -134,6 +167,41 @@ impl Phase {
             } => "websocket (echo)",
             Phase::Draining { .. } => "draining",
             Phase::Closed => "closed",
+        }
+    }
+}
+
+/// Which transport a connection's bytes count for: what the chat's transports cost on the wire,
+/// HTTP heads and framing included, is measured by these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Wire {
+    /// Requests for the page and its files, refusals, and connections ending.
+    Http,
+    WebSocket,
+    /// `GET /sse`.
+    EventStream,
+    /// `GET /poll`.
+    Poll,
+    /// `POST /send`.
+    Send,
+}
+
+impl Wire {
+    pub const ALL: [Wire; 5] = [
+        Wire::Http,
+        Wire::WebSocket,
+        Wire::EventStream,
+        Wire::Poll,
+        Wire::Send,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Wire::Http => "http",
+            Wire::WebSocket => "websocket",
+            Wire::EventStream => "sse",
+            Wire::Poll => "poll",
+            Wire::Send => "send",
         }
     }
 }
@@ -149,6 +217,16 @@ pub enum SocketAction {
     Remove,
 }
 
+/// How a connection starts: which listener it came in on, and what its admission decided.
+#[derive(Debug, Default)]
+pub struct Opening {
+    pub listener: Listener,
+    /// Its share of its address's count (none yet for a trusted proxy's connection).
+    pub slot: Option<Slot>,
+    /// It was accepted only to be told this (the server or its address is at its limit).
+    pub refusal: Option<RouteError>,
+}
+
 /// What the stack needs from outside for one call: the shared state, its configuration and the time.
 pub struct Ctx<'a> {
     pub hub: &'a mut Hub,
@@ -160,26 +238,30 @@ pub struct Ctx<'a> {
 #[derive(Debug)]
 pub struct Stack {
     id: ConnId,
+    /// The socket's peer.
     addr: SocketAddr,
+    /// The client's address, which limits count for: the peer's, or behind a trusted proxy the
+    /// one its `X-Forwarded-For` names.
+    client: IpAddr,
     transport: Transport,
     phase: Phase,
     /// The peer sent FIN.
     eof: bool,
-    /// Accepted past `--max-connections`, only to be answered 503.
-    over_capacity: bool,
+    /// Which listener it came in on (the metrics listener serves only the operators' endpoints).
+    listener: Listener,
+    /// Its share of its client address's count, given back when it closes.
+    slot: Option<Slot>,
+    /// It is only to be told this: the server, or its client's address, is at its limit.
+    refusal: Option<RouteError>,
     /// Whether this connection is printed to the wire trace (decided when it opened).
     traced: bool,
+    /// The transport of the latest request, which its answer's bytes count for.
+    last_wire: Wire,
 }
 
 impl Stack {
     /// A connection just accepted at `now`: it starts by reading a request head.
-    pub fn new(
-        id: ConnId,
-        addr: SocketAddr,
-        over_capacity: bool,
-        config: &StackConfig,
-        now: Instant,
-    ) -> Self {
+    pub fn new(id: ConnId, addr: SocketAddr, opening: Opening, config: &StackConfig, now: Instant) -> Self {
         let traced = trace::enabled();
         let mut http = Box::new(http::Conn::new(config.http));
         if traced {
@@ -188,23 +270,28 @@ impl Stack {
         Self {
             id,
             addr,
+            client: addr.ip(),
             transport: Transport::Plain,
             phase: Phase::Http {
                 conn: http,
                 deadline: now + config.handshake_timeout,
                 requests: 0,
+                exchange: Exchange::Requests,
             },
             eof: false,
-            over_capacity,
+            listener: opening.listener,
+            slot: opening.slot,
+            refusal: opening.refusal,
             traced,
+            last_wire: Wire::Http,
         }
     }
 
-    /// The same stack behind TLS: the socket's bytes are a TLS conversation that `config`
-    /// answers, and the phase reads and writes what it carries.
-    pub fn with_tls(mut self, config: Arc<rustls::ServerConfig>) -> Result<Self, rustls::Error> {
-        self.transport = Transport::Tls(Box::new(Tls::new(config)?));
-        Ok(self)
+    /// The same stack behind TLS: the socket's bytes are the TLS conversation `tls` answers, and
+    /// the phase reads and writes what it carries.
+    pub fn with_tls(mut self, tls: Tls) -> Self {
+        self.transport = Transport::Tls(Box::new(tls));
+        self
     }
 
     pub fn id(&self) -> ConnId {
@@ -236,6 +323,43 @@ impl Stack {
         }
     }
 
+    /// The transport the connection's bytes count for now; a connection that changes exchange
+    /// (a poll, then a POST, on one kept-alive connection) counts each exchange's bytes for it.
+    pub fn wire(&self) -> Wire {
+        match &self.phase {
+            Phase::WebSocket { .. } => Wire::WebSocket,
+            Phase::Http { exchange, .. } => match exchange {
+                Exchange::Stream { .. } => Wire::EventStream,
+                Exchange::Parked => Wire::Poll,
+                Exchange::Upload { .. } => Wire::Send,
+                Exchange::Requests => self.last_wire,
+            },
+            Phase::Draining { .. } | Phase::Closed => self.last_wire,
+        }
+    }
+
+    /// The phase the metrics count this connection in; `None` once it is closed.
+    pub fn metrics_phase(&self) -> Option<metrics::Phase> {
+        Some(match &self.phase {
+            Phase::Http { exchange, .. } => match exchange {
+                Exchange::Stream { .. } => metrics::Phase::EventStream,
+                Exchange::Parked => metrics::Phase::ParkedPoll,
+                Exchange::Requests | Exchange::Upload { .. } => metrics::Phase::Http,
+            },
+            Phase::WebSocket { .. } => metrics::Phase::WebSocket,
+            Phase::Draining { .. } => metrics::Phase::Draining,
+            Phase::Closed => return None,
+        })
+    }
+
+    /// The transport the metrics count this connection under.
+    pub fn metrics_transport(&self) -> metrics::Transport {
+        match self.transport {
+            Transport::Plain => metrics::Transport::Tcp,
+            Transport::Tls(_) => metrics::Transport::Tls,
+        }
+    }
+
     /// Whether bytes wait to be written: the phase's, or the transport's own.
     pub fn wants_write(&self) -> bool {
         self.queued() > 0 || self.transport.wants_write()
@@ -264,13 +388,14 @@ impl Stack {
 
     /// Writes what is queued to `writer` (the socket) until it would block or nothing is left.
     /// Plain: the phase's outbox as it is. TLS: the transport's records, then the phase's bytes,
-    /// sealed as the writer takes them.
-    pub fn write_to<W: Write>(&mut self, writer: &mut W) -> io::Result<()> {
+    /// sealed as the writer takes them. Returns the bytes the writer took (ciphertext over TLS:
+    /// the socket's bytes, which the metrics count).
+    pub fn write_to<W: Write>(&mut self, writer: &mut W) -> io::Result<usize> {
         let outbox = phase_outbox(&mut self.phase);
         match &mut self.transport {
             Transport::Plain => match outbox {
-                Some(outbox) => outbox.write_to(writer).map(drop),
-                None => Ok(()),
+                Some(outbox) => outbox.write_to(writer),
+                None => Ok(0),
             },
             Transport::Tls(tls) => tls.write_to(outbox, writer),
         }
@@ -326,17 +451,36 @@ impl Stack {
         self.set_phase(Phase::Closed, ctx.hub, ctx.now);
     }
 
+    /// Applies an output of the hub for an HTTP session this connection reads.
+    pub fn apply_session_output(&mut self, output: SessionOutput, ctx: &mut Ctx<'_>) {
+        match output {
+            SessionOutput::Stream(events) => self.stream_events(&events, ctx),
+            SessionOutput::Answer(answer) => self.answer_poll(answer, ctx),
+            SessionOutput::EndStream => self.end_stream(ctx),
+        }
+    }
+
     /// Time passed: act on the phase's deadline if it is due. Harmless when nothing is due, so a
     /// timer that fires early (or late, or twice) never does the wrong thing.
     pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now.instant;
         let expired = match &mut self.phase {
             Phase::Http {
+                deadline,
+                exchange: Exchange::Stream { .. } | Exchange::Parked,
+                ..
+            } => {
+                if now >= *deadline {
+                    self.exchange_timeout(ctx);
+                }
+                false
+            }
+            Phase::Http {
                 deadline, requests, ..
             } => {
                 let expired = now >= *deadline;
                 if expired && *requests == 0 {
-                    info!("#{} {} handshake timed out", self.id, self.addr);
+                    info!("#{} {} handshake timed out", self.id, self.who());
                 }
                 expired
             }
@@ -371,12 +515,17 @@ impl Stack {
         if queued > 0 && queued + event.websocket_len_bound() > cap {
             let reason = format!("slow consumer: over {cap} bytes queued");
             conn.close(CloseCode::PolicyViolation, &reason, ctx.now.instant);
+            ctx.hub.metrics_mut().policy_close(PolicyClose::SlowConsumer);
             return;
         }
         // Fails only when the connection is closing, and then it gets nothing more.
-        let _ = conn
+        if conn
             .sender(ctx.now.instant)
-            .send_shared_message(event.websocket());
+            .send_shared_message(event.websocket())
+            .is_ok()
+        {
+            ctx.hub.metrics_mut().messages_sent(Wire::WebSocket, 1);
+        }
     }
 
     /// Starts the close handshake with `code` (the hub's request, or server shutdown). A
@@ -480,17 +629,24 @@ impl Stack {
     /// of a kept-alive connection, and hands over to the WebSocket on an upgrade.
     fn drive_http(&mut self, ctx: &mut Ctx<'_>) {
         loop {
-            let Phase::Http { conn, .. } = &mut self.phase else {
+            let Phase::Http {
+                conn,
+                exchange,
+                deadline,
+                requests,
+            } = &mut self.phase
+            else {
                 return;
             };
             let event = match conn.next_event() {
                 Ok(event) => event,
                 Err(error) => {
                     // The HTTP layer has queued the error's answer itself and closes after it.
+                    ctx.hub.metrics_mut().http_response(error.status().code());
                     info!(
                         "#{} {} rejected: {} {}",
                         self.id,
-                        self.addr,
+                        self.who(),
                         error.status().code(),
                         error
                     );
@@ -503,23 +659,29 @@ impl Stack {
                         return;
                     }
                 }
-                // Requests with a body are refused from their head, before it is read.
-                http::Event::Body(_) | http::Event::End => {}
+                http::Event::Body(piece) => {
+                    // Only an upload reads a body: every other request with one was refused
+                    // from its head (and its connection closes after the answer).
+                    if let Exchange::Upload { body, .. } = exchange {
+                        body.extend_from_slice(piece);
+                    }
+                }
+                http::Event::End => self.end_upload(ctx),
                 http::Event::NeedMore | http::Event::Closed => return,
                 http::Event::Paused => {
                     // Pipelined requests wait until the answer to this one has left, so that a
-                    // client cannot make us queue responses faster than it reads them.
-                    if conn.must_close() || conn.queued() > 0 || conn.start_next_cycle().is_err() {
+                    // client cannot make us queue responses faster than it reads them; an open
+                    // stream or a parked poll is an answer still being given.
+                    if !matches!(exchange, Exchange::Requests)
+                        || conn.must_close()
+                        || conn.queued() > 0
+                        || conn.start_next_cycle().is_err()
+                    {
                         return;
                     }
                     // Each request head gets its own time to arrive.
-                    if let Phase::Http {
-                        deadline, requests, ..
-                    } = &mut self.phase
-                    {
-                        *deadline = ctx.now.instant + ctx.config.handshake_timeout;
-                        *requests += 1;
-                    }
+                    *deadline = ctx.now.instant + ctx.config.handshake_timeout;
+                    *requests += 1;
                 }
             }
         }
@@ -527,44 +689,106 @@ impl Stack {
 
     /// Answers one request. Returns whether the stack is still speaking HTTP.
     fn on_request(&mut self, head: &RequestHead, ctx: &mut Ctx<'_>) -> bool {
-        match ctx.hub.route(head, self.over_capacity) {
-            Route::Page(asset) => {
-                self.respond(&asset.response());
-                true
-            }
+        self.admit_forwarded(head, ctx);
+        let route = ctx.hub.route(head, self.listener, self.refusal.as_ref());
+        self.last_wire = match route {
+            Route::Stream { .. } => Wire::EventStream,
+            Route::Poll { .. } => Wire::Poll,
+            Route::Send { .. } => Wire::Send,
+            Route::Upgrade { .. } => Wire::WebSocket,
+            Route::Page(_) | Route::Reject(_) | Route::Metrics | Route::Health | Route::Ready => Wire::Http,
+        };
+        match route {
+            Route::Page(asset) => self.respond(ctx.hub, &asset.response()),
             Route::Reject(error) => {
                 info!(
                     "#{} {} rejected: {} {}",
                     self.id,
-                    self.addr,
+                    self.who(),
                     error.status().code(),
                     error
                 );
-                self.respond(&error.response());
-                true
+                self.respond(ctx.hub, &error.response());
             }
             Route::Upgrade { endpoint, accepted } => {
                 self.upgrade(head, endpoint, &accepted, ctx);
-                false
+                return false;
             }
+            Route::Stream { sid, since } => self.open_stream(sid, since, ctx),
+            Route::Poll { sid, since } => self.open_poll(sid, since, ctx),
+            Route::Send { sid } => self.begin_upload(sid, ctx),
+            Route::Metrics => {
+                let body = ctx.hub.render_metrics();
+                let response =
+                    http::Response::with_body(http::Status::OK, metrics::CONTENT_TYPE, body.into_bytes());
+                self.respond(ctx.hub, &response.header("Cache-Control", "no-store"));
+            }
+            Route::Health => {
+                let response = http::Response::text(http::Status::OK, "ok");
+                self.respond(ctx.hub, &response.header("Cache-Control", "no-store"));
+            }
+            Route::Ready => {
+                let response = match ctx.hub.readiness() {
+                    Ok(()) => http::Response::text(http::Status::OK, "ready"),
+                    Err(why) => http::Response::text(http::Status::SERVICE_UNAVAILABLE, &why.to_string()),
+                };
+                self.respond(ctx.hub, &response.header("Cache-Control", "no-store"));
+            }
+        }
+        true
+    }
+
+    /// A request that came through a trusted proxy counts for the client the proxy names: its
+    /// connection's share moves to that address (a kept-alive proxy connection may carry one
+    /// client's requests, then another's).
+    fn admit_forwarded(&mut self, head: &RequestHead, ctx: &mut Ctx<'_>) {
+        let peer = self.addr.ip();
+        if matches!(self.refusal, Some(RouteError::ServerFull)) || !ctx.hub.trusts(peer) {
+            return;
+        }
+        let client = ctx.hub.client_addr(peer, head);
+        if client == self.client && (self.slot.is_some() || self.refusal.is_some()) {
+            return;
+        }
+        if let Some(slot) = self.slot.take() {
+            ctx.hub.release(slot);
+        }
+        self.client = client;
+        self.refusal = match ctx.hub.admit_forwarded(client, ctx.now.instant) {
+            Ok(slot) => {
+                self.slot = Some(slot);
+                None
+            }
+            Err(refused) => Some(RouteError::PerAddress(refused)),
+        };
+    }
+
+    /// Who is on the other end, for the log.
+    fn who(&self) -> Who {
+        Who {
+            peer: self.addr,
+            client: self.client,
         }
     }
 
-    fn respond(&mut self, response: &http::Response) {
-        if let Phase::Http { conn, .. } = &mut self.phase
-            && let Err(error) = conn.respond(response)
-        {
-            // Our own mistake (a response the request does not allow): say so, and end the
-            // connection rather than leave the client waiting.
-            warn!("#{} {} cannot respond: {error}", self.id, self.addr);
-            self.eof = true;
+    fn respond(&mut self, hub: &mut Hub, response: &http::Response) {
+        if let Phase::Http { conn, .. } = &mut self.phase {
+            match conn.respond(response) {
+                Ok(()) => hub.metrics_mut().http_response(response.head.status.code()),
+                Err(error) => {
+                    // Our own mistake (a response the request does not allow): say so, and end
+                    // the connection rather than leave the client waiting.
+                    warn!("#{} {} cannot respond: {error}", self.id, self.who());
+                    self.eof = true;
+                }
+            }
         }
     }
 
     /// Switches to the WebSocket: queues the 101, opens the connection, and feeds it the bytes
     /// that arrived behind the request head (§4.1: a client may send frames right after it).
     fn upgrade(&mut self, head: &RequestHead, endpoint: Endpoint, accepted: &Accepted, ctx: &mut Ctx<'_>) {
-        self.respond(&accepted.response());
+        self.respond(ctx.hub, &accepted.response());
         let Phase::Http { conn, .. } = &mut self.phase else {
             return;
         };
@@ -582,7 +806,7 @@ impl Stack {
         }
         // The 101 (and anything else not yet written) goes out first, from the WebSocket's queue.
         *websocket.outbox() = upgraded.output;
-        info!("#{} {} open {} ({:?})", self.id, self.addr, head.path, endpoint);
+        info!("#{} {} open {} ({:?})", self.id, self.who(), head.path, endpoint);
         let next = Phase::WebSocket {
             conn: websocket,
             endpoint,
@@ -590,7 +814,7 @@ impl Stack {
         };
         self.set_phase(next, ctx.hub, ctx.now);
         if endpoint == Endpoint::Chat {
-            ctx.hub.opened(self.id, ctx.now);
+            ctx.hub.opened(self.id, self.client, ctx.now);
         }
         let mut trailing = upgraded.trailing;
         if !trailing.is_empty() {
@@ -621,13 +845,35 @@ impl Stack {
             let line = format!("== {} -> {}", self.phase.name(), next.name());
             trace::line(self.id.serial(), &line);
         }
+        if let Phase::Http { exchange, .. } = &self.phase {
+            match exchange {
+                // An event stream or a parked poll that ends with its connection: the session waits
+                // for another reader.
+                Exchange::Stream { .. } | Exchange::Parked => hub.reader_gone(self.id, now),
+                // An upload cut short: the session may send again.
+                Exchange::Upload { sid, .. } => {
+                    hub.end_send(self.id, *sid);
+                }
+                Exchange::Requests => {}
+            }
+        }
+        let who = self.who();
         if let Phase::WebSocket { conn, endpoint, .. } = &mut self.phase {
             // A no-op after a completed close handshake; otherwise it records 1006 (§7.1.5).
             conn.receive_eof();
-            log_close(self.id, self.addr, conn);
+            log_close(self.id, who, conn);
+            if let Some(status) = conn.close_status() {
+                let by = if status.by_us { By::Server } else { By::Client };
+                hub.metrics_mut().websocket_closed(Some(status.code.as_u16()), by);
+            }
             if *endpoint == Endpoint::Chat {
                 hub.closed(self.id, now);
             }
+        }
+        if matches!(next, Phase::Closed)
+            && let Some(slot) = self.slot.take()
+        {
+            hub.release(slot);
         }
         self.phase = next;
     }
@@ -642,6 +888,24 @@ fn phase_outbox(phase: &mut Phase) -> Option<&mut Outbox> {
     }
 }
 
+/// Who is on the other end of a connection, as the log shows it: the peer, or the client behind
+/// a trusted proxy and the proxy (`192.0.2.7 via 127.0.0.1:50412`).
+#[derive(Debug, Clone, Copy)]
+struct Who {
+    peer: SocketAddr,
+    client: IpAddr,
+}
+
+impl std::fmt::Display for Who {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.client == self.peer.ip() || self.client == self.peer.ip().to_canonical() {
+            self.peer.fmt(f)
+        } else {
+            write!(f, "{} via {}", self.client, self.peer)
+        }
+    }
+}
+
 /// Hands one event of a WebSocket connection to its endpoint.
 fn on_websocket_event(
     id: ConnId,
@@ -651,14 +915,13 @@ fn on_websocket_event(
     hub: &mut Hub,
     now: Now,
 ) {
+    if matches!(event, ws::Event::Text(_) | ws::Event::Binary(_)) {
+        hub.metrics_mut().messages_received(Wire::WebSocket, 1);
+    }
     // Sends fail only once the connection is closing, when there is no one left to answer.
     match (endpoint, event) {
-        (Endpoint::Echo, ws::Event::Text(text)) => {
-            let _ = sender.send_text(text);
-        }
-        (Endpoint::Echo, ws::Event::Binary(data)) => {
-            let _ = sender.send_binary(data);
-        }
+        (Endpoint::Echo, ws::Event::Text(text)) => echoed(sender.send_text(text).is_ok(), hub),
+        (Endpoint::Echo, ws::Event::Binary(data)) => echoed(sender.send_binary(data).is_ok(), hub),
         (Endpoint::Chat, ws::Event::Text(text)) => hub.text(id, text, now),
         (Endpoint::Chat, ws::Event::Binary(_)) => {
             sender.close(
@@ -670,8 +933,15 @@ fn on_websocket_event(
     }
 }
 
+/// Counts an echo that was queued.
+fn echoed(queued: bool, hub: &mut Hub) {
+    if queued {
+        hub.metrics_mut().messages_sent(Wire::WebSocket, 1);
+    }
+}
+
 /// The connection's one close line in the log.
-fn log_close(id: ConnId, addr: SocketAddr, conn: &Connection) {
+fn log_close(id: ConnId, addr: Who, conn: &Connection) {
     match conn.close_status() {
         Some(status) => info!(
             "#{id} {addr} closed {} by {}: {:?}{}",

@@ -38,7 +38,7 @@ impl Fixture {
         Stack::new(
             ConnId::new(0, 1),
             "127.0.0.1:1".parse().unwrap(),
-            false,
+            Opening::default(),
             &self.config,
             self.start,
         )
@@ -126,7 +126,7 @@ mod over_tls {
     use crate::conn::tls::testing::{Pki, client_input, client_output, client_send};
 
     fn tls_stack(f: &mut Fixture, pki: &Pki) -> Stack {
-        f.stack().with_tls(pki.server_config()).unwrap()
+        f.stack().with_tls(Tls::new(pki.server_config()).unwrap())
     }
 
     /// Everything the stack has to write, as the client receives it (decrypted).

@@ -207,27 +207,29 @@ impl Tls {
 
     /// Writes ciphertext to `writer` until it would block or nothing is left: first what rustls
     /// already holds, then, once the handshake is over, the phase's plaintext from `plaintext`,
-    /// sealed [`SEALED_LIMIT`] bytes at a time as the writer takes them.
+    /// sealed [`SEALED_LIMIT`] bytes at a time as the writer takes them. Returns the ciphertext
+    /// bytes the writer took.
     pub fn write_to<W: Write>(
         &mut self,
         mut plaintext: Option<&mut Outbox>,
         writer: &mut W,
-    ) -> io::Result<()> {
+    ) -> io::Result<usize> {
+        let mut written = 0;
         loop {
             while self.conn.wants_write() {
                 match self.conn.write_tls(writer) {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(_) => {}
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Ok(n) => written += n,
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(written),
                     Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                     Err(error) => return Err(error),
                 }
             }
             let Some(outbox) = plaintext.as_deref_mut().filter(|outbox| !outbox.is_empty()) else {
-                return Ok(());
+                return Ok(written);
             };
             if self.conn.is_handshaking() {
-                return Ok(()); // the phase's bytes wait in its outbox for the keys
+                return Ok(written); // the phase's bytes wait in its outbox for the keys
             }
             outbox.write_to(&mut Sealer(self.conn.writer()))?;
         }

@@ -449,6 +449,15 @@ impl Conn {
         self.send_piece(data.len(), |outbox| outbox.push_shared(data))
     }
 
+    /// [`Conn::send_body`] of `prefix` followed by shared bytes, as one piece (one chunk): an
+    /// event stream's own `id:` line before the `data:` line every listener shares.
+    pub fn send_body_with_shared(&mut self, prefix: &[u8], data: SharedBytes) -> Result<(), UsageError> {
+        self.send_piece(prefix.len() + data.len(), |outbox| {
+            outbox.append_with(|out| out.extend_from_slice(prefix));
+            outbox.push_shared(data);
+        })
+    }
+
     fn send_piece(&mut self, len: usize, queue: impl FnOnce(&mut Outbox)) -> Result<(), UsageError> {
         let stream = self.open_stream()?;
         if len == 0 {

@@ -42,11 +42,11 @@ impl RequestHead {
     }
 
     /// Every value of the field `name`, one per field line, in order.
-    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl DoubleEndedIterator<Item = &'a str> {
         self.values(name)
     }
 
-    fn values<'s, 'n>(&'s self, name: &'n str) -> impl Iterator<Item = &'s str> + use<'s, 'n> {
+    fn values<'s, 'n>(&'s self, name: &'n str) -> impl DoubleEndedIterator<Item = &'s str> + use<'s, 'n> {
         self.headers
             .iter()
             .filter(move |(field, _)| field.eq_ignore_ascii_case(name))
@@ -81,7 +81,7 @@ impl RequestHead {
 }
 
 /// The elements of one comma-separated field value (RFC 9110 §5.6.1), trimmed, empty ones skipped.
-pub fn list_elements(value: &str) -> impl Iterator<Item = &str> {
+pub fn list_elements(value: &str) -> impl DoubleEndedIterator<Item = &str> {
     value
         .split(',')
         .map(trim_ows)

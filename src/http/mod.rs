@@ -17,6 +17,7 @@
 pub mod chunked;
 pub mod conn;
 mod error;
+pub mod forwarded;
 pub mod head;
 mod response;
 #[doc(hidden)]

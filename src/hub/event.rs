@@ -7,8 +7,10 @@
 //! thousand clients costs one serialization, at most one encoding per transport (and one
 //! compression per window size), and a thousand reference-counted queue slots.
 
+use std::cell::OnceCell;
 use std::rc::Rc;
 
+use crate::outbox::SharedBytes;
 use crate::ws::frame::MAX_HEADER_LEN;
 use crate::ws::protocol::{Message, SharedMessage};
 
@@ -16,12 +18,14 @@ use crate::ws::protocol::{Message, SharedMessage};
 #[derive(Debug)]
 pub struct Event {
     websocket: SharedMessage,
+    sse: OnceCell<SharedBytes>,
 }
 
 impl Event {
     pub fn new(json: &str) -> Rc<Self> {
         Rc::new(Self {
             websocket: SharedMessage::new(Message::Text(json)),
+            sse: OnceCell::new(),
         })
     }
 
@@ -38,6 +42,19 @@ impl Event {
     /// encoded on first use and shared.
     pub fn websocket(&self) -> &SharedMessage {
         &self.websocket
+    }
+
+    /// The event's `data:` line of a Server-Sent Events stream, with the blank line that ends the
+    /// event; the `id:` line before it is each session's own. The JSON is one line (serde_json
+    /// escapes line breaks inside strings), so one `data:` line carries it whole.
+    pub fn sse_data(&self) -> &SharedBytes {
+        self.sse.get_or_init(|| {
+            let mut bytes = Vec::with_capacity(self.json().len() + 8);
+            bytes.extend_from_slice(b"data: ");
+            bytes.extend_from_slice(self.json().as_bytes());
+            bytes.extend_from_slice(b"\n\n");
+            bytes.into()
+        })
     }
 
     /// At most how many bytes the event adds to a WebSocket queue, in whichever form it is sent

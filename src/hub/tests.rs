@@ -10,8 +10,7 @@ use crate::store::memory::MemoryStore;
 fn config(echo: bool) -> HubConfig {
     HubConfig {
         echo,
-        policy: Policy::default(),
-        chat: ChatConfig::default(),
+        ..HubConfig::default()
     }
 }
 
@@ -21,6 +20,9 @@ fn head(text: &str) -> RequestHead {
         .expect("complete head")
         .0
 }
+
+/// The client address of every connection here.
+const LOCALHOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 const UPGRADE: &str = "Host: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
@@ -102,14 +104,101 @@ fn routing_table() {
             "413",
         ),
         (
+            "an event stream",
+            false,
+            "GET /sse HTTP/1.1\r\nHost: h\r\n\r\n".into(),
+            "sse",
+        ),
+        (
+            "an event stream over HTTP/1.0",
+            false,
+            "GET /sse HTTP/1.0\r\n\r\n".into(),
+            "sse",
+        ),
+        (
+            "a malformed sid",
+            false,
+            "GET /sse?sid=xyz HTTP/1.1\r\nHost: h\r\n\r\n".into(),
+            "400",
+        ),
+        (
+            "a Last-Event-ID that is not a number",
+            false,
+            "GET /sse HTTP/1.1\r\nHost: h\r\nLast-Event-ID: x\r\n\r\n".into(),
+            "400",
+        ),
+        (
+            "a poll",
+            false,
+            "GET /poll?since=3 HTTP/1.1\r\nHost: h\r\n\r\n".into(),
+            "poll",
+        ),
+        (
+            "a poll by POST",
+            false,
+            "POST /poll HTTP/1.1\r\nHost: h\r\n\r\n".into(),
+            "405",
+        ),
+        (
+            "a send",
+            false,
+            format!(
+                "POST /send?sid={:032x} HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n",
+                7
+            ),
+            "send",
+        ),
+        (
+            "a send without sid",
+            false,
+            "POST /send HTTP/1.1\r\nHost: h\r\n\r\n".into(),
+            "400",
+        ),
+        (
+            "a send by GET",
+            false,
+            "GET /send HTTP/1.1\r\nHost: h\r\n\r\n".into(),
+            "405",
+        ),
+        (
+            "an event stream with a body",
+            false,
+            "GET /sse HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n".into(),
+            "413",
+        ),
+        (
             "an empty body is no body",
             false,
             "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n".into(),
             "page",
         ),
+        (
+            "the metrics",
+            false,
+            "GET /metrics HTTP/1.1\r\nHost: h\r\n\r\n".into(),
+            "metrics",
+        ),
+        (
+            "the liveness check",
+            false,
+            "GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n".into(),
+            "health",
+        ),
+        (
+            "the readiness check, by HEAD",
+            false,
+            "HEAD /readyz HTTP/1.1\r\nHost: h\r\n\r\n".into(),
+            "ready",
+        ),
+        (
+            "the metrics by POST",
+            false,
+            "POST /metrics HTTP/1.1\r\nHost: h\r\n\r\n".into(),
+            "405",
+        ),
     ];
     for (rule, echo, request, expected) in table {
-        let got = match crate::testing::hub(config(*echo)).route(&head(request), false) {
+        let got = match crate::testing::hub(config(*echo)).route(&head(request), Listener::Public, None) {
             Route::Page(_) => "page".to_owned(),
             Route::Upgrade {
                 endpoint: Endpoint::Chat,
@@ -119,6 +208,12 @@ fn routing_table() {
                 endpoint: Endpoint::Echo,
                 ..
             } => "echo".to_owned(),
+            Route::Stream { .. } => "sse".to_owned(),
+            Route::Poll { .. } => "poll".to_owned(),
+            Route::Send { .. } => "send".to_owned(),
+            Route::Metrics => "metrics".to_owned(),
+            Route::Health => "health".to_owned(),
+            Route::Ready => "ready".to_owned(),
             Route::Reject(error) => error.status().code().to_string(),
         };
         assert_eq!(got, *expected, "{rule}");
@@ -131,11 +226,74 @@ fn a_connection_over_the_limit_is_refused_whatever_it_asks() {
         "GET / HTTP/1.1\r\nHost: h\r\n\r\n".to_owned(),
         format!("GET / HTTP/1.1\r\n{UPGRADE}\r\n"),
     ] {
-        let Route::Reject(error) = crate::testing::hub(config(false)).route(&head(&request), true) else {
+        let hub = crate::testing::hub(config(false));
+        let refusal = RouteError::ServerFull;
+        let Route::Reject(error) = hub.route(&head(&request), Listener::Public, Some(&refusal)) else {
             panic!("served over capacity");
         };
         assert_eq!(error.status().code(), 503);
     }
+}
+
+/// What `request` gets on `listener` from a hub whose metrics are (or are not) on their own
+/// listener: the route's name or the refusal's status.
+fn route_on(listener: Listener, metrics_separate: bool, request: &str) -> String {
+    let hub = crate::testing::hub(HubConfig {
+        metrics_separate,
+        ..HubConfig::default()
+    });
+    match hub.route(&head(request), listener, None) {
+        Route::Metrics => "metrics".into(),
+        Route::Health => "health".into(),
+        Route::Ready => "ready".into(),
+        Route::Page(_) => "page".into(),
+        Route::Reject(error) => error.status().code().to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[test]
+fn with_a_metrics_listener_the_public_one_does_not_serve_metrics() {
+    let scrape = "GET /metrics HTTP/1.1\r\nHost: h\r\n\r\n";
+    assert_eq!(route_on(Listener::Public, true, scrape), "404");
+    assert_eq!(route_on(Listener::Metrics, true, scrape), "metrics");
+    assert_eq!(route_on(Listener::Public, false, scrape), "metrics");
+}
+
+#[test]
+fn the_metrics_listener_serves_only_the_operators_endpoints() {
+    for (request, expected) in [
+        ("GET / HTTP/1.1\r\nHost: h\r\n\r\n", "404"),
+        ("GET /app.js HTTP/1.1\r\nHost: h\r\n\r\n", "404"),
+        ("GET /sse HTTP/1.1\r\nHost: h\r\n\r\n", "404"),
+        ("GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n", "health"),
+        ("GET /readyz HTTP/1.1\r\nHost: h\r\n\r\n", "ready"),
+    ] {
+        assert_eq!(route_on(Listener::Metrics, true, request), expected, "{request}");
+    }
+}
+
+#[test]
+fn health_checks_are_served_on_the_public_listener_too() {
+    let request = "GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n";
+    assert_eq!(route_on(Listener::Public, true, request), "health");
+}
+
+#[test]
+fn a_connection_over_its_addresss_limit_is_refused_with_429() {
+    let hub = crate::testing::hub(config(false));
+    let refused = RouteError::PerAddress(crate::conn::per_ip::Refused::TooManyFromAddress {
+        key: "192.0.2.1".parse().unwrap(),
+        limit: 2,
+    });
+    let Route::Reject(error) = hub.route(
+        &head("GET / HTTP/1.1\r\nHost: h\r\n\r\n"),
+        Listener::Public,
+        Some(&refused),
+    ) else {
+        panic!("served over the limit");
+    };
+    assert_eq!(error.status().code(), 429);
 }
 
 #[test]
@@ -169,7 +327,7 @@ fn now() -> Now {
 fn drain(hub: &mut Hub, store: &mut MemoryStore) -> Vec<Output> {
     while hub.has_store_commands() {
         for outcome in store.execute(hub.take_store_commands()) {
-            hub.store_outcome(outcome);
+            hub.store_outcome(outcome, now().instant);
         }
     }
     std::iter::from_fn(|| hub.poll_output()).collect()
@@ -180,7 +338,7 @@ fn store_commands_wait_for_the_server_and_their_answers_come_back_as_inputs() {
     let mut hub = crate::testing::hub(config(false));
     let mut store = MemoryStore::new(100);
     let a = ConnId::new(0, 1);
-    hub.opened(a, now());
+    hub.opened(a, LOCALHOST, now());
     // The lobby's history is not in memory yet: the welcome waits for the store.
     assert!(hub.has_store_commands());
     assert!(!hub.has_output());
@@ -193,8 +351,8 @@ fn chat_events_are_addressed_to_the_connections_that_carry_the_sessions() {
     let mut hub = crate::testing::hub(config(false));
     let (a, b) = (ConnId::new(0, 1), ConnId::new(1, 2));
     let mut store = MemoryStore::new(100);
-    hub.opened(a, now());
-    hub.opened(b, now());
+    hub.opened(a, LOCALHOST, now());
+    hub.opened(b, LOCALHOST, now());
     drain(&mut hub, &mut store);
     hub.text(a, r#"{"type":"message","payload":"hi"}"#, now());
     assert!(!hub.has_output(), "nothing is shown before the store has it");
@@ -203,7 +361,7 @@ fn chat_events_are_addressed_to_the_connections_that_carry_the_sessions() {
         .iter()
         .map(|output| match output {
             Output::Deliver { to, .. } => to.clone(),
-            Output::Close { .. } => panic!("{output:?}"),
+            Output::Close { .. } | Output::Session { .. } => panic!("{output:?}"),
         })
         .collect();
     assert_eq!(
@@ -218,8 +376,8 @@ fn a_closed_connection_ends_its_session_once() {
     let mut hub = crate::testing::hub(config(false));
     let (a, b) = (ConnId::new(0, 1), ConnId::new(1, 2));
     let mut store = MemoryStore::new(100);
-    hub.opened(a, now());
-    hub.opened(b, now());
+    hub.opened(a, LOCALHOST, now());
+    hub.opened(b, LOCALHOST, now());
     drain(&mut hub, &mut store);
     hub.closed(a, now());
     assert_eq!(drain(&mut hub, &mut store).len(), 1, "the room hears `left`");

@@ -2,12 +2,19 @@
 //
 // Every piece of text from the network goes in through textContent, never innerHTML, so a message
 // like <img src=x onerror=alert(1)> shows literally (the CSP would block it anyway: defence in depth).
+//
+// Nothing typed is lost: each message gets a key made here and waits in an outbox, kept in
+// localStorage, until the server acks it (an ack means the message is on disk). What was not acked
+// when the connection dropped, or when the page was reloaded, goes again with the same key on the
+// next connection; the server stores and shows a key once, so every message counts exactly once
+// however often it is sent.
 'use strict';
 
 const $ = (id) => document.getElementById(id);
 const ui = {
   status: $('status'),
   roomName: $('room-name'),
+  older: $('older'),
   messages: $('messages'),
   online: $('online'),
   onlineCount: $('online-count'),
@@ -26,27 +33,105 @@ const ui = {
 // the same server restart do not all come back in the same instant.
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 10_000;
+// A message the server could not take yet (its store failed, or the page's own replay of the
+// outbox went over the rate limit) goes again after 1 s, doubling up to 10 s.
+const RETRY_MIN_MS = 1_000;
+const RETRY_MAX_MS = 10_000;
+// The close code of a connection whose session another connection took over with `resume`.
+const RESUMED_ELSEWHERE = 4001;
+// Message keys: 16 random bytes, 22 characters of base64url, well inside the server's 1-64
+// printable ASCII characters; 128 bits make two keys of one room colliding unthinkable.
+const KEY_BYTES = 16;
+const VALID_KEY = /^[\x20-\x7e]{1,64}$/;
+
+// ---- what survives a reload ----
+
+// sessionStorage is per tab and survives a reload: the tab's id, and the session to restore (the
+// resume token of the latest welcome, the nickname and the room). The outbox is in localStorage,
+// which outlives the tab too, under this tab's id and this server's host: two tabs never send
+// each other's messages.
+const saved = {
+  read(area, key) {
+    try {
+      return JSON.parse(globalThis[area].getItem(key));
+    } catch {
+      return null; // Storage disabled, or not ours to read: start empty.
+    }
+  },
+  write(area, key, value) {
+    try {
+      globalThis[area].setItem(key, JSON.stringify(value));
+    } catch {
+      // Storage disabled or full: the page still works, it only forgets on reload.
+    }
+  },
+};
+
+function newKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(KEY_BYTES));
+  return btoa(String.fromCharCode(...bytes)).replaceAll('+', '-').replaceAll('/', '_').replace(/=+$/, '');
+}
+
+const SESSION_KEY = `wschat.session.${location.host}`;
+const TAB_KEY = `wschat.tab.${location.host}`;
+const tabId = saved.read('sessionStorage', TAB_KEY) ?? newKey();
+saved.write('sessionStorage', TAB_KEY, tabId);
+const OUTBOX_KEY = `wschat.outbox.${location.host}.${tabId}`;
+
+/** The outbox as stored, keeping only well-formed entries (the storage is only as tidy as its
+ * last writer). */
+function loadOutbox() {
+  const entries = saved.read('localStorage', OUTBOX_KEY);
+  if (!Array.isArray(entries)) return [];
+  const isString = (value) => typeof value === 'string';
+  return entries.filter(
+    (e) => e && VALID_KEY.test(e.key) && isString(e.text) && isString(e.room) && isString(e.nickname) && Number.isFinite(e.ts),
+  );
+}
+
+const session = saved.read('sessionStorage', SESSION_KEY) ?? {};
 
 const state = {
   ws: null,
   greeted: false, // this connection got its first `welcome`
+  greeting: null, // that welcome, to restore the session from if `resume` fails
+  anonymous: null, // the name the server gave this connection in that welcome
   attempt: 0, // connection attempts since the last one that reached `welcome`
-  nick: null, // the nickname the server last confirmed for the user's choice; restored on reconnect
+  reconnectTimer: null,
+  nick: typeof session.nick === 'string' ? session.nick : null, // the user's choice, as the server confirmed it
   me: null, // our nickname right now, as the server knows it
-  room: 'lobby', // our room; rejoined on reconnect
+  room: typeof session.room === 'string' ? session.room : 'lobby', // our room; rejoined on reconnect
+  resume: typeof session.resume === 'string' ? session.resume : null, // the token of the latest welcome
+  epoch: null, // the server's database, as the latest welcome named it
+  newEpoch: false, // a welcome named another database: the next room shown starts empty, saying why
   shownRoom: null, // the room whose messages are on screen
   online: new Set(),
-  seen: new Map(), // message id → {nickname, text, ts?} of every message on screen, for dedup
-  lastId: 0, // newest message id on screen, to resume from
-  // Requests awaiting their reply, oldest first. The server answers each request with exactly one
-  // message (ack, renamed, welcome, history or error) in order, and `error` does not say which
-  // request it is about: this queue does.
+  seen: new Map(), // message id → message, of every message on screen or held, for dedup
+  held: new Map(), // id → a message of ours that may be an unacked outbox entry (see `mayBeOurs`)
+  lastId: 0, // newest message id seen in the shown room, to catch up from
+  loadingOlder: false, // a `history` request for older messages is on its way
+  // Requests awaiting their answer, oldest first. The server answers each request with one
+  // message (ack, renamed, welcome, history or error), in the order of the requests, and `error`
+  // does not say which request it is about: this queue does.
   inflight: [],
+  outbox: loadOutbox(), // [{key, text, room, nickname, ts, sent}], oldest first, until acked
+  items: new Map(), // outbox key → its list entry
+  retryTimer: null, // while set, the outbox waits (see RETRY_MIN_MS)
+  retryAttempt: 0,
 };
+
+function saveSession() {
+  saved.write('sessionStorage', SESSION_KEY, { nick: state.nick, room: state.room, resume: state.resume });
+}
+
+function saveOutbox() {
+  saved.write('localStorage', OUTBOX_KEY, state.outbox);
+}
 
 // ---- connection ----
 
 function connect() {
+  state.reconnectTimer = null;
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
   const ws = new WebSocket(`${scheme}://${location.host}`);
   state.ws = ws;
@@ -54,6 +139,7 @@ function connect() {
   state.inflight = [];
   setStatus(everOnline() ? 'reconnecting' : 'connecting');
   ws.addEventListener('message', (event) => {
+    if (state.ws !== ws) return;
     let msg;
     try {
       msg = JSON.parse(event.data);
@@ -64,14 +150,21 @@ function connect() {
     if (handler) handler(msg.payload ?? {});
   });
   // `error` is always followed by `close`, so only `close` needs handling.
-  ws.addEventListener('close', () => {
+  ws.addEventListener('close', (event) => {
     if (state.ws !== ws) return;
     state.ws = null;
-    for (const request of state.inflight) {
-      if (request.item) markFailed(request.item, 'not confirmed: connection lost');
-    }
     state.inflight = [];
+    state.loadingOlder = false;
+    // Another connection (a duplicated tab) holds our session now, and the token went with it.
+    if (event.code === RESUMED_ELSEWHERE) {
+      state.resume = null;
+      saveSession();
+    }
+    // The next connection sends the outbox at once; its rate limit starts afresh.
+    clearTimeout(state.retryTimer);
+    state.retryTimer = null;
     scheduleReconnect();
+    refreshPending();
   });
 }
 
@@ -81,8 +174,15 @@ function scheduleReconnect() {
   state.attempt += 1;
   const kind = everOnline() ? 'reconnecting' : 'connecting';
   setStatus(kind, `${kind === 'connecting' ? 'Connecting' : 'Reconnecting'}: retry in ${(delay / 1000).toFixed(1)} s…`);
-  setTimeout(connect, delay);
+  state.reconnectTimer = setTimeout(connect, delay);
 }
+
+// The browser says the network is back: no point waiting out the backoff.
+window.addEventListener('online', () => {
+  if (state.reconnectTimer === null) return;
+  clearTimeout(state.reconnectTimer);
+  connect();
+});
 
 function everOnline() {
   return state.me !== null;
@@ -92,48 +192,60 @@ function isOpen() {
   return state.ws?.readyState === WebSocket.OPEN && state.greeted;
 }
 
-/** Sends a request and remembers it until its reply; `item` is a message's list entry. */
-function send(type, payload, item = null) {
+/** Sends a request and remembers it until its answer; `about` says what the answer concerns. */
+function send(type, payload, about = {}) {
   if (!isOpen()) return false;
   state.ws.send(JSON.stringify({ type, payload }));
-  state.inflight.push({ type, item });
+  state.inflight.push({ type, ...about });
   return true;
 }
 
-/** The oldest pending request of `type`, removed from the queue. */
-function takeReply(type) {
-  const i = state.inflight.findIndex((request) => request.type === type);
-  return i < 0 ? null : state.inflight.splice(i, 1)[0];
+/** The request the next answer is about, if it is of one of these types. */
+function nextRequest(...types) {
+  return types.includes(state.inflight[0]?.type) ? state.inflight[0] : null;
+}
+
+/** Takes the oldest request off the queue if it is of one of these types. */
+function takeRequest(...types) {
+  return nextRequest(...types) ? state.inflight.shift() : null;
 }
 
 function setStatus(kind, label) {
   const labels = { connecting: 'Connecting…', online: 'Online', reconnecting: 'Reconnecting…' };
   ui.status.dataset.state = kind;
   ui.status.textContent = label ?? labels[kind];
-  // Nothing can be sent while offline; say so by disabling the buttons rather than failing later.
-  for (const button of document.querySelectorAll('form button')) button.disabled = kind !== 'online';
+  // Names and rooms need the server; say so by disabling their buttons rather than failing later.
+  // Messages need it only in the end: typed while offline, they wait in the outbox.
+  for (const button of document.querySelectorAll('#nick-form button, #room-form button')) {
+    button.disabled = kind !== 'online';
+  }
+  ui.older.disabled = kind !== 'online' || state.loadingOlder;
 }
 
 // ---- server messages ----
 
 const handlers = {
   welcome(p) {
+    if (state.epoch !== null && p.epoch !== state.epoch) state.newEpoch = true;
+    state.epoch = p.epoch;
+    const token = state.resume;
+    state.resume = p.resume ?? null;
     state.me = p.nickname;
     if (!state.greeted) {
-      // The server greets every connection in the lobby under a fresh name: after a reconnect,
-      // put back the user's nickname and room.
+      // The server greets every connection in the lobby under a fresh name. After a reconnect
+      // or a reload, take back our earlier session: by its resume token if we have one, which
+      // also keeps our name when the server has not yet noticed the old connection is gone.
       state.greeted = true;
+      state.greeting = p;
+      state.anonymous = p.nickname;
       state.attempt = 0;
       setStatus('online');
-      if (state.nick !== null && state.nick !== p.nickname) send('nickname', state.nick);
-      if (state.room !== p.room) {
-        send('join', state.room);
-        return; // Its own welcome will fill the screen.
-      }
-    } else {
-      takeReply('join');
-      ui.roomError.textContent = '';
+      saveSession();
+      if (token === null || !send('resume', token)) restore(p);
+      return;
     }
+    if (takeRequest('join', 'resume')?.type === 'resume') resumed(p);
+    ui.roomError.textContent = '';
     enterRoom(p);
   },
 
@@ -142,13 +254,25 @@ const handlers = {
   },
 
   ack(p) {
-    const request = takeReply('message');
-    if (!request) return;
-    const { item } = request;
-    item.classList.replace('pending', 'sent');
-    item.querySelector('.state').textContent = 'sent';
-    remember(p.id, { nickname: item.dataset.nickname, text: item.dataset.text });
-    item.dataset.id = p.id;
+    const request = takeRequest('message');
+    state.retryAttempt = 0;
+    const entry = settle(p.key ?? request?.key);
+    if (!entry) return;
+    const item = takeItem(entry);
+    if (entry.room !== state.shownRoom) {
+      item.remove();
+    } else if (state.held.delete(p.id) || !state.seen.has(p.id)) {
+      // Ours, with its place in the room's order now known.
+      remember(p.id, { id: p.id, room: entry.room, nickname: state.me, text: entry.text });
+      item.querySelector('.nick').textContent = state.me;
+      item.classList.remove('pending', 'queued');
+      markSent(item);
+      place(item, p.id);
+    } else {
+      // Stored before the connection dropped, and already shown from history.
+      item.remove();
+    }
+    releaseHeld();
   },
 
   joined(p) {
@@ -167,10 +291,13 @@ const handlers = {
 
   renamed(p) {
     if (p.from === state.me) {
-      // Our own rename, confirmed.
-      takeReply('nickname');
-      state.me = state.nick = p.to;
-      ui.nickError.textContent = '';
+      // Our own rename: the answer to a `nickname`, or part of a `resume` (whose welcome follows).
+      if (takeRequest('nickname')) {
+        state.nick = p.to;
+        saveSession();
+        ui.nickError.textContent = '';
+      }
+      state.me = p.to;
     }
     if (p.room !== state.shownRoom) return;
     state.online.delete(p.from);
@@ -180,18 +307,51 @@ const handlers = {
   },
 
   history(p) {
-    takeReply('history');
-    if (p.room === state.shownRoom) p.messages.forEach(addMessage);
+    const older = takeRequest('history')?.dir === 'before';
+    if (older) olderDone();
+    if (p.room !== state.shownRoom) return;
+    if (older) {
+      showOlder(p);
+      return;
+    }
+    p.messages.forEach(addMessage);
+    // A long absence takes more than one page: go on from the newest of this one.
+    const newest = p.messages.at(-1)?.id;
+    if (p.more && newest !== undefined) send('history', { since: newest }, { dir: 'since' });
   },
 
   error(p) {
-    // Errors answer the oldest request (see `inflight`); the rate limit answers any of them.
-    const request = state.inflight.shift();
     const text = describeError(p);
-    if (request?.type === 'nickname') ui.nickError.textContent = text;
-    else if (request?.type === 'join') ui.roomError.textContent = text;
-    else if (request?.item) markFailed(request.item, text);
-    else ui.sendError.textContent = text;
+    // A room whose history could not be read is entered all the same: this error comes just
+    // before the welcome of the join or resume, which still awaits its answer.
+    if (p.code === 'store_unavailable' && nextRequest('join', 'resume')) {
+      ui.sendError.textContent = text;
+      return;
+    }
+    // Otherwise the error answers the oldest request; the rate limit answers any of them.
+    const request = state.inflight.shift();
+    switch (request?.type) {
+      case 'nickname':
+        ui.nickError.textContent = text;
+        break;
+      case 'join':
+        ui.roomError.textContent = text;
+        break;
+      case 'resume':
+        // Unknown or expired token (the server restarted, or we were away too long): as a new
+        // connection, ask for our name and room back.
+        restore(state.greeting);
+        break;
+      case 'message':
+        refused(request, p);
+        break;
+      case 'history':
+        if (request.dir === 'before') olderDone();
+        ui.sendError.textContent = text;
+        break;
+      default:
+        ui.sendError.textContent = text;
+    }
   },
 };
 
@@ -200,45 +360,62 @@ function describeError({ code, message }) {
     nickname_taken: 'That nickname is taken.',
     rate_limited: 'Too fast: wait a moment.',
     too_long: 'Too long.',
+    store_unavailable: 'The server cannot store messages right now.',
   };
   return friendly[code] ?? message ?? String(code);
 }
 
-/** Shows the room of a `welcome`: its people and history. */
+/** As a fresh connection: asks for the user's nickname and room back, the way it had them. */
+function restore(greeting) {
+  if (state.nick !== null && state.nick !== greeting.nickname) send('nickname', state.nick);
+  if (state.room !== greeting.room) send('join', state.room); // Its own welcome fills the screen.
+  else enterRoom(greeting);
+}
+
+/** `resume` answered with the session's welcome. */
+function resumed(p) {
+  // The session had ended and somebody took its name meanwhile: the server left us under this
+  // connection's name, and the `nickname_taken` that says so comes next, as if we had asked.
+  if (state.nick !== null && p.nickname !== state.nick && p.nickname === state.anonymous) {
+    state.inflight.unshift({ type: 'nickname' });
+  }
+}
+
+/** Shows the room of a `welcome`: its people and history, and catches up on what we missed. */
 function enterRoom(p) {
-  const sameRoom = p.room === state.shownRoom;
-  if (!sameRoom) {
+  const since = state.lastId;
+  const fresh = p.room !== state.shownRoom || state.newEpoch;
+  if (fresh) {
     ui.messages.replaceChildren();
     forgetMessages();
     state.shownRoom = p.room;
-  } else if (serverForgot(p.history)) {
-    // Message ids start again from 1 after a server restart; keep what is on screen but stop
-    // treating those ids as seen, or new messages would be dropped as duplicates.
-    addNote('The server restarted; the messages above are no longer kept there.');
-    forgetMessages();
+    if (state.newEpoch) {
+      // Ids and history of another database: what we showed would mislead next to them.
+      addNote('The server now keeps a different message history (its database changed): earlier messages are no longer shown.');
+      state.newEpoch = false;
+    }
   }
   state.room = p.room;
+  saveSession();
   ui.roomName.textContent = p.room;
   state.online = new Set(p.online);
   renderOnline();
   p.history.forEach(addMessage);
-  // Back in a room we were showing: ask for whatever we missed while away.
-  if (sameRoom) send('history', { since: state.lastId });
-}
-
-/** True when the server's history contradicts what we saw: it lost its memory (restarted). */
-function serverForgot(history) {
-  const newest = history.length ? history[history.length - 1].id : 0;
-  const differs = (m) => {
-    const known = state.seen.get(m.id);
-    if (!known) return false;
-    return known.ts !== undefined ? known.ts !== m.ts : known.text !== m.text || known.nickname !== m.nickname;
-  };
-  return newest < state.lastId || history.some(differs);
+  if (fresh) {
+    showPending(p.room);
+    setOlder(p.history.length > 0);
+  } else if (since > 0 && !(p.history.length > 0 && p.history[0].id <= since)) {
+    // Back in the room we were showing, and its welcome does not reach back to what we saw:
+    // ask for what we missed while away.
+    send('history', { since }, { dir: 'since' });
+  }
+  flush();
+  refreshPending(); // Those that wait for another room say so.
 }
 
 function forgetMessages() {
   state.seen.clear();
+  state.held.clear();
   state.lastId = 0;
 }
 
@@ -246,6 +423,166 @@ function remember(id, message) {
   state.seen.set(id, message);
   state.lastId = Math.max(state.lastId, id);
 }
+
+// ---- the outbox ----
+
+/** Whether requests can go to the room on screen: connected, and not moving between rooms. */
+function ready() {
+  const moving = state.inflight.some((request) => request.type === 'join' || request.type === 'resume');
+  return isOpen() && state.shownRoom === state.room && !moving;
+}
+
+const inFlight = (entry) => state.inflight.some((request) => request.key === entry.key);
+
+/** Sends what waits in the outbox for the room we are in, oldest first. */
+function flush() {
+  if (!ready() || state.retryTimer !== null) return;
+  transmit(state.outbox.filter((entry) => entry.room === state.room && !inFlight(entry)), false);
+}
+
+/** Sends outbox entries. `live`: the user just typed them while connected, so the rate limit's
+ * refusal is theirs to see; for a replay of the outbox it is the page's own burst, and they wait. */
+function transmit(entries, live) {
+  if (!entries.length) return;
+  // Marked before they leave: after a reload from here on, they may already be stored.
+  for (const entry of entries) {
+    entry.sent = true;
+    delete entry.retry;
+  }
+  saveOutbox();
+  for (const entry of entries) {
+    send('message', { text: entry.text, key: entry.key }, { key: entry.key, live });
+    updatePending(entry);
+  }
+}
+
+/** Removes an entry from the outbox: acked, or refused for good. */
+function settle(key) {
+  const i = state.outbox.findIndex((entry) => entry.key === key);
+  if (i < 0) return null;
+  const [entry] = state.outbox.splice(i, 1);
+  saveOutbox();
+  return entry;
+}
+
+/** The server refused a message: it waits and goes again if it may succeed later, or fails. */
+function refused(request, p) {
+  const entry = state.outbox.find((e) => e.key === request.key);
+  if (!entry) return;
+  const later = p.code === 'store_unavailable' || (p.code === 'rate_limited' && !request.live);
+  if (later) {
+    entry.retry = p.code === 'store_unavailable' ? 'not stored yet: the server cannot store it now; retrying' : 'too fast: retrying';
+    updatePending(entry);
+    scheduleRetry();
+    return;
+  }
+  settle(entry.key);
+  markFailed(takeItem(entry), describeError(p));
+  releaseHeld();
+}
+
+function scheduleRetry() {
+  if (state.retryTimer !== null) return;
+  const delay = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** state.retryAttempt);
+  state.retryAttempt += 1;
+  state.retryTimer = setTimeout(() => {
+    state.retryTimer = null;
+    flush();
+  }, delay);
+}
+
+/** Whether `m` may be one of our unacked messages that reached the server before the connection
+ * dropped (its ack lost): then it is held off screen until that message's ack names its id, so
+ * that it never shows twice, once from history and once as pending. */
+function mayBeOurs(m) {
+  return state.outbox.some(
+    (e) => e.sent && e.room === m.room && e.text === m.text && (m.nickname === state.me || m.nickname === e.nickname),
+  );
+}
+
+/** Shows the held messages no outbox entry can claim any more. */
+function releaseHeld() {
+  for (const [id, m] of state.held) {
+    if (mayBeOurs(m)) continue;
+    state.held.delete(id);
+    show(m);
+  }
+}
+
+/** The list entry of an outbox entry, made on first use. */
+function pendingItem(entry) {
+  let item = state.items.get(entry.key);
+  if (!item) {
+    item = messageItem(entry.nickname, entry.text, entry.ts, true);
+    item.classList.add('pending');
+    state.items.set(entry.key, item);
+  }
+  updatePending(entry);
+  return item;
+}
+
+function takeItem(entry) {
+  const item = pendingItem(entry);
+  state.items.delete(entry.key);
+  return item;
+}
+
+/** Says where a pending message stands. */
+function updatePending(entry) {
+  const item = state.items.get(entry.key);
+  if (!item) return;
+  const sending = inFlight(entry);
+  item.classList.toggle('queued', !sending);
+  let label = 'sending…';
+  if (!sending) {
+    if (!isOpen()) label = 'waiting for the connection';
+    else label = entry.retry ?? (entry.room === state.room ? 'queued' : `waiting to be back in ${entry.room}`);
+  }
+  item.querySelector('.state').textContent = label;
+}
+
+function refreshPending() {
+  state.outbox.forEach(updatePending);
+}
+
+/** Puts the pending messages of `room` at the bottom, oldest first. */
+function showPending(room) {
+  for (const entry of state.outbox) {
+    if (entry.room === room) insert(pendingItem(entry));
+  }
+}
+
+// ---- older messages ----
+
+function setOlder(more) {
+  ui.older.hidden = !more;
+}
+
+function olderDone() {
+  state.loadingOlder = false;
+  ui.older.disabled = !isOpen();
+}
+
+/** Older messages, above the oldest shown; the reader's view stays where it was. */
+function showOlder(p) {
+  const list = ui.messages;
+  const fromBottom = list.scrollHeight - list.scrollTop;
+  p.messages.forEach(addMessage);
+  list.scrollTop = list.scrollHeight - fromBottom;
+  setOlder(p.more && p.messages.length > 0);
+}
+
+ui.older.addEventListener('click', () => {
+  const oldest = ui.messages.querySelector('li[data-id]');
+  if (!oldest) {
+    setOlder(false);
+    return;
+  }
+  if (!state.loadingOlder && send('history', { before: Number(oldest.dataset.id) }, { dir: 'before' })) {
+    state.loadingOlder = true;
+    ui.older.disabled = true;
+  }
+});
 
 // ---- rendering (textContent only) ----
 
@@ -275,29 +612,53 @@ function messageItem(nickname, text, ts, mine) {
 function addMessage(m) {
   if (state.seen.has(m.id)) return;
   remember(m.id, m);
+  if (mayBeOurs(m)) state.held.set(m.id, m);
+  else show(m);
+}
+
+function show(m) {
   const item = messageItem(m.nickname, m.text, m.ts, m.nickname === state.me);
-  item.dataset.id = m.id;
-  if (item.classList.contains('mine')) {
-    item.classList.add('sent');
-    item.querySelector('.state').textContent = 'sent';
-  }
-  append(item);
+  if (item.classList.contains('mine')) markSent(item);
+  place(item, m.id);
+}
+
+function markSent(item) {
+  item.classList.add('sent');
+  item.querySelector('.state').textContent = 'sent';
 }
 
 function addNote(text) {
-  append(el('li', 'note', text));
+  insert(el('li', 'note', text), firstPending());
 }
 
 function markFailed(item, reason) {
   item.classList.replace('pending', 'failed');
+  item.classList.remove('queued');
   item.querySelector('.state').textContent = reason;
 }
 
-/** Appends to the list, following the bottom unless the reader scrolled up. */
-function append(item) {
+/** Puts a stored message in id order, which is the order the server accepted them in, among the
+ * messages on screen; messages still pending stay below them all. */
+function place(item, id) {
+  item.dataset.id = id;
+  let before = null;
+  for (const other of ui.messages.querySelectorAll('li[data-id]')) {
+    if (Number(other.dataset.id) > id) {
+      before = other;
+      break;
+    }
+  }
+  insert(item, before ?? firstPending());
+}
+
+const firstPending = () => ui.messages.querySelector('li.pending');
+
+/** Inserts into the list before `before` (at the end if null), following the bottom unless the
+ * reader scrolled up. */
+function insert(item, before = null) {
   const list = ui.messages;
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
-  list.append(item);
+  list.insertBefore(item, before);
   if (atBottom) list.scrollTop = list.scrollHeight;
 }
 
@@ -320,13 +681,15 @@ ui.sendForm.addEventListener('submit', (event) => {
   event.preventDefault();
   const text = ui.text.value;
   if (!text.trim()) return;
-  // Shown at once as pending; the ack (matched by order) marks it sent.
-  const item = messageItem(state.me, text, Date.now(), true);
-  item.classList.add('pending');
-  if (!send('message', text, item)) return;
-  item.querySelector('.state').textContent = 'sending…';
+  // Into the outbox first, so that not even a reload right now loses it; shown at once as
+  // pending, until its ack (matched by key) marks it sent.
+  const entry = { key: newKey(), text, room: state.room, nickname: state.me ?? state.nick ?? 'you', ts: Date.now(), sent: false };
+  state.outbox.push(entry);
+  saveOutbox();
+  const item = pendingItem(entry);
+  insert(item);
+  if (ready() && state.retryTimer === null) transmit([entry], true);
   ui.sendError.textContent = '';
-  append(item);
   item.scrollIntoView({ block: 'nearest' });
   ui.text.value = '';
 });
@@ -348,4 +711,7 @@ ui.roomForm.addEventListener('submit', (event) => {
   }
 });
 
+// What was typed before a reload shows at once, in the room we are about to rejoin.
+ui.roomName.textContent = state.room;
+showPending(state.room);
 connect();

@@ -39,8 +39,10 @@ use log::debug;
 use slab::Slab;
 
 use crate::chat::Now;
-use crate::conn::{ConnId, Ctx, SocketAction, Stack, StackConfig};
-use crate::hub::{Hub, Output};
+use crate::conn::tls::Tls;
+use crate::conn::{ConnId, Ctx, Opening, SocketAction, Stack, StackConfig};
+use crate::hub::{Admission, Hub, Listener, Output, RouteError};
+use crate::metrics;
 use crate::store::{Command, Outcome};
 
 /// One read's worth of bytes; shared by every connection, so idle ones hold no read buffer.
@@ -82,6 +84,8 @@ struct Peer<S> {
     paused: bool,
     /// Listed in `touched` this turn (so a broadcast lists each recipient once, without a sort).
     touched: bool,
+    /// The phase the metrics count it in now.
+    counted: Option<metrics::Phase>,
 }
 
 /// The connection table, timers and hub of one event loop.
@@ -127,6 +131,16 @@ impl<S: Socket> Driver<S> {
         self.tls = Some(config);
     }
 
+    /// The TLS configuration a new socket of `listener` is served with: the public listener's,
+    /// when TLS is on. The metrics listener stays plain HTTP: it is meant for a private address
+    /// that a scraper reaches directly.
+    fn tls_for(&self, listener: Listener) -> Option<Arc<rustls::ServerConfig>> {
+        match listener {
+            Listener::Public => self.tls.clone(),
+            Listener::Metrics => None,
+        }
+    }
+
     /// Connections open now.
     pub fn len(&self) -> usize {
         self.peers.len()
@@ -138,6 +152,10 @@ impl<S: Socket> Driver<S> {
 
     pub fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    pub fn hub_mut(&mut self) -> &mut Hub {
+        &mut self.hub
     }
 
     /// The connection in table slot `index` (a readiness event names only the slot).
@@ -166,30 +184,61 @@ impl<S: Socket> Driver<S> {
         if !self.more_input.is_empty() {
             return Some(now);
         }
-        self.timers.peek().map(|Reverse((deadline, _))| *deadline)
+        let next_timer = self.timers.peek().map(|Reverse((deadline, _))| *deadline);
+        [next_timer, self.hub.poll_timeout()].into_iter().flatten().min()
     }
 
-    /// Takes a freshly accepted socket. Returns `None` (and drops the socket) when the server is
-    /// so far over its limit that it will not even answer 503.
-    pub fn accept(&mut self, socket: S, addr: SocketAddr, now: Now) -> Option<ConnId> {
+    /// Takes a freshly accepted socket, which came in on `listener`. Returns `None` (and drops
+    /// the socket) when the server is so far over its limit that it will not even answer 503, or
+    /// when the client's address is over its limit with as many refusals already pending. With
+    /// TLS configured, a socket of the public listener speaks TLS; it is admitted (and refused)
+    /// like any other, the refusal's 429 or 503 going out over TLS.
+    pub fn accept(&mut self, socket: S, addr: SocketAddr, listener: Listener, now: Now) -> Option<ConnId> {
+        // The TLS session comes first: should rustls refuse to start one, nothing was counted yet.
+        let tls = match self.tls_for(listener).map(Tls::new).transpose() {
+            Ok(tls) => tls,
+            Err(error) => {
+                debug!("dropping {addr}: {error}");
+                return None;
+            }
+        };
         if self.peers.len() >= self.max_connections + OVERFLOW_SLACK {
             debug!("dropping {addr}: far over the connection limit");
             return None;
         }
-        let over_capacity = self.peers.len() >= self.max_connections;
+        let opening = if self.peers.len() >= self.max_connections {
+            self.hub.server_full(addr.ip(), now.instant);
+            Opening {
+                listener,
+                slot: None,
+                refusal: Some(RouteError::ServerFull),
+            }
+        } else {
+            match self.hub.admit(addr.ip(), now.instant) {
+                Admission::Open(slot) => Opening {
+                    listener,
+                    slot,
+                    refusal: None,
+                },
+                Admission::Refuse(slot, refused) => Opening {
+                    listener,
+                    slot: Some(slot),
+                    refusal: Some(RouteError::PerAddress(refused)),
+                },
+                Admission::Drop => {
+                    debug!("dropping {addr}: over its address's limit, with refusals pending");
+                    return None;
+                }
+            }
+        };
         self.last_serial += 1;
         let entry = self.peers.vacant_entry();
         let id = ConnId::new(entry.key(), self.last_serial);
-        let mut stack = Stack::new(id, addr, over_capacity, &self.config, now.instant);
-        if let Some(tls) = &self.tls {
-            stack = match stack.with_tls(Arc::clone(tls)) {
-                Ok(stack) => stack,
-                Err(error) => {
-                    debug!("dropping {addr}: {error}");
-                    return None;
-                }
-            };
+        let mut stack = Stack::new(id, addr, opening, &self.config, now.instant);
+        if let Some(tls) = tls {
+            stack = stack.with_tls(tls);
         }
+        self.hub.metrics_mut().accepted(stack.metrics_transport());
         entry.insert(Peer {
             socket,
             stack,
@@ -197,6 +246,7 @@ impl<S: Socket> Driver<S> {
             writable: false,
             paused: false,
             touched: false,
+            counted: None,
         });
         debug!("#{id} {addr} accepted");
         self.interest.push((id, Interest::Register));
@@ -225,9 +275,12 @@ impl<S: Socket> Driver<S> {
         }
     }
 
-    /// The end of a turn: due timers, then the hub's outputs.
+    /// The end of a turn: due timers (the connections', then the hub's), then the hub's outputs.
     pub fn end_turn(&mut self, now: Now) {
         self.fire_timers(now);
+        if self.hub.poll_timeout().is_some_and(|at| at <= now.instant) {
+            self.hub.handle_timeout(now);
+        }
         self.drain_hub(now);
     }
 
@@ -258,7 +311,7 @@ impl<S: Socket> Driver<S> {
     /// The store answered a command: the hub acts on it, and what that sends goes out at the end
     /// of the turn, like every other output.
     pub fn store_outcome(&mut self, outcome: Outcome, now: Now) {
-        self.hub.store_outcome(outcome);
+        self.hub.store_outcome(outcome, now.instant);
         if self.hub.backlog() > DRAIN_BACKLOG {
             self.drain_hub(now);
         }
@@ -312,6 +365,9 @@ impl<S: Socket> Driver<S> {
             return peer.stack.receive_eof();
         }
         peer.stack.receive(&mut scratch[..len], &mut ctx);
+        // Counted after the bytes were read: a request counts for the transport it asked for (the
+        // upgrade for the WebSocket, `GET /sse` for the event stream).
+        ctx.hub.metrics_mut().bytes_received(peer.stack.wire(), len);
         // Write first: whatever these bytes produced goes out now, in one write.
         flush(peer, &mut ctx);
         // A short read emptied the socket's receive queue, and bytes that arrive from now on raise
@@ -351,6 +407,8 @@ impl<S: Socket> Driver<S> {
                 }
                 SocketAction::Remove => {
                     debug!("#{id} {} gone", peer.stack.addr());
+                    let transport = peer.stack.metrics_transport();
+                    ctx.hub.metrics_mut().phase_changed(transport, peer.counted, None);
                     peers.remove(id.index());
                     return;
                 }
@@ -366,6 +424,14 @@ impl<S: Socket> Driver<S> {
             // that waited meanwhile.
             peer.paused = false;
             more_input.push(id);
+        }
+        let phase = peer.stack.metrics_phase();
+        if phase != peer.counted {
+            let transport = peer.stack.metrics_transport();
+            ctx.hub
+                .metrics_mut()
+                .phase_changed(transport, peer.counted, phase);
+            peer.counted = phase;
         }
         let writable = peer.stack.wants_write();
         if writable != peer.writable {
@@ -455,6 +521,12 @@ impl<S: Socket> Driver<S> {
                     touch(peer, touched);
                 }
             }
+            Output::Session { conn, output } => {
+                if let Some(peer) = peer_at(peers, conn) {
+                    peer.stack.apply_session_output(output, &mut ctx);
+                    touch(peer, touched);
+                }
+            }
         }
     }
 }
@@ -478,8 +550,12 @@ fn flush<S: Socket>(peer: &mut Peer<S>, ctx: &mut Ctx<'_>) -> bool {
     if !peer.stack.wants_write() {
         return true;
     }
+    let on_wire = peer.stack.wire();
     match peer.stack.write_to(&mut peer.socket) {
-        Ok(()) => !peer.stack.wants_write(),
+        Ok(written) => {
+            ctx.hub.metrics_mut().bytes_sent(on_wire, written);
+            !peer.stack.wants_write()
+        }
         Err(error) => {
             debug!("#{} write failed: {error}", peer.stack.id());
             peer.stack.fail(ctx);

@@ -9,10 +9,12 @@
 //! connection (1001 for WebSockets), and keeps turning for up to a second while the close
 //! handshakes finish.
 //!
-//! With `--tls-cert` and `--tls-key` every accepted socket speaks TLS (the stack's transport does
-//! it, [`crate::conn::tls`]); the files are read here, before anything else at start, and again on
-//! SIGHUP, when new connections get the new certificate and open ones keep theirs.
+//! With `--tls-cert` and `--tls-key` every socket accepted on `--listen` speaks TLS (the stack's
+//! transport does it, [`crate::conn::tls`]; `--metrics-listen` stays plain HTTP); the files are
+//! read here, before anything else at start, and again on SIGHUP, when new connections get the new
+//! certificate and open ones keep theirs.
 
+mod commit_clock;
 mod driver;
 
 use std::fmt;
@@ -29,16 +31,19 @@ use mio::{Events, Interest as MioInterest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGXFSZ};
 use signal_hook_mio::v1_0::Signals;
 
+pub use commit_clock::CommitClock;
 pub use driver::{Driver, Interest, SCRATCH_LEN, Socket};
 
 use crate::chat::Now;
 use crate::config::Config;
 use crate::conn::tls::{self, TlsConfigError};
-use crate::hub::Hub;
+use crate::hub::{Hub, Listener};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{OpenError, StoreHandle};
 
 const LISTENER: Token = Token(usize::MAX - 1);
+/// `--metrics-listen`.
+const METRICS_LISTENER: Token = Token(usize::MAX - 4);
 const SIGNALS: Token = Token(usize::MAX - 2);
 /// The store's writer thread wakes the loop through this when it has answers.
 const STORE: Token = Token(usize::MAX - 3);
@@ -175,9 +180,11 @@ impl From<io::Error> for StartError {
 pub struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
+    metrics_listener: Option<TcpListener>,
     signals: Signals,
     driver: Driver<TcpStream>,
     store: StoreHandle,
+    commit_clock: CommitClock,
     shutdown_deadline: Option<Instant>,
     /// Where the TLS configuration comes from (reloaded on SIGHUP); `None` serves plain TCP.
     tls: Option<TlsFiles>,
@@ -222,6 +229,16 @@ impl Server {
         let mut listener = listen(config.listen)?;
         poll.registry()
             .register(&mut listener, LISTENER, MioInterest::READABLE)?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => {
+                let mut metrics = listen(addr)?;
+                poll.registry()
+                    .register(&mut metrics, METRICS_LISTENER, MioInterest::READABLE)?;
+                info!("metrics on http://{}/metrics", metrics.local_addr()?);
+                Some(metrics)
+            }
+            None => None,
+        };
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
         if tls.is_some() {
             // Only with TLS: a plain server keeps SIGHUP's default (a hang-up ends it).
@@ -233,7 +250,12 @@ impl Server {
         signal_hook::flag::register(SIGXFSZ, Arc::new(std::sync::atomic::AtomicBool::new(false)))?;
         poll.registry()
             .register(&mut signals, SIGNALS, MioInterest::READABLE)?;
-        let hub = Hub::new(config.hub(), info.epoch.to_string(), Box::new(os_random));
+        let hub = Hub::new(
+            config.hub(),
+            info.epoch.to_string(),
+            Box::new(os_random),
+            clock().instant,
+        );
         let mut driver = Driver::new(config.stack(), hub, config.max_connections);
         if let Some(tls_config) = tls_config {
             driver.set_tls(tls_config);
@@ -241,9 +263,11 @@ impl Server {
         Ok(Self {
             poll,
             listener: Some(listener),
+            metrics_listener,
             signals,
             driver,
             store,
+            commit_clock: CommitClock::default(),
             shutdown_deadline: None,
             tls,
         })
@@ -274,6 +298,10 @@ impl Server {
                 if let Err(error) = self.store.close() {
                     warn!("message store: {error}");
                 }
+                info!(
+                    "socket bytes in/out by protocol: {}",
+                    self.driver.hub().metrics().wire_summary()
+                );
                 let stats = self.store.stats();
                 info!(
                     "message store: {} messages in {} commits ({:.1} per commit, at most {}), {} failed commits, {} pruned",
@@ -301,10 +329,14 @@ impl Server {
             self.driver.start_turn(now);
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(now),
+                    LISTENER => self.accept(Listener::Public, now),
+                    METRICS_LISTENER => self.accept(Listener::Metrics, now),
                     SIGNALS => self.on_signal(now),
                     STORE => {
                         for outcome in self.store.try_results() {
+                            if let Some(latency) = self.commit_clock.answered(&outcome, now.instant) {
+                                self.driver.hub_mut().metrics_mut().store_commit(latency);
+                            }
                             self.driver.store_outcome(outcome, now);
                         }
                     }
@@ -326,17 +358,26 @@ impl Server {
             self.register();
             // Everything the chat asked of the store this turn goes in one batch: one commit.
             let commands = self.driver.take_store_commands();
-            if !commands.is_empty()
-                && let Err(error) = self.store.submit(commands)
-            {
-                // The writer is gone; its handle answers every command with this error.
-                warn!("message store: {error}");
+            if !commands.is_empty() {
+                self.commit_clock.submitted(&commands, now.instant);
+                if let Err(error) = self.store.submit(commands) {
+                    // The writer is gone; its handle answers every command with this error.
+                    warn!("message store: {error}");
+                    self.driver.hub_mut().store_failed(error.to_string());
+                }
             }
         }
     }
 
-    fn accept(&mut self, now: Now) {
-        while let Some(listener) = &self.listener {
+    fn accept(&mut self, kind: Listener, now: Now) {
+        loop {
+            let listener = match kind {
+                Listener::Public => &self.listener,
+                Listener::Metrics => &self.metrics_listener,
+            };
+            let Some(listener) = listener else {
+                return;
+            };
             let (stream, addr) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
@@ -351,7 +392,7 @@ impl Server {
             if let Err(error) = stream.set_nodelay(true) {
                 log::debug!("set_nodelay failed for {addr}: {error}");
             }
-            self.driver.accept(stream, addr, now);
+            self.driver.accept(stream, addr, kind, now);
         }
     }
 
@@ -392,7 +433,10 @@ impl Server {
             return;
         }
         info!("signal {received:?}: closing {} connection(s)", self.driver.len());
-        if let Some(mut listener) = self.listener.take() {
+        for mut listener in [self.listener.take(), self.metrics_listener.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.shutdown_deadline = Some(now.instant + SHUTDOWN_GRACE);

@@ -32,6 +32,7 @@ use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
 
 pub mod memory;
+pub mod redis;
 pub mod sqlite;
 
 /// The caller's name for one message or read, echoed in its [`Outcome`].

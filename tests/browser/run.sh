@@ -7,7 +7,7 @@
 # Output goes to <repo>/target/browser: chat.png (the screenshot), server.log (with the server's
 # wire trace, which the test reads), failure-*.png.
 #
-# Environment: WSCHAT_BROWSER_TIMEOUT  seconds before the test is killed (default 100).
+# Environment: WSCHAT_BROWSER_TIMEOUT  seconds before the test is killed (default 200).
 #              WSCHAT_BROWSER_TLS=1    the same test over https:// and wss://, with a certificate
 #                                      made for the run (examples/tls_certs); output in
 #                                      <repo>/target/browser-tls.
@@ -19,7 +19,7 @@ TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 [[ "$TARGET" = /* ]] || TARGET="$ROOT/$TARGET"
 OUT="$ROOT/target/browser"
 [[ "${WSCHAT_BROWSER_TLS:-0}" == 1 ]] && OUT="$ROOT/target/browser-tls"
-TIMEOUT="${WSCHAT_BROWSER_TIMEOUT:-100}"
+TIMEOUT="${WSCHAT_BROWSER_TIMEOUT:-200}"
 
 log() { echo "browser: $*"; }
 die() { echo "browser: ERROR: $*" >&2; exit 1; }
@@ -81,13 +81,17 @@ trap stop_server EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A fresh message store for this run, kept across the test's restart of the server. --trace: the
-# test reads the wire trace from the log (permessage-deflate both ways).
+# A fresh message store for this run, kept across the test's restarts of the server. --trace: the
+# test reads the wire trace from the log (permessage-deflate both ways). A welcome shows the newest
+# HISTORY_SIZE messages of a room (100 by default): a few make "Load older messages" quick to test.
+# The test restarts the server with the same flags.
 DB="$OUT/chat.db"
+HISTORY_SIZE=5
 rm -f "$DB" "$DB-wal" "$DB-shm"
 TLS_ARGS=()
 [[ ${#TLS_ENV[@]} -gt 0 ]] && TLS_ARGS=(--tls-cert "$OUT/pki/server.pem" --tls-key "$OUT/pki/server-key.pem")
-"$BIN" --listen "$ADDR" --db "$DB" --trace "${TLS_ARGS[@]}" >>"$SERVER_LOG" 2>&1 </dev/null &
+"$BIN" --listen "$ADDR" --db "$DB" --trace --history-size "$HISTORY_SIZE" "${TLS_ARGS[@]}" \
+    >>"$SERVER_LOG" 2>&1 </dev/null &
 echo $! >"$PIDFILE"
 disown  # The test kills it on purpose: no "Killed" job notice.
 
@@ -102,7 +106,7 @@ log "server on $ADDR (log: $SERVER_LOG)"
 
 status=0
 (cd "$HERE" && env "${TLS_ENV[@]}" WSCHAT_BIN="$BIN" WSCHAT_ADDR="$ADDR" WSCHAT_PIDFILE="$PIDFILE" \
-    WSCHAT_LOG="$SERVER_LOG" WSCHAT_OUT="$OUT" WSCHAT_DB="$DB" \
+    WSCHAT_LOG="$SERVER_LOG" WSCHAT_OUT="$OUT" WSCHAT_DB="$DB" WSCHAT_HISTORY_SIZE="$HISTORY_SIZE" \
     timeout "$TIMEOUT" node --test --test-reporter=spec chat.test.mjs) || status=$?
 if [[ $status -ne 0 ]]; then
     [[ $status -eq 124 ]] && log "timed out after ${TIMEOUT}s"

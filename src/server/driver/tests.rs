@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,9 @@ use serde_json::Value;
 
 use super::*;
 use crate::config::Config;
-use crate::conn::Phase;
+use crate::conn::tls::testing::{Pki, client_input, client_output, client_send};
+use crate::conn::{Phase, Wire};
+use crate::hub::Listener;
 use crate::store::memory::MemoryStore;
 use crate::testing::{first_byte, masked_frame};
 use crate::ws::protocol::{Connection, OwnedEvent, Role};
@@ -118,6 +121,8 @@ struct Harness {
     elapsed: Duration,
     /// Socket buffer size of new pipes.
     capacity: usize,
+    /// Connections made so far: each comes from an address of its own unless a test names one.
+    connections: u32,
 }
 
 /// A client: its pipe, and the bytes the server sent it that were not consumed yet.
@@ -144,6 +149,7 @@ impl Harness {
             start,
             elapsed: Duration::ZERO,
             capacity: 1 << 20,
+            connections: 0,
         }
     }
 
@@ -194,19 +200,23 @@ impl Harness {
     }
 
     fn connect(&mut self) -> Client {
+        self.connections += 1;
+        let addr = SocketAddr::from((Ipv4Addr::from(0x0a00_0000 + self.connections), 40000));
+        self.connect_from(addr, Listener::Public).expect("accepted")
+    }
+
+    /// A connection from `addr` to `listener`, unless the driver drops it at once.
+    fn connect_from(&mut self, addr: SocketAddr, listener: Listener) -> Option<Client> {
         let pipe = Pipe::new(self.capacity);
         let now = self.now();
-        let id = self
-            .driver
-            .accept(pipe.clone(), "127.0.0.1:40000".parse().unwrap(), now)
-            .expect("accepted");
+        let id = self.driver.accept(pipe.clone(), addr, listener, now)?;
         self.turn();
-        Client {
+        Some(Client {
             id,
             pipe,
             received: Vec::new(),
             websocket: None,
-        }
+        })
     }
 
     /// A client that completed the upgrade to `path`.
@@ -669,7 +679,16 @@ fn a_peer_that_never_stops_sending_gets_one_read_per_turn() {
 
 #[test]
 fn what_a_read_causes_reaches_the_other_connections_before_the_next_read() {
-    let mut h = Harness::new(&["--rate-limit", "100000", "--rate-burst", "100000"]);
+    let mut h = Harness::new(&[
+        "--rate-limit",
+        "100000",
+        "--rate-burst",
+        "100000",
+        "--ip-rate-limit",
+        "100000",
+        "--ip-rate-burst",
+        "100000",
+    ]);
     let mut sender = h.websocket("/");
     let mut receiver = h.websocket("/");
     sender.chat(&mut h);
@@ -826,21 +845,129 @@ fn every_phase_is_named_for_the_trace() {
     ));
 }
 
+// --- over TLS ------------------------------------------------------------------------------------
+
+/// A TLS client's conversation with the driver, and the ciphertext that crossed the pipe.
+struct TlsClient {
+    client: Client,
+    tls: rustls::ClientConnection,
+    /// Bytes on the pipe: sent to the server, received from it.
+    wire: (usize, usize),
+}
+
+impl TlsClient {
+    /// Connects and completes the TLS handshake with a driver serving `pki`'s certificate.
+    fn connect(h: &mut Harness, pki: &Pki) -> Self {
+        let client = h.connect();
+        Self::handshake(client, h, pki)
+    }
+
+    /// Completes the TLS handshake on a connection just made.
+    fn handshake(client: Client, h: &mut Harness, pki: &Pki) -> Self {
+        let mut client = Self {
+            client,
+            tls: pki.client(),
+            wire: (0, 0),
+        };
+        while client.tls.is_handshaking() {
+            let flight = client_output(&mut client.tls);
+            client.send_ciphertext(h, &flight);
+            client.receive(h);
+        }
+        client
+    }
+
+    fn send_ciphertext(&mut self, h: &mut Harness, ciphertext: &[u8]) {
+        self.wire.0 += ciphertext.len();
+        self.client.send(h, ciphertext);
+    }
+
+    fn send(&mut self, h: &mut Harness, plaintext: &[u8]) {
+        let ciphertext = client_send(&mut self.tls, plaintext);
+        self.send_ciphertext(h, &ciphertext);
+    }
+
+    /// Reads what the server wrote; returns the plaintext it carried.
+    fn receive(&mut self, h: &mut Harness) -> Vec<u8> {
+        let ciphertext = self.client.read(h);
+        self.wire.1 += ciphertext.len();
+        client_input(&mut self.tls, &ciphertext)
+    }
+}
+
+/// The value of one series in the driver's `/metrics` rendering.
+fn metric(h: &Harness, series: &str) -> Option<String> {
+    let text = h.driver.hub().metrics().render();
+    text.lines()
+        .find_map(|line| Some(line.strip_prefix(series)?.strip_prefix(' ')?.to_owned()))
+}
+
+#[test]
+fn over_tls_a_connection_counts_under_transport_tls_with_its_socket_bytes() {
+    let pki = Pki::new();
+    let mut h = Harness::new(&[]);
+    h.driver.set_tls(pki.server_config());
+    let mut client = TlsClient::connect(&mut h, &pki);
+    client.send(&mut h, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let response = client.receive(&mut h);
+    assert!(response.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    let accepted = |transport| format!(r#"wschat_connections_accepted_total{{transport="{transport}"}}"#);
+    assert_eq!(metric(&h, &accepted("tls")).as_deref(), Some("1"));
+    assert_eq!(metric(&h, &accepted("tcp")).as_deref(), Some("0"));
+    let open = r#"wschat_connections{transport="tls",phase="http"}"#;
+    assert_eq!(metric(&h, open).as_deref(), Some("1"));
+    // What the socket carried (records, the handshake included), not the plaintext inside.
+    let (received, sent) = h.driver.hub().metrics().wire_bytes(Wire::Http);
+    assert_eq!((received as usize, sent as usize), client.wire);
+    assert!(client.wire.1 > response.len());
+}
+
+#[test]
+fn over_tls_a_second_connection_over_the_per_address_limit_is_told_429_over_tls() {
+    let pki = Pki::new();
+    let mut h = Harness::new(&["--max-connections-per-ip", "1"]);
+    h.driver.set_tls(pki.server_config());
+    let addr = SocketAddr::from((Ipv4Addr::new(192, 0, 2, 7), 40000));
+    let connect = |h: &mut Harness| {
+        let client = h.connect_from(addr, Listener::Public).expect("accepted");
+        TlsClient::handshake(client, h, &pki)
+    };
+    let _first = connect(&mut h);
+    let mut second = connect(&mut h);
+    second.send(&mut h, upgrade_request("/").as_bytes());
+    let response = second.receive(&mut h);
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 429 "), "{text}");
+    assert_eq!(
+        metric(&h, r#"wschat_connections_refused_total{reason="per_address"}"#).as_deref(),
+        Some("1")
+    );
+}
+
+#[test]
+fn with_tls_on_the_metrics_listener_still_speaks_plain_http() {
+    let pki = Pki::new();
+    let mut h = Harness::new(&[]);
+    h.driver.set_tls(pki.server_config());
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 40000));
+    let mut client = h.connect_from(addr, Listener::Metrics).expect("accepted");
+    client.send(&mut h, get("/metrics", "").as_bytes());
+    let head = client.response_head(&mut h);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let open = r#"wschat_connections{transport="tcp",phase="http"}"#;
+    assert_eq!(metric(&h, open).as_deref(), Some("1"));
+}
+
 #[test]
 fn over_tls_a_full_socket_is_resumed_when_writable_and_close_notify_goes_before_the_fin() {
-    use crate::conn::tls::testing::{Pki, client_input, client_output, client_send};
     let pki = Pki::new();
     let mut h = Harness::new(&[]);
     let capacity = 500; // the page (2 KiB and more) takes several writable events
     h.capacity = capacity;
     h.driver.set_tls(pki.server_config());
-    let mut client = h.connect();
-    let mut tls = pki.client();
-    while tls.is_handshaking() {
-        client.send(&mut h, &client_output(&mut tls));
-        let flight = client.read(&mut h);
-        client_input(&mut tls, &flight);
-    }
+    let TlsClient {
+        mut client, mut tls, ..
+    } = TlsClient::connect(&mut h, &pki);
     let request = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     client.send(&mut h, &client_send(&mut tls, request));
     let mut plaintext = Vec::new();
@@ -870,4 +997,429 @@ fn over_tls_a_full_socket_is_resumed_when_writable_and_close_notify_goes_before_
     );
     assert_eq!(body.len(), length);
     assert_eq!(h.phase(&client), Some("draining"));
+}
+
+// --- the chat over plain HTTP: event streams, polls, POST /send ----------------------------------
+
+/// A chunked body's content (RFC 9112 §7.1), as far as whole chunks go.
+fn dechunk(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while let Some(end) = rest.windows(2).position(|w| w == b"\r\n") {
+        let Ok(len) = usize::from_str_radix(std::str::from_utf8(&rest[..end]).unwrap_or("x"), 16) else {
+            break;
+        };
+        let start = end + 2;
+        if len == 0 || rest.len() < start + len + 2 {
+            break;
+        }
+        out.extend_from_slice(&rest[start..start + len]);
+        rest = &rest[start + len + 2..];
+    }
+    out
+}
+
+/// The events of an event stream's (chunked) bytes: (id, event name, data) of each, in order.
+fn sse_events(bytes: &[u8]) -> Vec<(Option<u64>, Option<String>, String)> {
+    let bytes = dechunk(bytes);
+    let text = String::from_utf8_lossy(&bytes);
+    text.split("\n\n")
+        .filter_map(|block| {
+            let mut id = None;
+            let mut name = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(value) = line.strip_prefix("id: ") {
+                    id = value.parse().ok();
+                } else if let Some(value) = line.strip_prefix("event: ") {
+                    name = Some(value.to_owned());
+                } else if let Some(value) = line.strip_prefix("data: ") {
+                    data = Some(value.to_owned());
+                }
+            }
+            data.map(|data| (id, name, data))
+        })
+        .collect()
+}
+
+impl Client {
+    /// Sends one HTTP request.
+    fn request(&mut self, harness: &mut Harness, text: &str) {
+        self.send(harness, text.as_bytes());
+    }
+
+    /// What the server wrote since the last call, as text.
+    fn written(&mut self, harness: &mut Harness) -> String {
+        let mut bytes = std::mem::take(&mut self.received);
+        bytes.extend(self.read(harness));
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+/// Opens an event stream on a new connection; returns the client, the session id and what the
+/// stream carried so far (after the response head).
+fn open_stream(h: &mut Harness, query: &str, extra: &str) -> (Client, String, String) {
+    let mut client = h.connect();
+    client.request(h, &format!("GET /sse{query} HTTP/1.1\r\nHost: h\r\n{extra}\r\n"));
+    // The stream opens at once; a new session's welcome follows once the store has read the
+    // lobby's history.
+    let mut text = client.written(h);
+    text += &client.written(h);
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(head.contains("Content-Type: text/event-stream"), "{head}");
+    assert!(head.contains("Cache-Control: no-store"), "{head}");
+    assert!(head.contains("X-Accel-Buffering: no"), "{head}");
+    let sid = sse_events(body.as_bytes())
+        .iter()
+        .find(|(_, name, _)| name.as_deref() == Some("session"))
+        .map(|(_, _, data)| {
+            serde_json::from_str::<Value>(data).unwrap()["sid"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .unwrap_or_default();
+    (client, sid, body.to_owned())
+}
+
+/// A poll; returns the status and the JSON answer (`Null` without a body).
+fn poll(h: &mut Harness, client: &mut Client, query: &str) -> (u16, Value) {
+    client.request(h, &format!("GET /poll{query} HTTP/1.1\r\nHost: h\r\n\r\n"));
+    let (status, body) = client.response(h);
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// A new session by polling: its id, and `since` after its welcome (the first poll answers with
+/// the session at once; the welcome, which waits for the store, comes with the next).
+fn new_poll_session(h: &mut Harness) -> (Client, String, usize) {
+    let mut client = h.connect();
+    let (status, first) = poll(h, &mut client, "");
+    assert_eq!(status, 200);
+    let sid = first[0]["sid"].as_str().unwrap().to_owned();
+    let mut since = first.as_array().unwrap().len() - 1;
+    if since == 0 {
+        let (_, more) = poll(h, &mut client, &format!("?sid={sid}&since=0"));
+        since = more.as_array().unwrap().len();
+        assert_eq!(more[0]["type"], "welcome", "{more}");
+    }
+    (client, sid, since)
+}
+
+/// A POST /send; returns the status.
+fn post(h: &mut Harness, client: &mut Client, sid: &str, body: &str) -> u16 {
+    client.request(
+        h,
+        &format!(
+            "POST /send?sid={sid} HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    client.response(h).0
+}
+
+#[test]
+fn an_event_stream_starts_with_a_prelude_then_its_session_then_the_welcome() {
+    let mut h = Harness::new(&[]);
+    let (_, sid, body) = open_stream(&mut h, "", "");
+    let content = String::from_utf8(dechunk(body.as_bytes())).unwrap();
+    assert!(
+        content.starts_with("retry: "),
+        "the prelude comes first: {content:?}"
+    );
+    assert_eq!(sid.len(), 32, "a 128-bit session id");
+    let events = sse_events(body.as_bytes());
+    let welcome = events
+        .iter()
+        .find(|(_, _, data)| data.contains("\"welcome\""))
+        .expect("welcome");
+    assert_eq!(welcome.0, Some(1), "numbered from 1");
+}
+
+#[test]
+fn a_stream_resumed_with_last_event_id_replays_exactly_what_came_after() {
+    let mut h = Harness::new(&["--rate-limit", "1000", "--rate-burst", "1000"]);
+    let (mut stream, sid, _) = open_stream(&mut h, "", "");
+    let mut other = h.websocket("/");
+    other.chat(&mut h);
+    stream.written(&mut h);
+    for text in ["one", "two", "three"] {
+        other.text(&mut h, &format!(r#"{{"type":"message","payload":"{text}"}}"#));
+    }
+    let carried = sse_events(stream.written(&mut h).as_bytes());
+    let ids: Vec<u64> = carried.iter().filter_map(|(id, _, _)| *id).collect();
+    assert!(ids.len() >= 3, "{carried:?}");
+    // The stream breaks; the browser comes back with the id of the second message it got.
+    stream.fin(&mut h);
+    let resume_at = ids[ids.len() - 2];
+    let (_, _, replay) = open_stream(
+        &mut h,
+        &format!("?sid={sid}"),
+        &format!("Last-Event-ID: {resume_at}\r\n"),
+    );
+    let replayed = sse_events(replay.as_bytes());
+    assert_eq!(
+        replayed.iter().filter_map(|(id, _, _)| *id).collect::<Vec<_>>(),
+        [ids[ids.len() - 1]]
+    );
+    assert!(replayed[0].2.contains("three"));
+}
+
+#[test]
+fn a_resume_point_the_session_no_longer_holds_is_answered_204() {
+    let mut h = Harness::new(&[]);
+    let mut client = h.connect();
+    client.request(
+        &mut h,
+        &format!("GET /sse?sid={:032x} HTTP/1.1\r\nHost: h\r\n\r\n", 42),
+    );
+    let (status, _) = client.response(&mut h);
+    assert_eq!(status, 204, "an unknown session: start a new one");
+}
+
+#[test]
+fn an_idle_event_stream_carries_a_comment_every_15_seconds() {
+    let mut h = Harness::new(&[]);
+    let (mut stream, _, _) = open_stream(&mut h, "", "");
+    h.advance(Duration::from_secs(15));
+    assert!(stream.written(&mut h).contains(": keep-alive\n\n"));
+}
+
+#[test]
+fn a_poll_without_a_session_creates_one_and_its_answer_begins_with_it() {
+    let mut h = Harness::new(&[]);
+    let mut client = h.connect();
+    let (status, answer) = poll(&mut h, &mut client, "");
+    assert_eq!(status, 200);
+    assert_eq!(answer[0]["type"], "session");
+    assert_eq!(answer[0]["sid"].as_str().unwrap().len(), 32);
+    // The welcome is event 1 of the session, whenever it is ready.
+    let sid = answer[0]["sid"].as_str().unwrap().to_owned();
+    let (_, events) = poll(&mut h, &mut client, &format!("?sid={sid}&since=0"));
+    assert_eq!(events[0]["type"], "welcome", "{events}");
+}
+
+#[test]
+fn a_poll_with_nothing_new_is_parked_and_answered_when_an_event_comes() {
+    let mut h = Harness::new(&[]);
+    let (mut client, sid, since) = new_poll_session(&mut h);
+    client.request(
+        &mut h,
+        &format!("GET /poll?sid={sid}&since={since} HTTP/1.1\r\nHost: h\r\n\r\n"),
+    );
+    assert!(client.written(&mut h).is_empty(), "parked");
+    let mut other = h.websocket("/");
+    other.chat(&mut h);
+    let (status, body) = client.response(&mut h);
+    assert_eq!(status, 200);
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer[0]["type"], "joined", "{answer}");
+}
+
+#[test]
+fn a_parked_poll_with_nothing_new_is_answered_empty_after_25_seconds() {
+    let mut h = Harness::new(&["--session-grace", "60"]);
+    let (mut client, sid, since) = new_poll_session(&mut h);
+    client.request(
+        &mut h,
+        &format!("GET /poll?sid={sid}&since={since} HTTP/1.1\r\nHost: h\r\n\r\n"),
+    );
+    h.advance(Duration::from_secs(24));
+    assert!(client.written(&mut h).is_empty());
+    h.advance(Duration::from_secs(1));
+    let (status, body) = client.response(&mut h);
+    assert_eq!((status, body.as_str()), (200, "[]"));
+}
+
+#[test]
+fn a_newer_poll_of_the_same_session_ends_the_held_one_with_204() {
+    let mut h = Harness::new(&[]);
+    let (mut first, sid, since) = new_poll_session(&mut h);
+    first.request(
+        &mut h,
+        &format!("GET /poll?sid={sid}&since={since} HTTP/1.1\r\nHost: h\r\n\r\n"),
+    );
+    let mut second = h.connect();
+    second.request(
+        &mut h,
+        &format!("GET /poll?sid={sid}&since={since} HTTP/1.1\r\nHost: h\r\n\r\n"),
+    );
+    assert_eq!(first.response(&mut h).0, 204);
+    assert!(second.written(&mut h).is_empty(), "the newer one is parked");
+}
+
+#[test]
+fn a_message_posted_is_acked_on_the_stream_and_reaches_a_websocket_client() {
+    let mut h = Harness::new(&[]);
+    let (mut stream, sid, _) = open_stream(&mut h, "", "");
+    let mut websocket = h.websocket("/");
+    websocket.chat(&mut h);
+    stream.written(&mut h);
+    let mut sender = h.connect();
+    let status = post(
+        &mut h,
+        &mut sender,
+        &sid,
+        r#"{"type":"message","payload":"over HTTP"}"#,
+    );
+    assert_eq!(status, 204);
+    let got = websocket.chat(&mut h);
+    assert_eq!(got[0]["payload"]["text"], "over HTTP");
+    let carried = stream.written(&mut h);
+    assert!(carried.contains(r#""type":"ack""#), "{carried}");
+    // And back: the WebSocket client's message reaches the stream.
+    websocket.text(&mut h, r#"{"type":"message","payload":"over WebSocket"}"#);
+    assert!(stream.written(&mut h).contains("over WebSocket"));
+}
+
+#[test]
+fn a_post_may_carry_an_array_of_envelopes_answered_in_order() {
+    let mut h = Harness::new(&["--rate-limit", "1000", "--rate-burst", "1000"]);
+    let (mut stream, sid, _) = open_stream(&mut h, "", "");
+    stream.written(&mut h);
+    let mut sender = h.connect();
+    let body = r#"[{"type":"message","payload":"a"},{"type":"nonsense"},{"type":"message","payload":"b"}]"#;
+    assert_eq!(post(&mut h, &mut sender, &sid, body), 204);
+    let kinds: Vec<String> = sse_events(stream.written(&mut h).as_bytes())
+        .iter()
+        .map(|(_, _, data)| {
+            serde_json::from_str::<Value>(data).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(kinds, ["ack", "error", "ack"]);
+}
+
+#[test]
+fn posts_are_refused_with_their_status() {
+    let mut h = Harness::new(&["--max-message-size", "64"]);
+    let (_, sid, _) = open_stream(&mut h, "", "");
+    let mut client = h.connect();
+    assert_eq!(
+        post(&mut h, &mut client, &format!("{:032x}", 9), "{}"),
+        404,
+        "unknown session"
+    );
+    let mut client = h.connect();
+    assert_eq!(post(&mut h, &mut client, &sid, "not json"), 400);
+    let mut client = h.connect();
+    assert_eq!(
+        post(
+            &mut h,
+            &mut client,
+            &sid,
+            &format!(r#"{{"type":"message","payload":"{}"}}"#, "x".repeat(80))
+        ),
+        413
+    );
+    // A second POST while the first one's body is still arriving.
+    let mut slow = h.connect();
+    slow.request(
+        &mut h,
+        &format!("POST /send?sid={sid} HTTP/1.1\r\nHost: h\r\nContent-Length: 30\r\n\r\n{{"),
+    );
+    let mut client = h.connect();
+    assert_eq!(
+        post(&mut h, &mut client, &sid, r#"{"type":"message","payload":"x"}"#),
+        409
+    );
+}
+
+#[test]
+fn the_origin_rule_applies_to_the_http_transports() {
+    let mut h = Harness::new(&["--allowed-origin", "https://chat.example"]);
+    let mut client = h.connect();
+    client.request(
+        &mut h,
+        "GET /poll HTTP/1.1\r\nHost: h\r\nOrigin: https://evil.example\r\n\r\n",
+    );
+    assert_eq!(client.response(&mut h).0, 403);
+    let mut client = h.connect();
+    client.request(
+        &mut h,
+        "GET /poll HTTP/1.1\r\nHost: h\r\nSec-Fetch-Site: same-origin\r\nOrigin: https://other\r\n\r\n",
+    );
+    assert_eq!(
+        client.response(&mut h).0,
+        200,
+        "same-origin by the browser's word"
+    );
+    let mut client = h.connect();
+    client.request(&mut h, "GET /poll HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(client.response(&mut h).0, 200, "not a browser");
+}
+
+#[test]
+fn a_session_without_a_reader_ends_after_its_grace_period() {
+    let mut h = Harness::new(&["--session-grace", "5"]);
+    let (mut client, sid, _) = new_poll_session(&mut h);
+    assert_eq!(h.driver.hub().sessions(), 1);
+    h.advance(Duration::from_secs(5));
+    assert_eq!(h.driver.hub().sessions(), 0);
+    let (status, _) = poll(&mut h, &mut client, &format!("?sid={sid}"));
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn a_session_that_falls_behind_is_closed_and_told_why() {
+    let mut h = Harness::new(&[
+        "--max-queued-output",
+        "2048",
+        "--rate-limit",
+        "1000",
+        "--rate-burst",
+        "1000",
+    ]);
+    let (mut client, sid, _) = new_poll_session(&mut h);
+    let mut talker = h.websocket("/");
+    talker.chat(&mut h);
+    for _ in 0..20 {
+        talker.text(
+            &mut h,
+            &format!(r#"{{"type":"message","payload":"{}"}}"#, "y".repeat(200)),
+        );
+    }
+    let (_, events) = poll(&mut h, &mut client, &format!("?sid={sid}&since=1"));
+    let last = events.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["type"], "closed", "{events}");
+    assert_eq!(last["payload"]["code"], 1008);
+}
+
+#[test]
+fn an_event_stream_to_an_http_10_client_ends_by_closing() {
+    let mut h = Harness::new(&[]);
+    let mut client = h.connect();
+    client.request(&mut h, "GET /sse HTTP/1.0\r\n\r\n");
+    let text = client.written(&mut h);
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(
+        !text.contains("Transfer-Encoding"),
+        "no chunked coding for HTTP/1.0: {text}"
+    );
+    assert!(text.contains("Connection: close"), "{text}");
+}
+
+#[test]
+fn socket_bytes_are_counted_for_the_transport_they_carry() {
+    let mut h = Harness::new(&[]);
+    let mut page = h.connect();
+    page.request(&mut h, "GET /style.css HTTP/1.1\r\nHost: h\r\n\r\n");
+    page.response(&mut h);
+    let (_, sid, _) = open_stream(&mut h, "", "");
+    let (mut poller, _, _) = new_poll_session(&mut h);
+    post(
+        &mut h,
+        &mut poller,
+        &sid,
+        r#"{"type":"message","payload":"counted"}"#,
+    );
+    let mut websocket = h.websocket("/");
+    websocket.chat(&mut h);
+    let metrics = h.driver.hub().metrics();
+    for kind in Wire::ALL {
+        let (received, sent) = metrics.wire_bytes(kind);
+        assert!(received > 0 && sent > 0, "{}: {received}/{sent}", kind.name());
+    }
 }

@@ -32,8 +32,8 @@ def context():
     return ssl.create_default_context(cafile=os.path.join(PKI, "ca.pem"))
 
 
-def wss(path="/echo"):
-    return connect(f"wss://{HOST}:{PORT}{path}", ssl=context(), open_timeout=WAIT, max_size=None)
+def wss(path="/echo", **options):
+    return connect(f"wss://{HOST}:{PORT}{path}", ssl=context(), open_timeout=WAIT, max_size=None, **options)
 
 
 def der(name):
@@ -149,6 +149,42 @@ def sighup_serves_a_renewed_certificate_and_keeps_open_connections():
     install("renewed.pem", "renewed-key.pem")
 
 
+def scrape():
+    """The server's /metrics over https://, as {series: value}."""
+    conn = http.client.HTTPSConnection(HOST, PORT, context=context(), timeout=WAIT)
+    conn.request("GET", "/metrics")
+    response = conn.getresponse()
+    text = response.read().decode()
+    conn.close()
+    assert response.status == 200, response.status
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            samples[series] = float(value)
+    return samples
+
+
+def metrics_count_tls_connections_under_transport_tls_with_their_socket_bytes():
+    accepted = 'wschat_connections_accepted_total{transport="%s"}'
+    received = 'wschat_received_bytes_total{protocol="websocket"}'
+    before = scrape()
+    messages = 50
+    with wss(compression=None) as ws:  # every message as it is, in a frame of its own
+        for i in range(messages):
+            echo(ws, b"%010d" % i)
+        during = scrape()
+        assert during['wschat_connections{transport="tls",phase="websocket"}'] >= 1, during
+    after = scrape()
+    # The scrapes are TLS connections too: one, the WebSocket, and the scrape in between.
+    assert after[accepted % "tls"] >= before[accepted % "tls"] + 3, (before, after)
+    assert after[accepted % "tcp"] == before[accepted % "tcp"], "nothing counted as plain TCP"
+    # The socket's bytes: each 10-byte message in a masked frame (6 bytes more) in a TLS record of
+    # its own (22 more). Counting the plaintext instead would come to well under this.
+    grew = after[received] - before[received]
+    assert grew >= messages * (10 + 6 + 22), f"websocket bytes in grew by {grew}"
+
+
 def bad_files_stop_the_start_with_one_line():
     missing = os.path.join(PKI, "missing.pem")
     cases = [
@@ -172,6 +208,7 @@ CHECKS = [
     plain_http_to_the_tls_port_is_dropped_with_a_debug_line,
     the_handshake_timeout_covers_the_tls_handshake,
     sighup_serves_a_renewed_certificate_and_keeps_open_connections,
+    metrics_count_tls_connections_under_transport_tls_with_their_socket_bytes,
     bad_files_stop_the_start_with_one_line,
 ]
 

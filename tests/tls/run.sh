@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # wschat over TLS from Python: the `websockets` library over wss:// and the ssl module over
 # https://, trusting a CA made for this run (check.py holds the checks: echo, the page, plaintext to
-# the TLS port, the handshake timeout, SIGHUP reload, bad files).
+# the TLS port, the handshake timeout, SIGHUP reload, the metrics' transport label and socket
+# bytes, bad files).
 #
 # On a fresh Debian machine it installs what it needs: python3-venv when missing (apt), the pinned
 # websockets (requirements.txt) into a venv under target/tls/venv; builds the release server and

@@ -194,7 +194,12 @@ impl<S: Socket> Driver<S> {
     /// TLS configured, a socket of the public listener speaks TLS; it is admitted (and refused)
     /// like any other, the refusal's 429 or 503 going out over TLS.
     pub fn accept(&mut self, socket: S, addr: SocketAddr, listener: Listener, now: Now) -> Option<ConnId> {
-        // The TLS session comes first: should rustls refuse to start one, nothing was counted yet.
+        if self.peers.len() >= self.max_connections + OVERFLOW_SLACK {
+            debug!("dropping {addr}: far over the connection limit");
+            return None;
+        }
+        // The TLS session before admission: should rustls refuse to start one, nothing was
+        // counted yet.
         let tls = match self.tls_for(listener).map(Tls::new).transpose() {
             Ok(tls) => tls,
             Err(error) => {
@@ -202,10 +207,6 @@ impl<S: Socket> Driver<S> {
                 return None;
             }
         };
-        if self.peers.len() >= self.max_connections + OVERFLOW_SLACK {
-            debug!("dropping {addr}: far over the connection limit");
-            return None;
-        }
         let opening = if self.peers.len() >= self.max_connections {
             self.hub.server_full(addr.ip(), now.instant);
             Opening {

@@ -316,21 +316,22 @@ def deflate_table(runs, servers):
     ]
 
 
-def order_balanced(runs, scenario, name):
-    """wschat ÷ wschat-base of `name` per round, and their order-balanced mean.
+def order_balanced(runs, scenario, name, top="wschat", bottom="wschat-base"):
+    """`top` ÷ `bottom` (by default wschat ÷ wschat-base) of `name` per round, and their
+    order-balanced mean.
 
     compare.sh alternates the order of the servers every round (odd rounds in the SERVERS order,
-    even rounds reversed). On this VM the order alone moves a same-round ratio by up to ±20 %
-    (BENCHMARKS.md, "Noise"), so a plain median over an odd number of rounds leans towards whichever
-    order had one more round. The balanced mean is the geometric mean of the two orders' geometric
+    even rounds reversed; durable.sh does the same with its two stores). On this VM the order alone
+    moves a same-round ratio by up to ±20 % (BENCHMARKS.md, "Noise"), so a plain median over an odd
+    number of rounds leans towards whichever order had one more round. The balanced mean is the geometric mean of the two orders' geometric
     means: each order weighs the same, however many rounds each had.
     """
     def by_round(server):
         return {r["round"]: float(r[name]) for r in good(runs, server, scenario) if name in r}
 
-    top, bottom = by_round("wschat"), by_round("wschat-base")
-    rounds = [n for n in sorted(top) if n in bottom and bottom[n] > 0]
-    values = [top[n] / bottom[n] for n in rounds]
+    above, below = by_round(top), by_round(bottom)
+    rounds = [n for n in sorted(above) if n in below and below[n] > 0]
+    values = [above[n] / below[n] for n in rounds]
     classes = [[v for n, v in zip(rounds, values) if n % 2 == parity] for parity in (0, 1)]
     geo = [math.exp(statistics.fmean(math.log(v) for v in c)) for c in classes if c]
     balanced = math.exp(statistics.fmean(math.log(g) for g in geo)) if geo else None

@@ -52,10 +52,10 @@
 # Output: target/bench/<timestamp>/{raw.txt,table.md,meta.txt,bench.log,server-*.log}
 set -euo pipefail
 
-die() {
-    echo "compare.sh: $*" >&2
-    exit 1
-}
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
 
 if [[ ${QUICK:-0} == 1 ]]; then
     ROUNDS=${ROUNDS:-1}
@@ -96,8 +96,6 @@ if [[ -n $TEXT_CORPUS ]]; then
     [[ $TEXT_CORPUS != *[[:space:]]* ]] || die "TEXT_CORPUS may not contain spaces: $TEXT_CORPUS"
 fi
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/.." && pwd)
 # Build outputs go to the usual places, whatever the caller's CARGO_TARGET_DIR.
 unset CARGO_TARGET_DIR RUST_LOG
 cd "$root"
@@ -129,57 +127,21 @@ cpus=$(nproc)
 ((cpus >= 2)) || die "needs 2 CPUs (server on cpu0, load on cpu1); this machine has $cpus"
 
 # Open files: every idle connection is one descriptor in the server and one in the load generator.
-need_files=$((IDLE_CONNECTIONS + 1024))
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-files=$(ulimit -n)
-if [[ $files != unlimited ]] && ((files < need_files)); then
-    die "needs ulimit -n >= $need_files for $IDLE_CONNECTIONS idle connections, but can raise it only to $files (hard limit $(ulimit -Hn)); raise the hard limit or lower IDLE_CONNECTIONS"
-fi
+raise_open_files $((IDLE_CONNECTIONS + 1024)) "$IDLE_CONNECTIONS idle connections (IDLE_CONNECTIONS)"
 
 # --- Build -------------------------------------------------------------------------------------
-baseline_dir=$root/target/bench-baseline
 baseline_sha=
 baseline_bin=
 if [[ -n $BASELINE ]]; then
-    baseline_sha=$(git -C "$root" rev-parse --verify --quiet "$BASELINE^{commit}") ||
-        die "BASELINE=$BASELINE is not a commit of this repository"
-    baseline_bin=$baseline_dir/wschat-$baseline_sha
+    baseline_sha=$(rev_commit BASELINE "$BASELINE")
+    baseline_bin=$(rev_binary "$baseline_sha")
 fi
-
-# Removes the worktree at $1 (and git's entry for it, also when only the entry is left, as after a
-# `cargo clean`).
-remove_worktree() {
-    git -C "$root" worktree remove --force "$1" 2>/dev/null || rm -rf "$1"
-    git -C "$root" worktree prune
-}
-
-# The baseline's worktree while it exists, for cleanup_build to remove should the build fail.
-baseline_src=
-cleanup_build() {
-    [[ -z $baseline_src ]] || remove_worktree "$baseline_src"
-    baseline_src=
-}
 trap cleanup_build EXIT
-
-# Builds BASELINE's wschat in a temporary worktree and copies it to $baseline_bin. The worktree is
-# made afresh (after removing what an interrupted run may have left) and removed afterwards; the
-# dependencies stay built in the baseline's own target directory for the next run.
-build_baseline() {
-    echo "compare.sh: building wschat at BASELINE=$BASELINE ($baseline_sha, release)" >&2
-    mkdir -p "$baseline_dir"
-    baseline_src=$baseline_dir/src-$baseline_sha
-    remove_worktree "$baseline_src"
-    git -C "$root" worktree add --quiet --detach "$baseline_src" "$baseline_sha"
-    (cd "$baseline_src" && CARGO_TARGET_DIR=$baseline_dir/target cargo build --release --locked --bin wschat)
-    cp "$baseline_dir/target/release/wschat" "$baseline_bin.tmp"
-    mv "$baseline_bin.tmp" "$baseline_bin"
-    cleanup_build
-}
 
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
     echo "compare.sh: building wschat (release)" >&2
     cargo build --release --bin wschat --bin wschat-bench
-    wanted wschat-base && build_baseline
+    wanted wschat-base && build_rev "$baseline_sha"
     if wanted fastwebsockets || wanted tokio-tungstenite; then
         echo "compare.sh: building the Rust peers (release)" >&2
         (cd "$here/peers" && cargo build --release --locked)
@@ -269,18 +231,6 @@ wschat_flags() {
     echo "$flags"
 }
 
-# Every benchmark client is 127.0.0.1, which the per-address limits (--max-connections-per-ip since
-# the operations change, --ip-rate-* a little before) would refuse: lifted in any build $1 that has
-# them, so that a baseline from before them runs the same scenario.
-per_address_flags() {
-    local help flag flags=""
-    help=$("$1" --help)
-    for flag in --max-connections-per-ip --ip-rate-limit --ip-rate-burst; do
-        if grep -q -- "$flag" <<<"$help"; then flags+=" $flag 1000000"; fi
-    done
-    echo "$flags"
-}
-
 # The command line of server $1 for scenario $2.
 server_command() {
     local port
@@ -301,64 +251,19 @@ server_command() {
     esac
 }
 
-# True while process $1 runs (a zombie, exited but not yet reaped, does not count).
-alive() {
-    local state
-    state=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) || return 1
-    [[ -n $state && $state != Z ]]
-}
-
-listening() {
-    [[ -n $(ss -Hltn "sport = :$1") ]]
-}
-
-# Waits (bounded) until nothing listens on port $1.
-wait_port_free() {
-    local port=$1 tries=0
-    while listening "$port"; do
-        ((++tries <= 100)) || die "port $port still in use after 10 s"
-        sleep 0.1
-    done
-}
-
-server_pid=
 # Starts server $1 for scenario $2 pinned to cpu0; sets server_pid once it listens.
 start_server() {
-    local name=$1 scenario=$2 port tries=0
-    port=$(server_port "$name")
-    wait_port_free "$port"
     # shellcheck disable=SC2046 # the command is split into words on purpose
-    taskset -c 0 $(server_command "$name" "$scenario") >>"$out/server-$name.log" 2>&1 &
-    server_pid=$!
-    until listening "$port"; do
-        alive "$server_pid" || die "$name exited at start (see $out/server-$name.log)"
-        ((++tries <= 100)) || die "$name does not listen on $port after 10 s"
-        sleep 0.1
-    done
+    launch "$1" "$(server_port "$1")" "$out/server-$1.log" $(server_command "$1" "$2")
 }
 
 # Stops the server started last (SIGTERM, then SIGKILL after 10 s) and waits for its port.
 stop_server() {
-    local name=$1 tries=0
-    [[ -n $server_pid ]] || return 0
-    kill -TERM "$server_pid" 2>/dev/null || true
-    while alive "$server_pid"; do
-        if ((++tries > 100)); then
-            echo "compare.sh: $name ignores SIGTERM; killing it" >&2
-            kill -KILL "$server_pid" 2>/dev/null || true
-        fi
-        sleep 0.1
-    done
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=
-    wait_port_free "$(server_port "$name")"
+    terminate "$1" "$(server_port "$1")"
 }
 
 cleanup() {
-    if [[ -n ${server_pid:-} ]]; then
-        kill -KILL "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
+    kill_server
     cleanup_build
 }
 trap cleanup EXIT
@@ -488,11 +393,10 @@ EOF
     echo "settings: ROUNDS=$ROUNDS SECONDS_PER_RUN=$SECONDS_PER_RUN WARMUP=$WARMUP IDLE_CONNECTIONS=$IDLE_CONNECTIONS HOLD_SECONDS=$HOLD_SECONDS BROADCAST_RECEIVERS=$BROADCAST_RECEIVERS BROADCAST_RATE=$BROADCAST_RATE BROADCAST_DRAIN=$BROADCAST_DRAIN DEFLATE_RATE=$DEFLATE_RATE TEXT_CORPUS=${TEXT_CORPUS:-built-in}"
     echo "scenarios: $(for spec in "${scenarios[@]}"; do echo -n "${spec%%|*} "; done)"
     echo "servers: ${order[*]}"
-    echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "load before: $(load_average)"
 } >"$out/meta.txt"
 
-busy=$(pgrep -f 'libfuzzer|fuzz/target' || true)
-[[ -z $busy ]] || echo "compare.sh: warning: fuzzers are running (pids $(echo $busy)); they steal CPU from the runs" >&2
+warn_if_fuzzing
 
 # --- Rounds ------------------------------------------------------------------------------------
 started=$(date +%s)
@@ -509,7 +413,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
         done
     done
 done
-echo "load after: $(cut -d' ' -f1-3 /proc/loadavg); runs took $(($(date +%s) - started)) s" >>"$out/meta.txt"
+echo "load after: $(load_average); runs took $(($(date +%s) - started)) s" >>"$out/meta.txt"
 
 python3 "$here/aggregate.py" "$out" | tee "$out/table.md"
 echo >&2

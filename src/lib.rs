@@ -18,6 +18,8 @@
 //! | [`conn`] | one socket's protocol stack: the transport, then the phase (HTTP, WebSocket, draining) with its deadline | |
 //! | [`hub`] | what connections share: routing, sessions, the chat; takes inputs, queues outputs | |
 //! | [`chat`] | the chat's rules and its JSON protocol | |
+//! | [`store`] | durable messages: commands the chat emits, outcomes it is told; SQLite on a writer thread, the Redis protocol | |
+//! | [`metrics`] | the Prometheus text exposition, written by hand, and wschat's own figures | |
 //! | [`server`] | the event loop: mio, sockets, signals, and the one read of the clock ([`server::clock`]) | |
 //!
 //! Everything above [`server`] is *sans-IO*: pure functions and state machines over byte slices,

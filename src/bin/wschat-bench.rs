@@ -7,6 +7,10 @@
 //!   delivery latency, and whether every receiver got every message in order. With `--chat-text`
 //!   each message carries a chat line as people type them ([`Corpus`]).
 //! - `hold`: C idle connections for T seconds (answering pings), for memory measurement.
+//! - `chat`: C chat senders, each in a room of its own (or spread over R rooms), each with one
+//!   message in flight: it sends the next when the `ack` of the last came back. Acknowledged
+//!   messages/s and ack latency; optionally paced like the server's rate limit and stopped after M
+//!   messages each (a room-filling attack, for memory measurement).
 //!
 //! Each run prints one line of `key=value` figures (or JSON with `--json`); progress goes to stderr.
 //! With `--server-pid`, the server's CPU time (utime+stime from /proc) over the measured window and
@@ -49,7 +53,7 @@ use wschat::ws::protocol::{
 #[derive(Parser, Debug)]
 #[command(
     name = "wschat-bench",
-    about = "Load generator for WebSocket servers (echo, chat broadcast, idle hold)"
+    about = "Load generator for WebSocket servers (echo, chat broadcast, idle hold, chat senders)"
 )]
 struct Args {
     /// Server address.
@@ -151,6 +155,50 @@ enum Mode {
         connections: usize,
         #[arg(short = 't', long, default_value_t = 10.0)]
         seconds: f64,
+    },
+    /// Chat senders, each waiting for the `ack` of its message before sending the next.
+    Chat {
+        /// Path of the chat endpoint.
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// Senders.
+        #[arg(short = 'c', long, default_value_t = 100)]
+        connections: usize,
+        /// Rooms the senders are spread over (sender i joins `bench-<i mod ROOMS>`). By default each
+        /// sender has a room of its own, so that nobody receives the others' messages and the
+        /// figures are those of the store, not of a broadcast.
+        #[arg(long)]
+        rooms: Option<usize>,
+        /// Characters of text per message.
+        #[arg(long, default_value_t = 16)]
+        chars: usize,
+        /// The character the text is made of (`😀` is four bytes of UTF-8).
+        #[arg(long, default_value = "x", value_parser = parse_fill)]
+        fill: char,
+        /// Send the text as a plain string payload, without a key (the protocol before keys).
+        #[arg(long)]
+        plain: bool,
+        /// Join at once after the handshake, without waiting for the lobby's `welcome` (by default a
+        /// sender joins its room once the `welcome` it gets on connecting arrives).
+        #[arg(long)]
+        eager_join: bool,
+        /// Each sender stops after this many acknowledged messages, and the run ends when all have:
+        /// measured from the first connect, no warm-up, `-t` bounds the run.
+        #[arg(long)]
+        messages: Option<u64>,
+        /// Pace each sender as a token bucket refilled at this many texts per second (the server's
+        /// `--rate-limit`; the `join` counts too), so that the server never refuses one.
+        #[arg(long, value_parser = parse_rate)]
+        rate: Option<f64>,
+        /// Size of that bucket (the server's `--rate-burst`).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+        burst: u32,
+        /// Measured seconds (with `--messages`: the most the run may take).
+        #[arg(short = 't', long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Unmeasured seconds before (not with `--messages`).
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
     },
 }
 
@@ -1394,6 +1442,469 @@ fn run_handshake(args: &Args, mode: &Mode) -> io::Result<Report> {
     Ok(report)
 }
 
+/// The most the timed chat run waits for every sender's welcome (as `Bench::open` for handshakes).
+const ENTER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a sender waits before sending again a message the server refused for now
+/// (`rate_limited`, `store_unavailable`).
+const RETRY_AFTER: Duration = Duration::from_millis(100);
+
+/// One sender's copy of the server's rate limit (`--rate-limit`, `--rate-burst`): `burst` texts
+/// at once, then `rate` per second, so that a sender that keeps to it is never refused.
+///
+/// The server refills its bucket between the moments it *processes* two texts, which are later
+/// than the moments they were sent, by a delay that varies (a loaded server is slower for one
+/// message than for the next). So this copy refills only between the answer to one text (which
+/// came after the server processed it) and the sending of the next (which is before the server
+/// processes that): each interval it counts lies inside the server's, and it never has more
+/// tokens than the server. It fills when the 101 arrives, after the server filled its own.
+#[derive(Debug, Clone, Copy)]
+struct Pacer {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    /// Since when it refills; `None` while a text is in flight.
+    refilling_since: Option<Instant>,
+}
+
+impl Pacer {
+    fn new(rate: f64, burst: u32, now: Instant) -> Self {
+        Self {
+            rate,
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            refilling_since: Some(now),
+        }
+    }
+
+    /// Takes a token for a text sent now and answers `None` (refilling stops until its answer
+    /// arrives), or answers when there will be one.
+    fn take(&mut self, now: Instant) -> Option<Instant> {
+        if let Some(since) = self.refilling_since {
+            let elapsed = now.saturating_duration_since(since).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+            self.refilling_since = Some(now);
+        }
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.refilling_since = None;
+            None
+        } else {
+            // Rounded up to the next whole microsecond, and one more: at that moment the refill
+            // gives a whole token despite the rounding of floats and durations (waiting exactly
+            // the float quotient can leave 0.999… tokens and a wait of zero, for ever).
+            let micros = ((1.0 - self.tokens) / self.rate * 1e6).ceil() as u64 + 1;
+            Some(now + Duration::from_micros(micros))
+        }
+    }
+
+    /// The answer to the text in flight arrived: refilling resumes.
+    fn answered(&mut self, now: Instant) {
+        self.refilling_since.get_or_insert(now);
+    }
+}
+
+/// What one chat sender is doing.
+#[derive(Debug)]
+struct ChatSender {
+    room: String,
+    /// Its `join` went out.
+    joined: bool,
+    /// Its room's `welcome` arrived; it sends from then on.
+    entered: bool,
+    /// Messages acknowledged, which is also the number of the next one (its key).
+    acked: u64,
+    /// When the message in flight went out.
+    in_flight: Option<Instant>,
+    /// When it may send, while it waits for a token or to retry a refused message.
+    due: Option<Instant>,
+    pacer: Option<Pacer>,
+}
+
+struct ChatLoad {
+    senders: Vec<ChatSender>,
+    /// The text of every message.
+    text: String,
+    keyed: bool,
+    /// Whether senders join right after the handshake instead of after the lobby's `welcome`.
+    eager_join: bool,
+    /// Messages per sender when the run stops after them.
+    limit: Option<u64>,
+    /// Rate and burst of every sender's pacer.
+    pace: Option<(f64, u32)>,
+    measuring: bool,
+    /// Acknowledged in the measured window, and since the start.
+    acked: u64,
+    acked_total: u64,
+    latencies_us: Vec<u32>,
+    /// Senders that reached `limit`.
+    finished: usize,
+    /// Refusals of a message (each is sent again after `RETRY_AFTER`).
+    rate_limited: u64,
+    store_unavailable: u64,
+    /// Acks that did not carry the key of the message in flight.
+    wrong_key: u64,
+    /// Senders that have a `due` time.
+    waiting: Vec<usize>,
+    /// An answer the run cannot go on after: a refused join, a message the server finds invalid.
+    fatal: Option<String>,
+}
+
+/// The string value of `"name":"..."` in a server's JSON, found without a JSON parser (the load
+/// generator must stay cheaper than the server). Only for values the bench chose or the server's
+/// codes, none of which need escaping.
+fn json_string<'a>(json: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let mark = format!("\"{name}\":\"");
+    let at = json
+        .windows(mark.len())
+        .position(|window| window == mark.as_bytes())?
+        + mark.len();
+    let rest = &json[at..];
+    Some(&rest[..rest.iter().position(|&b| b == b'"')?])
+}
+
+fn chat_key(sender: usize, number: u64) -> String {
+    format!("c{sender}-{number}")
+}
+
+impl ChatLoad {
+    fn chat_message(&self, sender: usize, number: u64) -> String {
+        if self.keyed {
+            let key = chat_key(sender, number);
+            format!(
+                "{{\"type\":\"message\",\"payload\":{{\"text\":\"{}\",\"key\":\"{key}\"}}}}",
+                self.text
+            )
+        } else {
+            format!("{{\"type\":\"message\",\"payload\":\"{}\"}}", self.text)
+        }
+    }
+
+    /// Sends sender `i`'s `join`. It costs a token too; the bucket starts full (`--burst` is at
+    /// least 1) and nothing was sent before, so there is one.
+    fn join(&mut self, i: usize, sender: &mut Sender<'_>, now: Instant) {
+        let state = &mut self.senders[i];
+        if let Some(pacer) = state.pacer.as_mut() {
+            pacer.take(now);
+        }
+        state.joined = true;
+        let join = format!("{{\"type\":\"join\",\"payload\":\"{}\"}}", state.room);
+        if let Err(error) = sender.send_text(&join) {
+            self.fatal = Some(format!("sender {i}: {error}"));
+        }
+    }
+
+    /// Sends sender `i`'s next message, or schedules it when its pacer has no token.
+    fn send_next(&mut self, i: usize, sender: &mut Sender<'_>, now: Instant) {
+        let state = &mut self.senders[i];
+        if self.limit.is_some_and(|limit| state.acked >= limit) || state.in_flight.is_some() {
+            return;
+        }
+        if let Some(at) = state.pacer.as_mut().and_then(|pacer| pacer.take(now)) {
+            state.due = Some(at);
+            self.waiting.push(i);
+            return;
+        }
+        let number = state.acked;
+        match sender.send_text(&self.chat_message(i, number)) {
+            Ok(()) => self.senders[i].in_flight = Some(now),
+            Err(error) => self.fatal = Some(format!("sender {i}: {error}")),
+        }
+    }
+
+    /// Senders whose `due` time has come, which stop waiting.
+    fn take_due(&mut self, now: Instant) -> Vec<usize> {
+        let senders = &mut self.senders;
+        let mut due = Vec::new();
+        self.waiting.retain(|&i| {
+            let ready = senders[i].due.is_some_and(|at| at <= now);
+            if ready {
+                senders[i].due = None;
+                due.push(i);
+            }
+            !ready
+        });
+        due
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.waiting.iter().filter_map(|&i| self.senders[i].due).min()
+    }
+
+    fn on_ack(&mut self, i: usize, ack: &[u8], sender: &mut Sender<'_>, now: Instant) {
+        let state = &mut self.senders[i];
+        let Some(sent) = state.in_flight.take() else {
+            self.fatal = Some(format!("sender {i}: an ack with no message in flight"));
+            return;
+        };
+        if let Some(pacer) = state.pacer.as_mut() {
+            pacer.answered(now);
+        }
+        if self.keyed && json_string(ack, "key") != Some(chat_key(i, state.acked).as_bytes()) {
+            self.wrong_key += 1;
+        }
+        state.acked += 1;
+        if self.limit.is_some_and(|limit| state.acked >= limit) {
+            self.finished += 1;
+        }
+        self.acked_total += 1;
+        if self.measuring {
+            self.acked += 1;
+            let micros = now.saturating_duration_since(sent).as_micros();
+            self.latencies_us.push(micros.min(u128::from(u32::MAX)) as u32);
+        }
+        self.send_next(i, sender, now);
+    }
+
+    /// A refusal of the message in flight that passes is retried; anything else ends the run.
+    fn on_error(&mut self, i: usize, error: &[u8], now: Instant) {
+        let state = &mut self.senders[i];
+        let counter = match (state.in_flight, json_string(error, "code")) {
+            (Some(_), Some(b"rate_limited")) => &mut self.rate_limited,
+            (Some(_), Some(b"store_unavailable")) => &mut self.store_unavailable,
+            _ => {
+                let error = String::from_utf8_lossy(error);
+                self.fatal = Some(format!("sender {i} (room {}): {error}", state.room));
+                return;
+            }
+        };
+        *counter += 1;
+        state.in_flight = None;
+        if let Some(pacer) = state.pacer.as_mut() {
+            pacer.answered(now);
+        }
+        state.due = Some(now + RETRY_AFTER);
+        self.waiting.push(i);
+    }
+}
+
+impl Workload for ChatLoad {
+    fn on_open(&mut self, i: usize, _: &mut PerClient, sender: &mut Sender<'_>, now: Instant) {
+        self.senders[i].pacer = self.pace.map(|(rate, burst)| Pacer::new(rate, burst, now));
+        if self.eager_join {
+            self.join(i, sender, now);
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        i: usize,
+        _: &mut PerClient,
+        message: &[u8],
+        sender: &mut Sender<'_>,
+        now: Instant,
+    ) {
+        if message.starts_with(b"{\"type\":\"ack\"") {
+            self.on_ack(i, message, sender, now);
+        } else if message.starts_with(b"{\"type\":\"error\"") {
+            self.on_error(i, message, now);
+        } else if message.starts_with(b"{\"type\":\"welcome\"") {
+            // The first `room` of a welcome is the room entered (the nickname before it cannot
+            // hold a quote). The welcome of the lobby, on connect, is the cue to join.
+            let state = &mut self.senders[i];
+            if !state.joined {
+                self.join(i, sender, now);
+            } else if !state.entered && json_string(message, "room") == Some(state.room.as_bytes()) {
+                state.entered = true;
+                if let Some(pacer) = state.pacer.as_mut() {
+                    pacer.answered(now);
+                }
+                self.send_next(i, sender, now);
+            }
+        }
+        // Other members' messages and notices (with `--rooms`) are not answers to this sender.
+    }
+}
+
+/// Runs the chat senders until `until` or until `done` holds, and says whether it did. Senders due
+/// to send (paced, or retrying) are served after every turn.
+fn drive_chat(
+    bench: &mut Bench,
+    load: &mut ChatLoad,
+    until: Instant,
+    done: fn(&ChatLoad) -> bool,
+) -> io::Result<bool> {
+    loop {
+        if let Some(why) = load.fatal.take() {
+            return Err(io::Error::other(why));
+        }
+        if done(load) {
+            return Ok(true);
+        }
+        let now = Instant::now();
+        if now >= until {
+            return Ok(false);
+        }
+        let wake = load.next_due().map_or(until, |due| due.min(until));
+        let timeout = wake
+            .saturating_duration_since(now)
+            .min(Duration::from_millis(100));
+        bench.turn(Some(timeout), load)?;
+        let now = Instant::now();
+        for i in load.take_due(now) {
+            load.send_next(i, &mut bench.clients[i].conn.sender(now), now);
+            // Writes what was queued (and reads anything that came meanwhile).
+            bench.service(i, now, load)?;
+        }
+    }
+}
+
+fn run_chat(args: &Args, mode: &Mode) -> io::Result<Report> {
+    let Mode::Chat {
+        path,
+        connections,
+        rooms,
+        chars,
+        fill,
+        plain,
+        eager_join,
+        messages,
+        rate,
+        burst,
+        seconds,
+        warmup,
+    } = mode.clone()
+    else {
+        unreachable!("called for chat")
+    };
+    let rooms = rooms.unwrap_or(connections).max(1);
+    let mut load = ChatLoad {
+        senders: (0..connections)
+            .map(|i| ChatSender {
+                room: format!("bench-{}", i % rooms),
+                joined: false,
+                entered: false,
+                acked: 0,
+                in_flight: None,
+                due: None,
+                pacer: None,
+            })
+            .collect(),
+        text: std::iter::repeat_n(fill, chars).collect(),
+        keyed: !plain,
+        eager_join,
+        limit: messages,
+        pace: rate.map(|rate| (rate, burst)),
+        measuring: false,
+        acked: 0,
+        acked_total: 0,
+        latencies_us: Vec::new(),
+        finished: 0,
+        rate_limited: 0,
+        store_unavailable: 0,
+        wrong_key: 0,
+        waiting: Vec::new(),
+        fatal: None,
+    };
+    let mut bench = Bench::new(&args.addr, args.deflate, TlsClient::from_args(args)?)?;
+    let (probe, started) = if messages.is_some() {
+        // Filling rooms is measured whole: connecting and joining are part of it.
+        let probe = ServerProbe::start(args.server_pid);
+        let started = Instant::now();
+        load.measuring = true;
+        bench.open(connections, &path, &mut load)?;
+        if !drive_chat(&mut bench, &mut load, started + secs(seconds), |load| {
+            load.finished == load.senders.len()
+        })? {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "{} of {connections} senders had their messages acknowledged in {seconds} s \
+                     ({} had entered their rooms)",
+                    load.finished,
+                    load.senders.iter().filter(|state| state.entered).count()
+                ),
+            ));
+        }
+        (probe, started)
+    } else {
+        bench.open(connections, &path, &mut load)?;
+        // The senders that entered send while the others still wait for their welcome (which
+        // waits for the store to read the room's history); the warm-up starts once all are in.
+        let entered = |load: &ChatLoad| load.senders.iter().all(|state| state.entered);
+        if !drive_chat(&mut bench, &mut load, Instant::now() + ENTER_TIMEOUT, entered)? {
+            let count = load.senders.iter().filter(|state| state.entered).count();
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{count} of {connections} senders entered their rooms in {ENTER_TIMEOUT:?}"),
+            ));
+        }
+        let never = |_: &ChatLoad| false;
+        drive_chat(&mut bench, &mut load, Instant::now() + secs(warmup), never)?;
+        load.measuring = true;
+        let probe = ServerProbe::start(args.server_pid);
+        let started = Instant::now();
+        drive_chat(&mut bench, &mut load, started + secs(seconds), never)?;
+        (probe, started)
+    };
+    load.measuring = false;
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut report = Report(Vec::new());
+    report.push("mode", "chat");
+    report.push("connections", connections);
+    report.push("rooms", rooms);
+    report.push("chars", chars);
+    report.push("text_bytes", load.text.len());
+    report.push("keyed", !plain);
+    if eager_join {
+        report.push("eager_join", true);
+    }
+    if let Some((rate, burst)) = load.pace {
+        report.push("pace_rate", rate);
+        report.push("pace_burst", burst);
+    }
+    if let Some(messages) = messages {
+        report.push("messages_per_sender", messages);
+    }
+    report.push("seconds", format!("{elapsed:.2}"));
+    report.push(
+        "senders_entered",
+        load.senders.iter().filter(|state| state.entered).count(),
+    );
+    report.push("acked", load.acked);
+    report.push("acked_per_sec", format!("{:.0}", load.acked as f64 / elapsed));
+    // Everything acknowledged since the start (warm-up included), and what was still in flight at
+    // the end: the server's own count of stored messages lies between the two sums.
+    report.push("acked_total", load.acked_total);
+    report.push(
+        "in_flight_at_end",
+        load.senders
+            .iter()
+            .filter(|state| state.in_flight.is_some())
+            .count(),
+    );
+    report.push("rate_limited", load.rate_limited);
+    report.push("store_unavailable", load.store_unavailable);
+    report.push("wrong_key", load.wrong_key);
+    add_latencies(&mut report, std::mem::take(&mut load.latencies_us));
+    bench.add_deflate(&mut report);
+    probe.finish(&mut report, "msg", load.acked);
+    if let Some(peak) = args.server_pid.and_then(|pid| status_kib(pid, "VmHWM")) {
+        report.push("server_hwm_kib", peak);
+    }
+    Ok(report)
+}
+
+/// A fill character for chat text: one that JSON carries as it is (no quote, backslash or control
+/// character), so that messages can be written without a JSON serializer.
+fn parse_fill(text: &str) -> Result<char, String> {
+    let mut chars = text.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if c != '"' && c != '\\' && !c.is_control() => Ok(c),
+        _ => Err(format!(
+            "{text:?} is not one character that JSON carries unescaped"
+        )),
+    }
+}
+
+/// A rate: a finite number above zero.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{text:?} is not a rate above zero")),
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let result = match &args.mode {
@@ -1401,6 +1912,7 @@ fn main() -> std::process::ExitCode {
         mode @ Mode::Broadcast { .. } => run_broadcast(&args, mode),
         mode @ Mode::Hold { .. } => run_hold(&args, mode),
         mode @ Mode::Handshake { .. } => run_handshake(&args, mode),
+        mode @ Mode::Chat { .. } => run_chat(&args, mode),
     };
     match result {
         Ok(report) => {
@@ -1472,8 +1984,15 @@ fn clock_ticks_per_second() -> f64 {
 
 /// Resident memory of the process in KiB, from /proc/PID/status.
 fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// A figure in KiB of /proc/PID/status (`VmRSS`, `VmHWM`: the peak of VmRSS).
+fn status_kib(pid: u32, name: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let line = status
+        .lines()
+        .find(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with(':')))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -1653,6 +2172,97 @@ mod tests {
                 "payload": {"id": 1, "room": "lobby", "nickname": "a", "text": sent["payload"], "ts": 2},
             });
             assert_eq!(parse_probe(event.to_string().as_bytes()), Some((12, 3456)));
+        }
+    }
+
+    /// The server's rule (`TokenBucket` in `src/chat/mod.rs`): it refills between the moments it
+    /// processes two texts, up to the burst, and refuses a text when less than one token is left.
+    struct ServerBucket {
+        tokens: f64,
+        updated: Instant,
+    }
+
+    impl ServerBucket {
+        fn take(&mut self, rate: f64, burst: u32, now: Instant) -> bool {
+            let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * rate).min(f64::from(burst));
+            self.updated = now;
+            let granted = self.tokens >= 1.0;
+            if granted {
+                self.tokens -= 1.0;
+            }
+            granted
+        }
+    }
+
+    #[test]
+    fn a_paced_sender_is_not_refused_however_the_delays_vary() {
+        let (rate, burst) = (5.0, 20);
+        let ms = Duration::from_millis;
+        let start = Instant::now();
+        let mut server = ServerBucket {
+            tokens: f64::from(burst),
+            updated: start,
+        };
+        // The 101 reaches the client after the server filled its bucket.
+        let mut now = start + ms(1);
+        let mut pacer = Pacer::new(rate, burst, now);
+        // A slow message followed by fast ones is what finds the server short when the client
+        // counts the time in flight: the server's interval between them is shorter than its own.
+        let delays = [150, 1, 0, 90, 2, 300, 0, 40, 1, 1];
+        for (number, delay) in delays.iter().cycle().take(200).enumerate() {
+            let sent = loop {
+                match pacer.take(now) {
+                    None => break now,
+                    Some(at) => now = at,
+                }
+            };
+            let processed = sent + ms(*delay);
+            assert!(server.take(rate, burst, processed), "text {number} refused");
+            now = processed + ms(1);
+            pacer.answered(now);
+        }
+    }
+
+    #[test]
+    fn a_paced_sender_keeps_to_the_rate_after_the_burst() {
+        let (rate, burst) = (5.0, 20);
+        let start = Instant::now();
+        let mut pacer = Pacer::new(rate, burst, start);
+        let mut now = start;
+        for _ in 0..(burst + 50) {
+            while let Some(at) = pacer.take(now) {
+                now = at;
+            }
+            pacer.answered(now);
+        }
+        // 50 texts beyond the burst need 50 / 5 = 10 s of refill, and no more.
+        let elapsed = now.duration_since(start).as_secs_f64();
+        assert!((elapsed - 10.0).abs() < 0.01, "{elapsed} s");
+    }
+
+    #[test]
+    fn json_string_reads_the_first_field_of_that_name() {
+        let cases: [(&str, &str, Option<&str>); 4] = [
+            (
+                r#"{"type":"ack","payload":{"id":3,"key":"c1-2"}}"#,
+                "key",
+                Some("c1-2"),
+            ),
+            (r#"{"type":"ack","payload":{"id":3}}"#, "key", None),
+            (
+                r#"{"type":"welcome","payload":{"nickname":"A","room":"bench-4","history":[{"room":"x"}]}}"#,
+                "room",
+                Some("bench-4"),
+            ),
+            (r#"{"type":"error","payload":{"code":"rate_limited"#, "code", None),
+        ];
+        for (json, name, expected) in cases {
+            assert_eq!(
+                json_string(json.as_bytes(), name),
+                expected.map(str::as_bytes),
+                "{json}"
+            );
         }
     }
 }

@@ -1077,7 +1077,17 @@ impl Chat {
         let Some(entry) = self.rooms.get_mut(room) else {
             return;
         };
+        let was_waiting = entry.entering.contains(&id);
         entry.entering.retain(|waiting| *waiting != id);
+        if let (true, Some(token)) = (was_waiting, entry.loading) {
+            // It leaves before the room's history arrived: that read owes it no welcome, and the
+            // answers queued behind it must not wait for one.
+            self.resolve_silently(id, token, actions);
+            return;
+        }
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return;
+        };
         if !entered || !entry.members.remove(&id) {
             return;
         }

@@ -1840,3 +1840,23 @@ fn invisible_and_direction_changing_characters_are_refused_in_names() {
         assert_error(&h.send(1, "join", json!(hostile)), 1, "bad_payload");
     }
 }
+
+#[test]
+fn a_join_sent_before_the_first_welcome_is_answered_after_it() {
+    let mut h = Harness::unlimited();
+    h.hold_store = true;
+    let connected = h.connect(1);
+    assert!(
+        types_sent_to(&connected, 1).is_empty(),
+        "the lobby is still loading"
+    );
+    let joined = h.send(1, "join", json!("elsewhere"));
+    assert!(types_sent_to(&joined, 1).is_empty(), "{joined:?}");
+    let released = h.release_store();
+    // The lobby's read owes nothing to a session that left it before it arrived.
+    assert_eq!(types_sent_to(&released, 1), ["welcome"], "{released:?}");
+    assert_eq!(only(&released, 1, "welcome")["room"], "elsewhere");
+    // And the session works after it.
+    let id = h.post(1, "hello");
+    assert!(id > 0);
+}

@@ -251,7 +251,7 @@ impl TrustedProxies {
 }
 
 /// One list entry as an address: `192.0.2.1`, `2001:db8::1`, either with a port, or `[2001:db8::1]`.
-fn parse_hop(entry: &str) -> Option<IpAddr> {
+pub(crate) fn parse_hop(entry: &str) -> Option<IpAddr> {
     let addr = entry
         .parse::<IpAddr>()
         .ok()

@@ -296,6 +296,99 @@ fn a_connection_over_its_addresss_limit_is_refused_with_429() {
     assert_eq!(error.status().code(), 429);
 }
 
+/// A hub allowing `limit` connections per address, trusting the proxies `trusted`.
+fn hub_with_limit(limit: u32, trusted: &[&str]) -> Hub {
+    let prefixes = trusted.iter().map(|p| p.parse().expect("a prefix")).collect();
+    crate::testing::hub(HubConfig {
+        max_per_address: limit,
+        trusted_proxies: TrustedProxies::new(prefixes),
+        ..HubConfig::default()
+    })
+}
+
+fn addr(text: &str) -> IpAddr {
+    text.parse().expect("an address")
+}
+
+#[test]
+fn an_address_over_its_limit_is_refused_and_its_slot_comes_back_on_close() {
+    let mut hub = hub_with_limit(2, &[]);
+    let at = now().instant;
+    let Admission::Open(Some(first)) = hub.admit(addr("192.0.2.1"), at) else {
+        panic!("the first connection is refused");
+    };
+    assert!(matches!(
+        hub.admit(addr("192.0.2.1"), at),
+        Admission::Open(Some(_))
+    ));
+    assert!(matches!(
+        hub.admit(addr("192.0.2.1"), at),
+        Admission::Refuse(_, _)
+    ));
+    // Other addresses are not affected.
+    assert!(matches!(
+        hub.admit(addr("192.0.2.2"), at),
+        Admission::Open(Some(_))
+    ));
+    hub.release(first);
+    assert!(matches!(
+        hub.admit(addr("192.0.2.1"), at),
+        Admission::Open(Some(_))
+    ));
+}
+
+#[test]
+fn refusals_beyond_the_limits_worth_are_dropped_unanswered() {
+    let mut hub = hub_with_limit(2, &[]);
+    let at = now().instant;
+    let admitted: Vec<Admission> = (0..6).map(|_| hub.admit(addr("192.0.2.1"), at)).collect();
+    let kinds: Vec<&str> = admitted
+        .iter()
+        .map(|admission| match admission {
+            Admission::Open(_) => "open",
+            Admission::Refuse(..) => "refuse",
+            Admission::Drop => "drop",
+        })
+        .collect();
+    assert_eq!(kinds, ["open", "open", "refuse", "refuse", "drop", "drop"]);
+}
+
+#[test]
+fn a_trusted_proxy_is_counted_per_forwarded_client_not_per_socket() {
+    let mut hub = hub_with_limit(1, &["127.0.0.1"]);
+    let at = now().instant;
+    // The proxy's sockets are not counted at accept: they carry many clients.
+    for _ in 0..3 {
+        assert!(matches!(hub.admit(addr("127.0.0.1"), at), Admission::Open(None)));
+    }
+    let forwarded = head("GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 198.51.100.7\r\n\r\n");
+    let client = hub.client_addr(addr("127.0.0.1"), &forwarded);
+    assert_eq!(client, addr("198.51.100.7"));
+    assert!(hub.admit_forwarded(client, at).is_ok());
+    assert!(
+        hub.admit_forwarded(client, at).is_err(),
+        "the client's second connection"
+    );
+    // From anyone else the header is only a claim.
+    assert_eq!(hub.client_addr(addr("192.0.2.9"), &forwarded), addr("192.0.2.9"));
+}
+
+#[test]
+fn readiness_follows_the_stores_last_answer() {
+    let mut hub = crate::testing::hub(config(false));
+    assert!(hub.readiness().is_ok());
+    let failed = crate::store::Outcome::Read {
+        token: 1,
+        result: Err(crate::store::StoreError::DiskFull),
+    };
+    hub.store_outcome(failed, now().instant);
+    let error = hub.readiness().expect_err("not ready while the store fails");
+    assert!(error.to_string().contains("full"), "{error}");
+    assert!(hub.render_metrics().contains("wschat_store_up 0\n"));
+    hub.store_failed("the store's writer thread is gone".into());
+    assert!(hub.readiness().is_err());
+}
+
 #[test]
 fn refusals_render_their_status_with_a_one_line_reason() {
     for error in [

@@ -113,6 +113,16 @@ pub struct Config {
     #[arg(long, default_value_t = crate::ws::deflate::DEFAULT_THRESHOLD, value_name = "BYTES")]
     pub deflate_threshold: usize,
 
+    /// PEM file with the server's certificate chain, leaf first: serve `https://` and `wss://`
+    /// on the listening port (with --tls-key). SIGHUP reloads it and the key (a renewed
+    /// certificate); open connections keep the one they started with.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
     /// Print the wire trace to stderr: handshake heads and every frame in both directions,
     /// annotated (same as RUST_LOG=wschat::trace=trace).
     #[arg(long)]
@@ -218,6 +228,15 @@ mod tests {
         let config = Config::parse_from(["wschat", "--ping-interval", "0", "--close-timeout", "0.25"]);
         assert_eq!(config.connection().timeouts.ping_interval, None);
         assert_eq!(config.close_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn tls_needs_both_the_certificate_and_the_key() {
+        assert!(Config::try_parse_from(["wschat", "--tls-cert", "c.pem"]).is_err());
+        assert!(Config::try_parse_from(["wschat", "--tls-key", "k.pem"]).is_err());
+        let config = Config::parse_from(["wschat", "--tls-cert", "c.pem", "--tls-key", "k.pem"]);
+        assert_eq!(config.tls_cert.as_deref(), Some(std::path::Path::new("c.pem")));
+        assert_eq!(config.tls_key.as_deref(), Some(std::path::Path::new("k.pem")));
     }
 
     #[test]

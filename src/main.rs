@@ -17,7 +17,10 @@ fn main() -> ExitCode {
         }
     };
     match server.local_addr() {
-        Ok(addr) => log::info!("listening on http://{addr}"),
+        Ok(addr) => log::info!(
+            "listening on {}://{addr}",
+            if server.is_tls() { "https" } else { "http" }
+        ),
         Err(error) => log::warn!("listening (address unknown: {error})"),
     }
     match server.run() {

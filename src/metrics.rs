@@ -762,12 +762,12 @@ impl Metrics {
         )?;
         let bytes_in = r.counter_family(
             "wschat_received_bytes_total",
-            "Socket bytes received, by the protocol they carried (HTTP heads and framing included).",
+            "Socket bytes received, by the protocol they carried (HTTP heads, framing and TLS records included).",
             &["protocol"],
         )?;
         let bytes_out = r.counter_family(
             "wschat_sent_bytes_total",
-            "Socket bytes sent, by the protocol they carried (HTTP heads and framing included).",
+            "Socket bytes sent, by the protocol they carried (HTTP heads, framing and TLS records included).",
             &["protocol"],
         )?;
         let messages_in = r.counter_family(

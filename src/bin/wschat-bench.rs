@@ -26,6 +26,12 @@
 //! the clients received, compares the bytes on the wire (frame headers included) with the bytes of
 //! the messages they carried (`wire_ratio`). The clients share one inflater cache ([`InflateCache`])
 //! so that a thousand receivers of the same compressed broadcast do not inflate it a thousand times.
+//!
+//! `--tls` speaks TLS (rustls, the `ring` provider as in the server) to a server that serves
+//! `wss://`, trusting the CA certificates of `--ca`; the server's name is the host of `--addr`.
+//! `handshake` measures connection set-up: C connections at a time, each opening (TCP, TLS with
+//! `--tls`, then the WebSocket upgrade) and closing at once; run it with and without `--tls` to see
+//! what TLS costs per connection.
 #![allow(clippy::disallowed_methods)] // A program at the I/O edge: it reads the clock itself.
 
 use std::collections::{HashMap, VecDeque};
@@ -34,6 +40,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
@@ -68,6 +75,12 @@ struct Args {
     /// (bench/chat-lines.txt).
     #[arg(long, global = true, value_name = "FILE")]
     text_corpus: Option<PathBuf>,
+    /// Connect over TLS (`wss://`), trusting the CA certificates in `--ca`.
+    #[arg(long, global = true, requires = "ca")]
+    tls: bool,
+    /// PEM file of the CA certificates that `--tls` trusts.
+    #[arg(long, global = true, value_name = "PEM")]
+    ca: Option<PathBuf>,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -151,6 +164,16 @@ enum Mode {
         #[arg(long, value_enum)]
         only: Vec<Transport>,
     },
+    /// Connection set-up: C at a time, each closed as soon as its upgrade is answered.
+    Handshake {
+        #[arg(long, default_value = "/echo")]
+        path: String,
+        /// Connections opened at once.
+        #[arg(short = 'c', long, default_value_t = 50)]
+        connections: usize,
+        #[arg(short = 't', long, default_value_t = 10.0)]
+        seconds: f64,
+    },
     /// Idle connections that only answer pings.
     Hold {
         #[arg(long, default_value = "/echo")]
@@ -223,6 +246,9 @@ struct PerClient {
 /// One client connection: the handshake, then the protocol core in client role.
 struct Client {
     stream: TcpStream,
+    /// With `--tls`: the TLS client between the socket and the protocol core. Boxed like the
+    /// server's: a plain client carries one pointer.
+    tls: Option<Box<rustls::ClientConnection>>,
     /// Until the 101 arrives: the handshake and the response bytes read so far.
     handshake: Option<(ClientHandshake, Vec<u8>)>,
     request_sent: bool,
@@ -273,8 +299,25 @@ fn client_config() -> Config {
 }
 
 impl Client {
-    fn connect(addr: SocketAddr, host: &str, path: &str, seed: u64, deflate: bool) -> io::Result<Self> {
+    fn connect(
+        addr: SocketAddr,
+        host: &str,
+        path: &str,
+        seed: u64,
+        deflate: bool,
+        tls: Option<&TlsClient>,
+    ) -> io::Result<Self> {
         let stream = TcpStream::connect(addr)?;
+        let tls = match tls {
+            Some(tls) => {
+                let mut conn = rustls::ClientConnection::new(Arc::clone(&tls.config), tls.name.clone())
+                    .map_err(io::Error::other)?;
+                // The protocol core's outbox is the queue this client keeps; rustls takes all of it.
+                conn.set_buffer_limit(None);
+                Some(Box::new(conn))
+            }
+            None => None,
+        };
         let nonce: [u8; 16] = std::array::from_fn(|i| (seed.rotate_left(i as u32 * 8) >> 3) as u8);
         let handshake = if deflate {
             ClientHandshake::with_deflate(host, path, nonce)
@@ -283,6 +326,7 @@ impl Client {
         };
         Ok(Self {
             stream,
+            tls,
             handshake: Some((handshake, Vec::new())),
             request_sent: false,
             conn: Connection::with_mask_seed(Role::Client, client_config(), Instant::now(), seed),
@@ -301,6 +345,91 @@ impl Client {
         self.conn = std::mem::replace(&mut self.conn, stand_in).with_deflate(DeflateConfig::new(params));
         self.splitter = Some(Box::new(FrameSplitter::new(params)));
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// TLS (`--tls`)
+// ------------------------------------------------------------------------------------------
+
+/// What every TLS client shares: the configuration (trusting `--ca`) and the server's name.
+struct TlsClient {
+    config: Arc<rustls::ClientConfig>,
+    name: rustls::pki_types::ServerName<'static>,
+}
+
+impl TlsClient {
+    /// From `--tls` and `--ca`; the name is the host of `--addr` (a DNS name or an IP address,
+    /// which the server's certificate must carry).
+    fn from_args(args: &Args) -> io::Result<Option<Self>> {
+        use rustls::pki_types::pem::PemObject;
+        let (true, Some(ca)) = (args.tls, &args.ca) else {
+            return Ok(None);
+        };
+        let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca)
+            .map_err(|error| invalid(format!("{}: {error}", ca.display())))?
+        {
+            let cert = cert.map_err(|error| invalid(format!("{}: {error}", ca.display())))?;
+            roots.add(cert).map_err(io::Error::other)?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(io::Error::other)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let host = args
+            .addr
+            .rsplit_once(':')
+            .map_or(args.addr.as_str(), |(host, _)| host);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|error| invalid(format!("{host}: {error}")))?;
+        Ok(Some(Self {
+            config: Arc::new(config),
+            name,
+        }))
+    }
+}
+
+/// Ciphertext read from the socket, decrypted into `plaintext` (cleared first).
+fn decrypt(
+    tls: &mut rustls::ClientConnection,
+    mut ciphertext: &[u8],
+    plaintext: &mut Vec<u8>,
+) -> io::Result<()> {
+    plaintext.clear();
+    while !ciphertext.is_empty() {
+        if tls.read_tls(&mut ciphertext)? == 0 {
+            break;
+        }
+        let state = tls
+            .process_new_packets()
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+        let start = plaintext.len();
+        plaintext.resize(start + state.plaintext_bytes_to_read(), 0);
+        tls.reader().read_exact(&mut plaintext[start..])?;
+    }
+    Ok(())
+}
+
+/// Encrypts what the protocol core queued and writes the records until the socket would block.
+fn write_tls(
+    tls: &mut rustls::ClientConnection,
+    outbox: &mut wschat::outbox::Outbox,
+    stream: &mut TcpStream,
+) -> io::Result<()> {
+    outbox.write_to(&mut tls.writer())?;
+    while tls.wants_write() {
+        match tls.write_tls(stream) {
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 // ------------------------------------------------------------------------------------------
@@ -578,6 +707,11 @@ struct Bench {
     events: Events,
     clients: Vec<Client>,
     scratch: Vec<u8>,
+    /// Print how many connections are open as they open (not in `handshake`, which opens many).
+    progress: bool,
+    /// With `--tls`: what one read decrypts to.
+    plaintext: Vec<u8>,
+    tls: Option<TlsClient>,
     /// What a [`FrameSplitter`] hands the connection, rewritten from `scratch`.
     rewritten: Vec<u8>,
     inflated: InflateCache,
@@ -590,7 +724,7 @@ struct Bench {
 }
 
 impl Bench {
-    fn new(addr: &str, deflate: bool) -> io::Result<Self> {
+    fn new(addr: &str, deflate: bool, tls: Option<TlsClient>) -> io::Result<Self> {
         let resolved = addr
             .to_socket_addrs()?
             .next()
@@ -600,6 +734,9 @@ impl Bench {
             events: Events::with_capacity(4096),
             clients: Vec::new(),
             scratch: vec![0; 256 * 1024],
+            plaintext: Vec::new(),
+            progress: true,
+            tls,
             rewritten: Vec::new(),
             inflated: InflateCache::default(),
             addr: resolved,
@@ -651,6 +788,7 @@ impl Bench {
                     path,
                     seed.wrapping_add(i as u64 * 0x9e37),
                     self.deflate,
+                    self.tls.as_ref(),
                 )?;
                 self.poll.registry().register(
                     &mut client.stream,
@@ -669,7 +807,7 @@ impl Bench {
                 }
                 self.turn(Some(Duration::from_millis(100)), workload)?;
             }
-            if self.clients.len() >= 1000 || self.clients.len() == target {
+            if self.progress && (self.clients.len() >= 1000 || self.clients.len() == target) {
                 eprintln!("wschat-bench: {} connections open", self.clients.len());
             }
         }
@@ -695,6 +833,7 @@ impl Bench {
         let Self {
             clients,
             scratch,
+            plaintext,
             rewritten,
             inflated,
             poll,
@@ -732,16 +871,24 @@ impl Bench {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => return Err(error),
             };
+            // What the protocol core reads: the bytes as read, or what they decrypt to.
+            let data = match &mut client.tls {
+                Some(tls) => {
+                    decrypt(tls, &scratch[..len], plaintext)?;
+                    plaintext.as_mut_slice()
+                }
+                None => &mut scratch[..len],
+            };
             let mut start = 0;
             if let Some((handshake, buf)) = &mut client.handshake {
-                buf.extend_from_slice(&scratch[..len]);
+                buf.extend_from_slice(data);
                 let answer = match handshake.parse_answer(buf) {
                     Ok(None) => continue,
                     Ok(Some(answer)) => answer,
                     Err(error) => return Err(io::Error::other(error.to_string())),
                 };
-                // Bytes after the head are frames; they are still at the end of `scratch`.
-                start = len - (buf.len() - answer.head_len);
+                // Bytes after the head are frames; they are still at the end of `data`.
+                start = data.len() - (buf.len() - answer.head_len);
                 client.handshake = None;
                 if let Some(params) = answer.deflate {
                     client.use_deflate(params, now);
@@ -755,7 +902,7 @@ impl Bench {
                 traffic,
                 ..
             } = client;
-            let received = &mut scratch[start..len];
+            let received = &mut data[start..];
             if counting {
                 traffic.wire_bytes += received.len() as u64;
             }
@@ -788,8 +935,17 @@ impl Bench {
             }
         }
         // Everything this read produced goes out in one write.
-        client.conn.outbox().write_to(&mut client.stream)?;
-        let wants_write = client.conn.queued() > 0 || !client.request_sent;
+        let tls_pending = match &mut client.tls {
+            Some(tls) => {
+                write_tls(tls, client.conn.outbox(), &mut client.stream)?;
+                tls.wants_write()
+            }
+            None => {
+                client.conn.outbox().write_to(&mut client.stream)?;
+                false
+            }
+        };
+        let wants_write = client.conn.queued() > 0 || !client.request_sent || tls_pending;
         if wants_write != client.writable_registered {
             let interest = if wants_write {
                 Interest::READABLE | Interest::WRITABLE
@@ -1089,7 +1245,7 @@ fn run_echo(args: &Args, mode: &Mode) -> io::Result<Report> {
             .collect(),
         None => vec![vec![b'x'; size].into_boxed_slice()],
     };
-    let mut bench = Bench::new(&args.addr, args.deflate)?;
+    let mut bench = Bench::new(&args.addr, args.deflate, TlsClient::from_args(args)?)?;
     let mut load = EchoLoad {
         payloads,
         mismatched: 0,
@@ -1112,6 +1268,7 @@ fn run_echo(args: &Args, mode: &Mode) -> io::Result<Report> {
     let elapsed = started.elapsed().as_secs_f64();
     let mut report = Report(Vec::new());
     report.push("mode", "echo");
+    report.push("tls", bench.tls.is_some());
     report.push("connections", connections);
     report.push("in_flight", in_flight);
     report.push("size", size);
@@ -1141,7 +1298,7 @@ fn run_broadcast(args: &Args, mode: &Mode) -> io::Result<Report> {
         unreachable!("called for broadcast")
     };
     let corpus = corpus(args, chat_text)?;
-    let mut bench = Bench::new(&args.addr, args.deflate)?;
+    let mut bench = Bench::new(&args.addr, args.deflate, TlsClient::from_args(args)?)?;
     let mut load = BroadcastLoad {
         sender: connections,
         start: Instant::now(),
@@ -1218,6 +1375,7 @@ fn run_broadcast(args: &Args, mode: &Mode) -> io::Result<Report> {
     let complete = short == 0 && out_of_order == 0;
     let mut report = Report(Vec::new());
     report.push("mode", "broadcast");
+    report.push("tls", bench.tls.is_some());
     report.push("receivers", connections);
     report.push("rate", rate);
     add_corpus(&mut report, corpus.as_ref());
@@ -1251,7 +1409,7 @@ fn run_hold(args: &Args, mode: &Mode) -> io::Result<Report> {
     else {
         unreachable!("called for hold")
     };
-    let mut bench = Bench::new(&args.addr, args.deflate)?;
+    let mut bench = Bench::new(&args.addr, args.deflate, TlsClient::from_args(args)?)?;
     let mut load = HoldLoad;
     bench.open(connections, &path, &mut load)?;
     let rss_at_open = args.server_pid.and_then(rss_kib);
@@ -1260,6 +1418,7 @@ fn run_hold(args: &Args, mode: &Mode) -> io::Result<Report> {
     bench.run_until(started + secs(seconds), None, &mut load, &mut |_, _| Ok(()))?;
     let mut report = Report(Vec::new());
     report.push("mode", "hold");
+    report.push("tls", bench.tls.is_some());
     report.push("connections", bench.clients.len());
     report.push("seconds", format!("{:.2}", started.elapsed().as_secs_f64()));
     bench.add_deflate(&mut report);
@@ -1272,6 +1431,41 @@ fn run_hold(args: &Args, mode: &Mode) -> io::Result<Report> {
             report.push("server_rss_bytes_per_conn", rss * 1024 / connections as u64);
         }
     }
+    Ok(report)
+}
+
+/// Opens `connections` at a time and closes them as soon as each is upgraded, for `seconds`.
+fn run_handshake(args: &Args, mode: &Mode) -> io::Result<Report> {
+    let Mode::Handshake {
+        path,
+        connections,
+        seconds,
+    } = mode.clone()
+    else {
+        unreachable!("called for handshake")
+    };
+    let mut bench = Bench::new(&args.addr, args.deflate, TlsClient::from_args(args)?)?;
+    bench.progress = false;
+    let mut load = HoldLoad;
+    let probe = ServerProbe::start(args.server_pid);
+    let started = Instant::now();
+    let mut opened = 0u64;
+    while started.elapsed() < secs(seconds) {
+        bench.open(connections, &path, &mut load)?;
+        opened += bench.clients.len() as u64;
+        for mut client in bench.clients.drain(..) {
+            bench.poll.registry().deregister(&mut client.stream)?;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut report = Report(Vec::new());
+    report.push("mode", "handshake");
+    report.push("tls", bench.tls.is_some());
+    report.push("concurrency", connections);
+    report.push("seconds", format!("{elapsed:.2}"));
+    report.push("handshakes", opened);
+    report.push("handshakes_per_sec", format!("{:.0}", opened as f64 / elapsed));
+    probe.finish(&mut report, "handshake", opened);
     Ok(report)
 }
 
@@ -1629,7 +1823,7 @@ fn run_chat(args: &Args, mode: &Mode) -> io::Result<Report> {
         waiting: Vec::new(),
         fatal: None,
     };
-    let mut bench = Bench::new(&args.addr, args.deflate)?;
+    let mut bench = Bench::new(&args.addr, args.deflate, TlsClient::from_args(args)?)?;
     let (probe, started) = if messages.is_some() {
         // Filling rooms is measured whole: connecting and joining are part of it.
         let probe = ServerProbe::start(args.server_pid);
@@ -1744,6 +1938,7 @@ fn main() -> std::process::ExitCode {
         mode @ Mode::Echo { .. } => run_echo(&args, mode),
         mode @ Mode::Broadcast { .. } => run_broadcast(&args, mode),
         mode @ Mode::Hold { .. } => run_hold(&args, mode),
+        mode @ Mode::Handshake { .. } => run_handshake(&args, mode),
         mode @ Mode::Chat { .. } => run_chat(&args, mode),
         mode @ Mode::Transports { .. } => {
             return match run_transports(&args, mode) {

@@ -29,11 +29,13 @@ mod id;
 pub mod per_ip;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 
 pub use id::ConnId;
 use per_ip::Slot;
@@ -47,6 +49,7 @@ use crate::trace;
 use crate::ws::close::CloseCode;
 use crate::ws::handshake::Accepted;
 use crate::ws::protocol::{self as ws, Connection, DeflateConfig, Role, Sender, State};
+use tls::{Tls, TlsError};
 
 /// Limits and timers of every stack, from the command line.
 #[derive(Debug, Clone)]
@@ -64,12 +67,34 @@ pub struct StackConfig {
     pub deflate_threshold: usize,
 }
 
-/// The byte transform between the socket and the phase. Plain TCP passes bytes through; TLS will
-/// decrypt on the way in and encrypt on the way out here, so no phase ever learns about it.
+/// The byte transform between the socket and the phase. Plain TCP passes bytes through untouched
+/// (no copy, no buffer); TLS decrypts on the way in and encrypts on the way out ([`tls`]), so no
+/// phase ever learns about it.
 #[derive(Debug, Default)]
 enum Transport {
     #[default]
     Plain,
+    /// Boxed: a plain connection's stack stays as small as it was.
+    Tls(Box<Tls>),
+}
+
+impl Transport {
+    /// Whether the transport itself holds bytes for the writer (TLS records, alerts).
+    fn wants_write(&self) -> bool {
+        match self {
+            Transport::Plain => false,
+            Transport::Tls(tls) => tls.wants_write(),
+        }
+    }
+
+    /// Says the transport's last word before our side of TCP is shut down. Returns whether it is
+    /// all written.
+    fn close(&mut self) -> bool {
+        match self {
+            Transport::Plain => true,
+            Transport::Tls(tls) => tls.close(),
+        }
+    }
 }
 
 /// Where the conversation on this socket is.
@@ -262,6 +287,13 @@ impl Stack {
         }
     }
 
+    /// The same stack behind TLS: the socket's bytes are the TLS conversation `tls` answers, and
+    /// the phase reads and writes what it carries.
+    pub fn with_tls(mut self, tls: Tls) -> Self {
+        self.transport = Transport::Tls(Box::new(tls));
+        self
+    }
+
     pub fn id(&self) -> ConnId {
         self.id
     }
@@ -324,15 +356,17 @@ impl Stack {
     pub fn metrics_transport(&self) -> metrics::Transport {
         match self.transport {
             Transport::Plain => metrics::Transport::Tcp,
+            Transport::Tls(_) => metrics::Transport::Tls,
         }
     }
 
-    /// Whether bytes wait to be written.
+    /// Whether bytes wait to be written: the phase's, or the transport's own.
     pub fn wants_write(&self) -> bool {
-        self.queued() > 0
+        self.queued() > 0 || self.transport.wants_write()
     }
 
-    /// Bytes waiting to be written.
+    /// Bytes the phase has queued and that have not yet been handed to the transport. (TLS holds
+    /// at most [`tls::SEALED_LIMIT`] more, sealed.)
     pub fn queued(&self) -> usize {
         match &self.phase {
             Phase::Http { conn, .. } => conn.queued(),
@@ -346,12 +380,24 @@ impl Stack {
         matches!(self.phase, Phase::Closed)
     }
 
-    /// The bytes to write, in the phases that send any.
+    /// The phase's queue of bytes to send, in the phases that send any (plaintext: what the
+    /// transport makes of it is written by [`Stack::write_to`]).
     pub fn outbox(&mut self) -> Option<&mut Outbox> {
-        match &mut self.phase {
-            Phase::Http { conn, .. } => Some(conn.outbox()),
-            Phase::WebSocket { conn, .. } => Some(conn.outbox()),
-            Phase::Draining { .. } | Phase::Closed => None,
+        phase_outbox(&mut self.phase)
+    }
+
+    /// Writes what is queued to `writer` (the socket) until it would block or nothing is left.
+    /// Plain: the phase's outbox as it is. TLS: the transport's records, then the phase's bytes,
+    /// sealed as the writer takes them. Returns the bytes the writer took (ciphertext over TLS:
+    /// the socket's bytes, which the metrics count).
+    pub fn write_to<W: Write>(&mut self, writer: &mut W) -> io::Result<usize> {
+        let outbox = phase_outbox(&mut self.phase);
+        match &mut self.transport {
+            Transport::Plain => match outbox {
+                Some(outbox) => outbox.write_to(writer),
+                None => Ok(0),
+            },
+            Transport::Tls(tls) => tls.write_to(outbox, writer),
         }
     }
 
@@ -374,8 +420,20 @@ impl Stack {
     /// Bytes arrived from the socket. They may be modified in place (WebSocket payloads are
     /// unmasked where they lie).
     pub fn receive(&mut self, bytes: &mut [u8], ctx: &mut Ctx<'_>) {
-        match self.transport {
+        match &mut self.transport {
             Transport::Plain => self.receive_plain(bytes, ctx),
+            Transport::Tls(tls) => match tls.receive(bytes) {
+                Ok(received) => {
+                    let mut plaintext = received.plaintext;
+                    if !plaintext.is_empty() {
+                        self.receive_plain(&mut plaintext, ctx);
+                    }
+                    if received.closed {
+                        self.receive_eof();
+                    }
+                }
+                Err(error) => self.fail_tls(&error, ctx),
+            },
         }
     }
 
@@ -491,6 +549,7 @@ impl Stack {
                 self.drive_http(ctx);
                 if let Phase::Http { conn, .. } = &self.phase
                     && conn.queued() == 0
+                    && !self.transport.wants_write()
                     && (conn.must_close() || self.eof)
                 {
                     return self.start_draining(ctx);
@@ -510,10 +569,12 @@ impl Stack {
                     ctx.hub.closed(self.id, ctx.now);
                 }
                 if conn.state() == State::Closed {
-                    if conn.queued() == 0 || self.eof {
+                    // Set before draining starts: over TLS, draining waits for close_notify to be
+                    // written, and a peer that reads nothing must not keep us waiting for that.
+                    flush_deadline.get_or_insert(ctx.now.instant + ctx.config.close_timeout);
+                    if (conn.queued() == 0 && !self.transport.wants_write()) || self.eof {
                         return self.start_draining(ctx);
                     }
-                    flush_deadline.get_or_insert(ctx.now.instant + ctx.config.close_timeout);
                 }
             }
             Phase::Draining { .. } if self.eof => self.set_phase(Phase::Closed, ctx.hub, ctx.now),
@@ -532,6 +593,19 @@ impl Stack {
     }
 
     // --- internals ---------------------------------------------------------------------------
+
+    /// The transport cannot go on: the connection ends. Whatever rustls queued to say why (an
+    /// alert) is written by the flush that follows every read; a peer that is not speaking TLS at
+    /// all gets nothing.
+    fn fail_tls(&mut self, error: &TlsError, ctx: &mut Ctx<'_>) {
+        match error {
+            // Port scanners and plain-HTTP clients: not worth an info line each.
+            TlsError::NotTls { .. } => debug!("#{} {} dropped: {error}", self.id, self.addr),
+            _ => info!("#{} {} dropped: {error}", self.id, self.addr),
+        }
+        self.eof = true;
+        self.set_phase(Phase::Closed, ctx.hub, ctx.now);
+    }
 
     fn receive_plain(&mut self, bytes: &mut [u8], ctx: &mut Ctx<'_>) {
         match &mut self.phase {
@@ -749,11 +823,15 @@ impl Stack {
     }
 
     /// Our last byte is out: shut down our side and read until the peer's FIN (or drop at once if
-    /// it already sent it).
+    /// it already sent it). Over TLS the last byte is `close_notify`'s: until it is written the
+    /// stack stays where it is and is settled again when the socket takes it.
     fn start_draining(&mut self, ctx: &mut Ctx<'_>) -> SocketAction {
         if self.eof {
             self.set_phase(Phase::Closed, ctx.hub, ctx.now);
             return SocketAction::Remove;
+        }
+        if !self.transport.close() {
+            return SocketAction::None;
         }
         let deadline = ctx.now.instant + ctx.config.close_timeout;
         self.set_phase(Phase::Draining { deadline }, ctx.hub, ctx.now);
@@ -798,6 +876,15 @@ impl Stack {
             hub.release(slot);
         }
         self.phase = next;
+    }
+}
+
+/// The queue of the phases that send bytes.
+fn phase_outbox(phase: &mut Phase) -> Option<&mut Outbox> {
+    match phase {
+        Phase::Http { conn, .. } => Some(conn.outbox()),
+        Phase::WebSocket { conn, .. } => Some(conn.outbox()),
+        Phase::Draining { .. } | Phase::Closed => None,
     }
 }
 

@@ -32,12 +32,14 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use log::debug;
 use slab::Slab;
 
 use crate::chat::Now;
+use crate::conn::tls::Tls;
 use crate::conn::{ConnId, Ctx, Opening, SocketAction, Stack, StackConfig};
 use crate::hub::{Admission, Hub, Listener, Output, RouteError};
 use crate::metrics;
@@ -93,6 +95,9 @@ pub struct Driver<S> {
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
     hub: Hub,
     config: StackConfig,
+    /// Serve TLS with this configuration on every new socket (swapped on a certificate reload;
+    /// open connections keep the one they started with).
+    tls: Option<Arc<rustls::ServerConfig>>,
     max_connections: usize,
     scratch: Vec<u8>,
     /// Sockets whose last read filled the buffer, or that may hold input no new event will
@@ -112,11 +117,27 @@ impl<S: Socket> Driver<S> {
             timers: BinaryHeap::new(),
             hub,
             config,
+            tls: None,
             max_connections,
             scratch: vec![0; SCRATCH_LEN],
             more_input: Vec::new(),
             touched: Vec::new(),
             interest: Vec::new(),
+        }
+    }
+
+    /// Sockets accepted from now on speak TLS with `config` (open connections keep theirs).
+    pub fn set_tls(&mut self, config: Arc<rustls::ServerConfig>) {
+        self.tls = Some(config);
+    }
+
+    /// The TLS configuration a new socket of `listener` is served with: the public listener's,
+    /// when TLS is on. The metrics listener stays plain HTTP: it is meant for a private address
+    /// that a scraper reaches directly.
+    fn tls_for(&self, listener: Listener) -> Option<Arc<rustls::ServerConfig>> {
+        match listener {
+            Listener::Public => self.tls.clone(),
+            Listener::Metrics => None,
         }
     }
 
@@ -169,12 +190,23 @@ impl<S: Socket> Driver<S> {
 
     /// Takes a freshly accepted socket, which came in on `listener`. Returns `None` (and drops
     /// the socket) when the server is so far over its limit that it will not even answer 503, or
-    /// when the client's address is over its limit with as many refusals already pending.
+    /// when the client's address is over its limit with as many refusals already pending. With
+    /// TLS configured, a socket of the public listener speaks TLS; it is admitted (and refused)
+    /// like any other, the refusal's 429 or 503 going out over TLS.
     pub fn accept(&mut self, socket: S, addr: SocketAddr, listener: Listener, now: Now) -> Option<ConnId> {
         if self.peers.len() >= self.max_connections + OVERFLOW_SLACK {
             debug!("dropping {addr}: far over the connection limit");
             return None;
         }
+        // The TLS session before admission: should rustls refuse to start one, nothing was
+        // counted yet.
+        let tls = match self.tls_for(listener).map(Tls::new).transpose() {
+            Ok(tls) => tls,
+            Err(error) => {
+                debug!("dropping {addr}: {error}");
+                return None;
+            }
+        };
         let opening = if self.peers.len() >= self.max_connections {
             self.hub.server_full(addr.ip(), now.instant);
             Opening {
@@ -203,7 +235,10 @@ impl<S: Socket> Driver<S> {
         self.last_serial += 1;
         let entry = self.peers.vacant_entry();
         let id = ConnId::new(entry.key(), self.last_serial);
-        let stack = Stack::new(id, addr, opening, &self.config, now.instant);
+        let mut stack = Stack::new(id, addr, opening, &self.config, now.instant);
+        if let Some(tls) = tls {
+            stack = stack.with_tls(tls);
+        }
         self.hub.metrics_mut().accepted(stack.metrics_transport());
         entry.insert(Peer {
             socket,
@@ -513,14 +548,14 @@ fn peer_at<S>(peers: &mut Slab<Peer<S>>, id: ConnId) -> Option<&mut Peer<S>> {
 /// Writes what the stack has queued until the socket would block. Returns whether everything
 /// went; a failed socket fails the stack.
 fn flush<S: Socket>(peer: &mut Peer<S>, ctx: &mut Ctx<'_>) -> bool {
-    let on_wire = peer.stack.wire();
-    let Some(outbox) = peer.stack.outbox().filter(|outbox| !outbox.is_empty()) else {
+    if !peer.stack.wants_write() {
         return true;
-    };
-    match outbox.write_to(&mut peer.socket) {
+    }
+    let on_wire = peer.stack.wire();
+    match peer.stack.write_to(&mut peer.socket) {
         Ok(written) => {
             ctx.hub.metrics_mut().bytes_sent(on_wire, written);
-            outbox.is_empty()
+            !peer.stack.wants_write()
         }
         Err(error) => {
             debug!("#{} write failed: {error}", peer.stack.id());

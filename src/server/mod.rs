@@ -8,6 +8,11 @@
 //! bytes queued. On SIGINT or SIGTERM it stops accepting, asks the driver to close every
 //! connection (1001 for WebSockets), and keeps turning for up to a second while the close
 //! handshakes finish.
+//!
+//! With `--tls-cert` and `--tls-key` every socket accepted on `--listen` speaks TLS (the stack's
+//! transport does it, [`crate::conn::tls`]; `--metrics-listen` stays plain HTTP); the files are
+//! read here, before anything else at start, and again on SIGHUP, when new connections get the new
+//! certificate and open ones keep theirs.
 
 mod commit_clock;
 mod driver;
@@ -16,13 +21,14 @@ use std::fmt;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest as MioInterest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM, SIGXFSZ};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGXFSZ};
 use signal_hook_mio::v1_0::Signals;
 
 pub use commit_clock::CommitClock;
@@ -30,6 +36,7 @@ pub use driver::{Driver, Interest, SCRATCH_LEN, Socket};
 
 use crate::chat::Now;
 use crate::config::Config;
+use crate::conn::tls::{self, TlsConfigError};
 use crate::hub::{Hub, Listener};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{OpenError, StoreHandle};
@@ -86,6 +93,7 @@ fn os_random() -> u128 {
 pub enum StartError {
     Io(io::Error),
     Store(OpenError),
+    Tls(TlsLoadError),
 }
 
 impl fmt::Display for StartError {
@@ -93,7 +101,70 @@ impl fmt::Display for StartError {
         match self {
             Self::Io(error) => error.fmt(f),
             Self::Store(error) => error.fmt(f),
+            Self::Tls(error) => error.fmt(f),
         }
+    }
+}
+
+/// The certificate and key files the TLS configuration is read from, at start and on SIGHUP.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Why the certificate and key could not be loaded; prints as one line that names the file.
+#[derive(Debug)]
+pub enum TlsLoadError {
+    /// A file could not be read (missing, a directory, no permission).
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        error: io::Error,
+    },
+    /// The files were read and are not a usable certificate and key.
+    Invalid {
+        cert: PathBuf,
+        key: PathBuf,
+        error: TlsConfigError,
+    },
+}
+
+impl fmt::Display for TlsLoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Read { what, path, error } => {
+                write!(f, "cannot read TLS {what} {}: {error}", path.display())
+            }
+            Self::Invalid { cert, key, error } => write!(
+                f,
+                "TLS certificate {} with key {}: {error}",
+                cert.display(),
+                key.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TlsLoadError {}
+
+impl TlsFiles {
+    /// Reads both files and builds the configuration new connections are served with.
+    pub fn load(&self) -> Result<Arc<rustls::ServerConfig>, TlsLoadError> {
+        let read = |what, path: &Path| {
+            std::fs::read(path).map_err(|error| TlsLoadError::Read {
+                what,
+                path: path.to_owned(),
+                error,
+            })
+        };
+        let cert = read("certificate", &self.cert)?;
+        let key = read("key", &self.key)?;
+        tls::server_config(&cert, &key).map_err(|error| TlsLoadError::Invalid {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            error,
+        })
     }
 }
 
@@ -115,13 +186,28 @@ pub struct Server {
     store: StoreHandle,
     commit_clock: CommitClock,
     shutdown_deadline: Option<Instant>,
+    /// Where the TLS configuration comes from (reloaded on SIGHUP); `None` serves plain TCP.
+    tls: Option<TlsFiles>,
 }
 
 impl Server {
-    /// Opens the store, binds the listener and installs the SIGINT/SIGTERM handlers. The store
-    /// comes first: a database that is damaged, foreign, newer or in use stops the start before
-    /// the port is taken.
+    /// Loads the TLS certificate and key (if any), opens the store, binds the listener and installs
+    /// the SIGINT/SIGTERM (and, with TLS, SIGHUP) handlers. Files come first, then the store: bad
+    /// certificate files, or a database that is damaged, foreign, newer or in use, stop the start
+    /// before the port is taken.
     pub fn bind(config: Config) -> Result<Self, StartError> {
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        let tls_config = tls
+            .as_ref()
+            .map(TlsFiles::load)
+            .transpose()
+            .map_err(StartError::Tls)?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), STORE)?);
         let wake = Box::new(move || {
@@ -154,6 +240,10 @@ impl Server {
             None => None,
         };
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        if tls.is_some() {
+            // Only with TLS: a plain server keeps SIGHUP's default (a hang-up ends it).
+            signals.add_signal(SIGHUP)?;
+        }
         // A file-size limit (ulimit -f) reached by the store must fail that write, which the store
         // reports as `store_unavailable`, not kill the server: SIGXFSZ gets a handler that does
         // nothing, and the write then fails with EFBIG.
@@ -166,7 +256,10 @@ impl Server {
             Box::new(os_random),
             clock().instant,
         );
-        let driver = Driver::new(config.stack(), hub, config.max_connections);
+        let mut driver = Driver::new(config.stack(), hub, config.max_connections);
+        if let Some(tls_config) = tls_config {
+            driver.set_tls(tls_config);
+        }
         Ok(Self {
             poll,
             listener: Some(listener),
@@ -176,7 +269,13 @@ impl Server {
             store,
             commit_clock: CommitClock::default(),
             shutdown_deadline: None,
+            tls,
         })
+    }
+
+    /// Whether the server speaks TLS (`https://`, `wss://`).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -323,7 +422,14 @@ impl Server {
 
     fn on_signal(&mut self, now: Now) {
         let received: Vec<i32> = self.signals.pending().collect();
-        if received.is_empty() || self.shutdown_deadline.is_some() {
+        if received.contains(&SIGHUP) {
+            self.reload_tls();
+        }
+        if !received
+            .iter()
+            .any(|&signal| signal == SIGINT || signal == SIGTERM)
+            || self.shutdown_deadline.is_some()
+        {
             return;
         }
         info!("signal {received:?}: closing {} connection(s)", self.driver.len());
@@ -335,6 +441,27 @@ impl Server {
         }
         self.shutdown_deadline = Some(now.instant + SHUTDOWN_GRACE);
         self.driver.shutdown(now);
+    }
+}
+
+impl Server {
+    /// SIGHUP: reads the certificate and key again. New connections are served the new ones; open
+    /// connections keep what they negotiated. A failed reload changes nothing.
+    fn reload_tls(&mut self) {
+        let Some(files) = &self.tls else {
+            return;
+        };
+        match files.load() {
+            Ok(config) => {
+                self.driver.set_tls(config);
+                info!(
+                    "SIGHUP: reloaded TLS certificate {} and key {}",
+                    files.cert.display(),
+                    files.key.display()
+                );
+            }
+            Err(error) => warn!("SIGHUP: reload failed, keeping the current certificate: {error}"),
+        }
     }
 }
 

@@ -9,6 +9,8 @@
 //   WSCHAT_DB       the message store (a file: restarts keep the history)
 //   WSCHAT_HISTORY_SIZE  the server's --history-size: how many messages a welcome shows
 //   WSCHAT_FLAGS    the server's other flags, space-separated (the test restarts it with them)
+//   WSCHAT_TLS_CERT, WSCHAT_TLS_KEY  (optional) the server serves https:// and wss:// with these;
+//                   Chromium is told to accept the test certificate (--ignore-certificate-errors)
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -49,7 +51,12 @@ const OUT = env('WSCHAT_OUT');
 const DB = env('WSCHAT_DB');
 const OTHER_DB = DB.replace(/(\.db)?$/, '-other.db');
 const HISTORY_SIZE = Number(env('WSCHAT_HISTORY_SIZE'));
-const URL = `http://${ADDR}/`;
+const TLS = process.env.WSCHAT_TLS_CERT && process.env.WSCHAT_TLS_KEY
+  ? ['--tls-cert', process.env.WSCHAT_TLS_CERT, '--tls-key', process.env.WSCHAT_TLS_KEY]
+  : [];
+const URL = `${TLS.length ? 'https' : 'http'}://${ADDR}/`;
+// The page picks the WebSocket's scheme from its own: wss: when it was loaded over https:.
+const WS_SCHEME = TLS.length ? 'wss:' : 'ws:';
 const [HOST, PORT] = [ADDR.slice(0, ADDR.lastIndexOf(':')), Number(ADDR.slice(ADDR.lastIndexOf(':') + 1))];
 
 const XSS = '<img src=x onerror=alert(1)>';
@@ -58,7 +65,7 @@ const DEFLATE_THRESHOLD = 256;
 // The server runs with --trace so that the test can see the wire (see the permessage-deflate step),
 // and with the other flags run.sh gave it.
 const FLAGS = env('WSCHAT_FLAGS').split(' ');
-const serverArgs = (db) => ['--listen', ADDR, '--db', db, ...FLAGS];
+const serverArgs = (db) => ['--listen', ADDR, '--db', db, ...FLAGS, ...TLS];
 
 const started = Date.now();
 const log = (line) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${line}`);
@@ -68,7 +75,8 @@ let relay; // carol's network (see startRelay)
 const people = {};
 
 before(async () => {
-  browser = await launchChromium();
+  // The test CA is made for this run; the rest of TLS is checked as usual.
+  browser = await launchChromium(TLS.length ? ['--ignore-certificate-errors'] : []);
   log(`chromium ${browser.version()}`);
 });
 
@@ -80,6 +88,7 @@ after(async () => {
 /** Opens the chat (at `url`) as `name` in a fresh browser context (see pages.mjs). */
 async function openChat(name, url = URL) {
   const person = await open(browser, name, url, { out: OUT });
+  for (const ws of person.sockets) assert.equal(new globalThis.URL(ws.url()).protocol, WS_SCHEME, ws.url());
   people[name] = person;
   return person;
 }
@@ -157,7 +166,7 @@ async function storedHistory(room) {
         ws.close();
         return messages.map((m) => ({ id: m.id, nick: m.nickname, text: m.text }));
       },
-      { url: `ws://${ADDR}/`, room, timeout: WAIT_MS },
+      { url: `${WS_SCHEME}//${ADDR}/`, room, timeout: WAIT_MS },
     );
   } finally {
     await page.close();
@@ -209,6 +218,8 @@ async function startServer(db = DB) {
  * page's side of every connection and leaves the server's side open, as a network that fails
  * without a word (the server notices nothing until its pings go unanswered). A dropped
  * connection's `closedWith` is the close code the server later sends on it, if any. */
+const ENCRYPTED_CLOSE = 'a TLS record (the Close frame, encrypted)';
+
 async function startRelay() {
   const links = new Set();
   const relay = net.createServer((client) => {
@@ -223,7 +234,7 @@ async function startRelay() {
   });
   await new Promise((resolve) => relay.listen(0, HOST, resolve));
   return {
-    url: `http://${HOST}:${relay.address().port}/`,
+    url: `${new globalThis.URL(URL).protocol}//${HOST}:${relay.address().port}/`,
     drop() {
       const dropped = [...links].filter((link) => !link.dropped && !link.client.destroyed);
       for (const link of dropped) {
@@ -232,8 +243,14 @@ async function startRelay() {
         link.upstream.unpipe(link.client);
         link.client.destroy();
         // RFC 6455 §5.5.1: a server's Close frame is 0x88, an unmasked length, the code (2 bytes).
+        // Over TLS the relay sees records, not frames: the first one after the drop (the Close,
+        // encrypted) stands for it, and the plain run checks the code.
         let seen = Buffer.alloc(0);
         link.upstream.on('data', (chunk) => {
+          if (TLS.length) {
+            link.closedWith ??= ENCRYPTED_CLOSE;
+            return;
+          }
           seen = Buffer.concat([seen, chunk]);
           for (let i = seen.indexOf(0x88); i >= 0 && i + 3 < seen.length; i = seen.indexOf(0x88, i + 1)) {
             if (seen[i + 1] >= 2 && seen[i + 1] <= 125) link.closedWith ??= seen.readUInt16BE(i + 2);
@@ -555,7 +572,8 @@ test('two people chat in headless Chromium, through server restarts', { timeout:
     await waitStatus(carol, 'online');
     // The server still held the old connection open: the resume took it over and closed it.
     await waitFor('the server closing the old connection', () => dropped.some((link) => link.closedWith !== null));
-    assert.deepEqual(dropped.map((link) => link.closedWith).filter((code) => code !== null), [4001]);
+    const closedWith = dropped.map((link) => link.closedWith).filter((code) => code !== null);
+    assert.deepEqual(closedWith, [TLS.length ? ENCRYPTED_CLOSE : 4001]);
     await waitOnline(carol, ['carol'], 'carol');
     assert.equal(await carol.page.textContent('#room-name'), 'archive');
     assert.equal(sentRequests(carol, 'resume').length, 1, 'one resume');

@@ -8,6 +8,9 @@
 # wire trace, which the test reads), failure-*.png.
 #
 # Environment: WSCHAT_BROWSER_TIMEOUT  seconds before the test is killed (default 200).
+#              WSCHAT_BROWSER_TLS=1    the same test over https:// and wss://, with a certificate
+#                                      made for the run (examples/tls_certs); output in
+#                                      <repo>/target/browser-tls.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -15,6 +18,7 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 [[ "$TARGET" = /* ]] || TARGET="$ROOT/$TARGET"
 OUT="$ROOT/target/browser"
+[[ "${WSCHAT_BROWSER_TLS:-0}" == 1 ]] && OUT="$ROOT/target/browser-tls"
 TIMEOUT="${WSCHAT_BROWSER_TIMEOUT:-200}"
 
 log() { echo "browser: $*"; }
@@ -42,6 +46,14 @@ log "cargo build --release"
 BIN="$TARGET/release/wschat"
 
 mkdir -p "$OUT"
+TLS_ENV=()
+if [[ "${WSCHAT_BROWSER_TLS:-0}" == 1 ]]; then
+    log "cargo build --release --example tls_certs (a certificate for this run)"
+    (cd "$ROOT" && cargo build --release --example tls_certs)
+    rm -rf "$OUT/pki"
+    "$TARGET/release/examples/tls_certs" "$OUT/pki" server
+    TLS_ENV=(WSCHAT_TLS_CERT="$OUT/pki/server.pem" WSCHAT_TLS_KEY="$OUT/pki/server-key.pem")
+fi
 rm -f "$OUT"/failure-*.png
 PIDFILE="$OUT/server.pid"
 SERVER_LOG="$OUT/server.log"
@@ -79,7 +91,9 @@ HISTORY_SIZE=5
 FLAGS=(--trace --history-size "$HISTORY_SIZE"
     --max-connections-per-ip 1000000 --ip-rate-limit 1000000 --ip-rate-burst 1000000)
 rm -f "$DB" "$DB-wal" "$DB-shm"
-"$BIN" --listen "$ADDR" --db "$DB" "${FLAGS[@]}" >>"$SERVER_LOG" 2>&1 </dev/null &
+TLS_ARGS=()
+[[ ${#TLS_ENV[@]} -gt 0 ]] && TLS_ARGS=(--tls-cert "$OUT/pki/server.pem" --tls-key "$OUT/pki/server-key.pem")
+"$BIN" --listen "$ADDR" --db "$DB" "${FLAGS[@]}" "${TLS_ARGS[@]}" >>"$SERVER_LOG" 2>&1 </dev/null &
 echo $! >"$PIDFILE"
 disown  # The test kills it on purpose: no "Killed" job notice.
 
@@ -93,7 +107,7 @@ port_open || die "server not listening on $ADDR after 10 s"
 log "server on $ADDR (log: $SERVER_LOG)"
 
 status=0
-(cd "$HERE" && WSCHAT_BIN="$BIN" WSCHAT_ADDR="$ADDR" WSCHAT_PIDFILE="$PIDFILE" \
+(cd "$HERE" && env "${TLS_ENV[@]}" WSCHAT_BIN="$BIN" WSCHAT_ADDR="$ADDR" WSCHAT_PIDFILE="$PIDFILE" \
     WSCHAT_LOG="$SERVER_LOG" WSCHAT_OUT="$OUT" WSCHAT_DB="$DB" WSCHAT_HISTORY_SIZE="$HISTORY_SIZE" \
     WSCHAT_FLAGS="${FLAGS[*]}" \
     timeout "$TIMEOUT" node --test --test-reporter=spec chat.test.mjs) || status=$?

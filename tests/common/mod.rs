@@ -2,6 +2,8 @@
 #![allow(clippy::disallowed_methods)] // A program at the I/O edge: it reads the clock itself.
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -39,7 +41,12 @@ impl TestServer {
         let lines = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on http://").nth(1) {
+                // "listening on http://ADDR", or https:// with --tls-cert.
+                if let Some(addr) = line
+                    .split("listening on http")
+                    .nth(1)
+                    .and_then(|rest| rest.split("://").nth(1))
+                {
                     let _ = addr_tx.send(addr.trim().parse::<SocketAddr>().expect("address in log"));
                 }
                 lines.lock().unwrap().push(line);

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::config::Config;
+use crate::conn::tls::testing::{Pki, client_input, client_output, client_send};
 use crate::conn::{Phase, Wire};
 use crate::hub::Listener;
 use crate::store::memory::MemoryStore;
@@ -842,6 +843,160 @@ fn every_phase_is_named_for_the_trace() {
         h.driver.stack(upgraded.id).map(Stack::phase),
         Some(Phase::Draining { .. })
     ));
+}
+
+// --- over TLS ------------------------------------------------------------------------------------
+
+/// A TLS client's conversation with the driver, and the ciphertext that crossed the pipe.
+struct TlsClient {
+    client: Client,
+    tls: rustls::ClientConnection,
+    /// Bytes on the pipe: sent to the server, received from it.
+    wire: (usize, usize),
+}
+
+impl TlsClient {
+    /// Connects and completes the TLS handshake with a driver serving `pki`'s certificate.
+    fn connect(h: &mut Harness, pki: &Pki) -> Self {
+        let client = h.connect();
+        Self::handshake(client, h, pki)
+    }
+
+    /// Completes the TLS handshake on a connection just made.
+    fn handshake(client: Client, h: &mut Harness, pki: &Pki) -> Self {
+        let mut client = Self {
+            client,
+            tls: pki.client(),
+            wire: (0, 0),
+        };
+        while client.tls.is_handshaking() {
+            let flight = client_output(&mut client.tls);
+            client.send_ciphertext(h, &flight);
+            client.receive(h);
+        }
+        client
+    }
+
+    fn send_ciphertext(&mut self, h: &mut Harness, ciphertext: &[u8]) {
+        self.wire.0 += ciphertext.len();
+        self.client.send(h, ciphertext);
+    }
+
+    fn send(&mut self, h: &mut Harness, plaintext: &[u8]) {
+        let ciphertext = client_send(&mut self.tls, plaintext);
+        self.send_ciphertext(h, &ciphertext);
+    }
+
+    /// Reads what the server wrote; returns the plaintext it carried.
+    fn receive(&mut self, h: &mut Harness) -> Vec<u8> {
+        let ciphertext = self.client.read(h);
+        self.wire.1 += ciphertext.len();
+        client_input(&mut self.tls, &ciphertext)
+    }
+}
+
+/// The value of one series in the driver's `/metrics` rendering.
+fn metric(h: &Harness, series: &str) -> Option<String> {
+    let text = h.driver.hub().metrics().render();
+    text.lines()
+        .find_map(|line| Some(line.strip_prefix(series)?.strip_prefix(' ')?.to_owned()))
+}
+
+#[test]
+fn over_tls_a_connection_counts_under_transport_tls_with_its_socket_bytes() {
+    let pki = Pki::new();
+    let mut h = Harness::new(&[]);
+    h.driver.set_tls(pki.server_config());
+    let mut client = TlsClient::connect(&mut h, &pki);
+    client.send(&mut h, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let response = client.receive(&mut h);
+    assert!(response.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    let accepted = |transport| format!(r#"wschat_connections_accepted_total{{transport="{transport}"}}"#);
+    assert_eq!(metric(&h, &accepted("tls")).as_deref(), Some("1"));
+    assert_eq!(metric(&h, &accepted("tcp")).as_deref(), Some("0"));
+    let open = r#"wschat_connections{transport="tls",phase="http"}"#;
+    assert_eq!(metric(&h, open).as_deref(), Some("1"));
+    // What the socket carried (records, the handshake included), not the plaintext inside.
+    let (received, sent) = h.driver.hub().metrics().wire_bytes(Wire::Http);
+    assert_eq!((received as usize, sent as usize), client.wire);
+    assert!(client.wire.1 > response.len());
+}
+
+#[test]
+fn over_tls_a_second_connection_over_the_per_address_limit_is_told_429_over_tls() {
+    let pki = Pki::new();
+    let mut h = Harness::new(&["--max-connections-per-ip", "1"]);
+    h.driver.set_tls(pki.server_config());
+    let addr = SocketAddr::from((Ipv4Addr::new(192, 0, 2, 7), 40000));
+    let connect = |h: &mut Harness| {
+        let client = h.connect_from(addr, Listener::Public).expect("accepted");
+        TlsClient::handshake(client, h, &pki)
+    };
+    let _first = connect(&mut h);
+    let mut second = connect(&mut h);
+    second.send(&mut h, upgrade_request("/").as_bytes());
+    let response = second.receive(&mut h);
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 429 "), "{text}");
+    assert_eq!(
+        metric(&h, r#"wschat_connections_refused_total{reason="per_address"}"#).as_deref(),
+        Some("1")
+    );
+}
+
+#[test]
+fn with_tls_on_the_metrics_listener_still_speaks_plain_http() {
+    let pki = Pki::new();
+    let mut h = Harness::new(&[]);
+    h.driver.set_tls(pki.server_config());
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 40000));
+    let mut client = h.connect_from(addr, Listener::Metrics).expect("accepted");
+    client.send(&mut h, get("/metrics", "").as_bytes());
+    let head = client.response_head(&mut h);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let open = r#"wschat_connections{transport="tcp",phase="http"}"#;
+    assert_eq!(metric(&h, open).as_deref(), Some("1"));
+}
+
+#[test]
+fn over_tls_a_full_socket_is_resumed_when_writable_and_close_notify_goes_before_the_fin() {
+    let pki = Pki::new();
+    let mut h = Harness::new(&[]);
+    let capacity = 500; // the page (2 KiB and more) takes several writable events
+    h.capacity = capacity;
+    h.driver.set_tls(pki.server_config());
+    let TlsClient {
+        mut client, mut tls, ..
+    } = TlsClient::connect(&mut h, &pki);
+    let request = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    client.send(&mut h, &client_send(&mut tls, request));
+    let mut plaintext = Vec::new();
+    // The pipe asserts that nothing is written after the FIN: the alert must come first.
+    while !client.server_fin() {
+        let ciphertext = client.read(&mut h);
+        assert!(!ciphertext.is_empty() || client.server_fin(), "stalled");
+        plaintext.extend(client_input(&mut tls, &ciphertext));
+    }
+    plaintext.extend(client_input(&mut tls, &client.read(&mut h)));
+    assert!(
+        tls.process_new_packets().unwrap().peer_has_closed(),
+        "close_notify before the FIN"
+    );
+    let text = String::from_utf8_lossy(&plaintext);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("Content-Length: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        length > 3 * capacity,
+        "a page of {length} bytes spans several writes"
+    );
+    assert_eq!(body.len(), length);
+    assert_eq!(h.phase(&client), Some("draining"));
 }
 
 // --- the chat over plain HTTP: event streams, polls, POST /send ----------------------------------

@@ -104,11 +104,6 @@ mkdir -p "$out"
 raw=$out/raw.txt
 : >"$raw"
 
-# Removes database $1 and the files SQLite keeps beside it.
-remove_db_files() {
-    rm -f "$1" "$1-wal" "$1-shm" "$1-journal"
-}
-
 # The after build's database while a run has one.
 db=
 cleanup() {

@@ -157,3 +157,8 @@ build_rev() {
     mv "$bin.tmp" "$bin"
     cleanup_build
 }
+
+# Removes database $1 and the files SQLite keeps beside it.
+remove_db_files() {
+    rm -f "$1" "$1-wal" "$1-shm" "$1-journal"
+}

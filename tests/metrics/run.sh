@@ -13,27 +13,11 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 VENV="$ROOT/target/metrics/venv"
 
-log() { echo "metrics: $*"; }
-as_root() { if [[ $EUID -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
-apt_install() {
-    log "installing $* (apt)"
-    as_root apt-get update
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"
-}
+NAME=metrics
+# shellcheck source=../lib.sh
+source "$ROOT/tests/lib.sh"
 
-command -v python3 >/dev/null || apt_install python3 python3-venv
-# The venv is rebuilt when the pins or the interpreter change.
-stamp="$( (cat "$HERE/requirements.txt"; python3 --version) | sha256sum | cut -d' ' -f1)"
-if [[ -x "$VENV/bin/python" && "$(cat "$VENV/.stamp" 2>/dev/null)" == "$stamp" ]]; then
-    log "reusing $VENV"
-else
-    log "creating $VENV"
-    rm -rf "$VENV"
-    mkdir -p "$(dirname "$VENV")"
-    python3 -m venv "$VENV" 2>/dev/null || { rm -rf "$VENV"; apt_install python3-venv; python3 -m venv "$VENV"; }
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps -r "$HERE/requirements.txt"
-    echo "$stamp" >"$VENV/.stamp"
-fi
+python_venv "$VENV" "$HERE/requirements.txt"
 log "$("$VENV/bin/python" -c 'import sys; from importlib.metadata import version; print("Python", sys.version.split()[0] + ", prometheus-client", version("prometheus-client"))')"
 
 cd "$ROOT"

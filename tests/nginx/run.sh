@@ -32,29 +32,11 @@ IDLE_READ_TIMEOUT=5
 IDLE_PING=2
 IDLE_SILENCE=8
 
-log() { echo "nginx: $*"; }
-die() { echo "nginx: ERROR: $*" >&2; exit 1; }
+NAME=nginx
+# shellcheck source=../lib.sh
+source "$ROOT/tests/lib.sh"
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 fmt_ms() { printf '%d.%01ds' $(( $1 / 1000 )) $(( ($1 % 1000) / 100 )); }
-
-as_root() { if [[ $EUID -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
-APT_UPDATED=""
-apt_install() {
-    log "installing $* (apt)"
-    [[ -n "$APT_UPDATED" ]] || { as_root apt-get update; APT_UPDATED=1; }
-    # Debian's nginx package starts the system's nginx on port 80 unless policy-rc.d forbids it;
-    # forbid it for the install if nothing else does (container images usually have one already).
-    local policy=/usr/sbin/policy-rc.d made_policy=""
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
-        as_root chmod 755 "$policy"
-        made_policy=1
-    fi
-    local status=0
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" || status=$?
-    [[ -z "$made_policy" ]] || as_root rm -f "$policy"
-    return "$status"
-}
 
 # ------------------------------------------------------------- setup ----
 
@@ -72,18 +54,7 @@ if [[ -z "$NGINX" ]]; then
 fi
 [[ -n "$NGINX" ]] || die "nginx is still missing after installing Debian's package"
 log "$("$NGINX" -v 2>&1)"
-command -v python3 >/dev/null || apt_install python3 python3-venv
-
-venv_stamp="$( (cat "$HERE/requirements.txt"; python3 --version) | sha256sum | cut -d' ' -f1)"
-if [[ -x "$VENV/bin/python" && "$(cat "$VENV/.stamp" 2>/dev/null)" == "$venv_stamp" ]]; then
-    log "reusing $VENV"
-else
-    log "creating $VENV"
-    rm -rf "$VENV"
-    python3 -m venv "$VENV" 2>/dev/null || { rm -rf "$VENV"; apt_install python3-venv; python3 -m venv "$VENV"; }
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps -r "$HERE/requirements.txt"
-    echo "$venv_stamp" >"$VENV/.stamp"
-fi
+python_venv "$VENV" "$HERE/requirements.txt"
 PY="$VENV/bin/python"
 
 log "cargo build --release --bin wschat"

@@ -32,27 +32,9 @@ TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 OUT="$ROOT/target/proxies"
 TIMEOUT="${WSCHAT_PROXIES_TIMEOUT:-200}"
 
-log() { echo "proxies: $*"; }
-die() { echo "proxies: ERROR: $*" >&2; exit 1; }
-
-as_root() { if [[ $EUID -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
-APT_UPDATED=""
-apt_install() {
-    log "installing $* (apt)"
-    [[ -n "$APT_UPDATED" ]] || { as_root apt-get update; APT_UPDATED=1; }
-    # Debian's nginx and squid packages start the system's own service (ports 80, 3128) unless
-    # policy-rc.d forbids it: forbid it for the install if nothing else does.
-    local policy=/usr/sbin/policy-rc.d made_policy=""
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
-        as_root chmod 755 "$policy"
-        made_policy=1
-    fi
-    local status=0
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" || status=$?
-    [[ -z "$made_policy" ]] || as_root rm -f "$policy"
-    return "$status"
-}
+NAME=proxies
+# shellcheck source=../lib.sh
+source "$ROOT/tests/lib.sh"
 # find_program NAME: its path (nginx and squid live in /usr/sbin, which a non-root PATH may lack).
 find_program() { PATH="$PATH:/usr/sbin:/sbin" command -v "$1" || true; }
 

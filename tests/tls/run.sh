@@ -18,28 +18,12 @@ OUT="$ROOT/target/tls"
 VENV="$OUT/venv"
 PKI="$OUT/pki"
 
-log() { echo "tls: $*"; }
-die() { echo "tls: ERROR: $*" >&2; exit 1; }
-as_root() { if [[ $EUID -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+NAME=tls
+# shellcheck source=../lib.sh
+source "$ROOT/tests/lib.sh"
 
 mkdir -p "$OUT"
-command -v python3 >/dev/null || { as_root apt-get update; as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y python3 python3-venv; }
-
-venv_stamp="$( (cat "$HERE/requirements.txt"; python3 --version) | sha256sum | cut -d' ' -f1)"
-if [[ -x "$VENV/bin/python" && "$(cat "$VENV/.stamp" 2>/dev/null)" == "$venv_stamp" ]]; then
-    log "reusing $VENV"
-else
-    log "creating $VENV"
-    rm -rf "$VENV"
-    python3 -m venv "$VENV" 2>/dev/null || {
-        rm -rf "$VENV"
-        as_root apt-get update
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv
-        python3 -m venv "$VENV"
-    }
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps -r "$HERE/requirements.txt"
-    echo "$venv_stamp" >"$VENV/.stamp"
-fi
+python_venv "$VENV" "$HERE/requirements.txt"
 
 log "cargo build --release (wschat, examples/tls_certs)"
 (cd "$ROOT" && cargo build --release --bin wschat --example tls_certs)

@@ -193,7 +193,7 @@ impl Driver<Link> {
         let mut replies = Vec::new();
         while replies.len() < count {
             replies.push(self.until(|event| match event {
-                Event::Reply(reply) => Some(reply.clone()),
+                Event::Reply(reply) => Some(Reply::clone(reply)),
                 _ => None,
             }));
         }
@@ -266,6 +266,7 @@ fn message(token: u64, room: &str, nickname: &str, text: &str, key: Option<&str>
         text: text.to_owned(),
         ts: 1_700_000_000_000 + token,
         key: key.map(|key| IdempotencyKey::new(key).expect("valid key")),
+        lease: None,
     }
 }
 
@@ -350,7 +351,7 @@ fn history_pages_match_the_memory_store() {
     let messages: Vec<NewMessage> = (1..=25)
         .map(|n| message(n, "lobby", "alice", &format!("message {n}"), None))
         .collect();
-    model.execute(vec![Command::Append(messages.clone())]);
+    model.execute(vec![Command::Append(messages.clone())], Instant::now());
     let replies = link.ask_all(messages.into_iter().map(|m| publish(m, None)).collect());
     assert!(
         replies
@@ -378,7 +379,7 @@ fn history_pages_match_the_memory_store() {
                 range,
                 limit,
             };
-            let expected = model.execute(vec![Command::Read(read.clone())]);
+            let expected = model.execute(vec![Command::Read(read.clone())], Instant::now());
             let reply = link.ask_all(vec![Request::Read(read)]).remove(0);
             assert_eq!(
                 vec![reply.route().outcome().expect("a read outcome")],
@@ -452,10 +453,10 @@ fn a_nickname_lease_has_one_owner_even_when_two_nodes_race() {
         (0..50)
             .map(|_| {
                 driver.until(|event| match event {
-                    Event::Reply(Reply {
-                        result: Ok(Answer::Lease(lease)),
-                        ..
-                    }) => Some(*lease),
+                    Event::Reply(reply) => match reply.result {
+                        Ok(Answer::Lease(lease)) => Some(lease),
+                        _ => None,
+                    },
                     _ => None,
                 })
             })

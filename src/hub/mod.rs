@@ -222,6 +222,11 @@ impl Hub {
         &self.config
     }
 
+    /// Names this process among those sharing the store ([`Chat::set_node`]).
+    pub fn set_node(&mut self, node: &str) {
+        self.chat.set_node(node);
+    }
+
     /// What `head` gets: a page, an upgrade, or a refusal. `over_capacity`: the connection was
     /// accepted past `--max-connections` only to be told so.
     pub fn route(&self, head: &RequestHead, over_capacity: bool) -> Route {

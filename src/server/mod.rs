@@ -29,8 +29,9 @@ pub use driver::{Driver, Interest, SCRATCH_LEN, Socket};
 use crate::chat::Now;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::store::local::Coordination;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
-use crate::store::{OpenError, StoreHandle};
+use crate::store::{Command, OpenError, StoreHandle};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -108,6 +109,8 @@ pub struct Server {
     signals: Signals,
     driver: Driver<TcpStream>,
     store: StoreHandle,
+    /// Leases, presence and resume tokens of this one process, answered in the loop.
+    coordination: Coordination,
     shutdown_deadline: Option<Instant>,
 }
 
@@ -157,6 +160,7 @@ impl Server {
             signals,
             driver,
             store,
+            coordination: Coordination::new(),
             shutdown_deadline: None,
         })
     }
@@ -234,15 +238,39 @@ impl Server {
                 }
             }
             self.driver.end_turn(now);
+            let commands = self.settle_coordination(now);
             self.register();
             // Everything the chat asked of the store this turn goes in one batch: one commit.
-            let commands = self.driver.take_store_commands();
             if !commands.is_empty()
                 && let Err(error) = self.store.submit(commands)
             {
                 // The writer is gone; its handle answers every command with this error.
                 warn!("message store: {error}");
             }
+        }
+    }
+
+    /// Answers the turn's coordination commands here and now (one process needs no round trip for
+    /// them), until the chat asks for no more; returns the storage commands, in order, for the
+    /// writer thread.
+    fn settle_coordination(&mut self, now: Now) -> Vec<Command> {
+        let mut storage = Vec::new();
+        loop {
+            let mut outcomes = Vec::new();
+            for command in self.driver.take_store_commands() {
+                if command.is_storage() {
+                    storage.push(command);
+                } else {
+                    self.coordination.execute(command, now.instant, &mut outcomes);
+                }
+            }
+            if outcomes.is_empty() {
+                return storage;
+            }
+            for outcome in outcomes {
+                self.driver.store_outcome(outcome, now);
+            }
+            self.driver.end_turn(now);
         }
     }
 

@@ -44,7 +44,7 @@ use super::ops::{self, Answer, Call, Context, Reply, Request, RoomPayload, Scrip
 use super::resp::{self, Decoder, Frame};
 use super::scripts::{self, Script};
 use super::{DownReason, RedisConfig, RedisError, RemoteMessage, Timeouts};
-use crate::store::{Command, Epoch, NewMessage};
+use crate::store::{Command, Epoch};
 
 /// What the event loop must do with the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,8 +268,9 @@ pub enum Event {
     /// The data's epoch, when first read and whenever it changes: a change means Redis lost its
     /// data, and ids known before belong to another history.
     Epoch(Epoch),
-    /// One request's answer, in submission order.
-    Reply(Reply),
+    /// One request's answer, in submission order (boxed: a reply carries its request, far larger
+    /// than the other events).
+    Reply(Box<Reply>),
 }
 
 /// The command connection.
@@ -439,22 +440,19 @@ impl Link {
         self.deliver();
     }
 
-    /// Queues a store command: each message is published (with the lease owner `owner_of` names,
-    /// if any), a read is read; each reply's [`Reply::route`] gives the store's outcome.
-    pub fn submit_command(
-        &mut self,
-        command: Command,
-        mut owner_of: impl FnMut(&NewMessage) -> Option<String>,
-        now: Instant,
-    ) {
+    /// Queues a storage command: each message is published (checked against its sender's lease, if
+    /// it names one), a read is read; each reply's [`Reply::route`] gives the store's outcome.
+    /// Coordination commands are not one request each; [`super::store::RedisStore`] runs them.
+    pub fn submit_command(&mut self, command: Command, now: Instant) {
         match command {
             Command::Append(messages) => {
                 for message in messages {
-                    let owner = owner_of(&message);
+                    let owner = message.lease.as_ref().map(|lease| lease.owner.clone());
                     self.submit(message.token, Request::Publish { message, owner }, now);
                 }
             }
             Command::Read(read) => self.submit(read.token, Request::Read(read), now),
+            _ => {}
         }
     }
 
@@ -533,7 +531,7 @@ impl Link {
             {
                 self.first_seq += 1;
                 self.events
-                    .push_back(Event::Reply(Reply { tag, request, result }));
+                    .push_back(Event::Reply(Box::new(Reply { tag, request, result })));
             }
         }
     }

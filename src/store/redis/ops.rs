@@ -201,9 +201,7 @@ impl Reply {
                 result: match result {
                     Ok(Answer::Published(Published::Stored { id })) => Ok(Appended::Stored { id }),
                     Ok(Answer::Published(Published::Duplicate { id })) => Ok(Appended::Duplicate { id }),
-                    Ok(Answer::Published(Published::NotOwner)) => Err(StoreError::Other(
-                        "the sender no longer holds its nickname".to_owned(),
-                    )),
+                    Ok(Answer::Published(Published::NotOwner)) => Err(StoreError::NotOwner),
                     Ok(other) => Err(failed(unexpected("a publish answer", &other))),
                     Err(error) => Err(failed(error)),
                 },
@@ -331,7 +329,13 @@ pub fn call(request: &Request, context: &Context<'_>) -> Result<Call, Answer> {
                     keys.last_id().as_bytes(),
                     keys.history(&message.room).as_bytes(),
                     keys.dedup(&message.room).as_bytes(),
-                    keys.lease(&message.nickname).as_bytes(),
+                    keys.lease(
+                        message
+                            .lease
+                            .as_ref()
+                            .map_or(&message.nickname, |lease| &lease.key),
+                    )
+                    .as_bytes(),
                 ],
                 [
                     epoch.as_bytes(),
@@ -568,11 +572,16 @@ fn parse_page(read: &Read, frame: &Frame) -> Option<Page> {
         // XREVRANGE gave them newest first.
         messages.reverse();
     }
-    Some(Page { messages, more })
+    // Each entry records its room's previous id (`p`), so a page says whether the history still
+    // reaches back to where a reader stands.
+    let prev = messages.first().map(|(_, prev)| *prev);
+    let messages = messages.into_iter().map(|(message, _)| message).collect();
+    Some(Page { messages, more, prev })
 }
 
-/// One stream entry: `[id, [field, value, ...]]`.
-fn parse_entry(room: &str, entry: &Frame) -> Option<StoredMessage> {
+/// One stream entry: `[id, [field, value, ...]]`, and the id of its room's message before it (0 if
+/// the entry predates the `p` field).
+fn parse_entry(room: &str, entry: &Frame) -> Option<(StoredMessage, u64)> {
     let Frame::Array(parts) = entry else {
         return None;
     };
@@ -587,6 +596,7 @@ fn parse_entry(room: &str, entry: &Frame) -> Option<StoredMessage> {
         text: String::new(),
         ts: 0,
     };
+    let mut prev = 0;
     for pair in fields.chunks(2) {
         let [name, value] = pair else {
             return None;
@@ -596,11 +606,12 @@ fn parse_entry(room: &str, entry: &Frame) -> Option<StoredMessage> {
             b"n" => value.clone_into(&mut message.nickname),
             b"t" => value.clone_into(&mut message.text),
             b"ts" => message.ts = value.parse().ok()?,
+            b"p" => prev = value.parse().ok()?,
             // A field a later version added: not ours to refuse.
             _ => {}
         }
     }
-    Some(message)
+    Some((message, prev))
 }
 
 fn parse_members(frame: &Frame) -> Option<Vec<Member>> {

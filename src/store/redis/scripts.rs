@@ -114,7 +114,8 @@ end
 
 -- 4. The room's previous message id, read before appending. Subscribers compare it with the last
 --    id they saw in this room: a mismatch means they missed a message (their subscription dropped,
---    or they subscribed late) and must read the gap from the history stream.
+--    or they subscribed late) and must read the gap from the history stream. The entry keeps it
+--    too ('p'), so a history read tells whether trimming took what came before its first entry.
 local prev = '0'
 local newest = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
 if newest[1] then
@@ -129,7 +130,7 @@ local id = string.format('%d', redis.call('INCR', KEYS[2]))
 --    are plain id ranges. MAXLEN ~ keeps at least the room's quota; the "~" lets Redis trim whole
 --    internal nodes only, which is much cheaper than trimming to the exact count.
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], id .. '-0',
-  'n', ARGV[5], 't', ARGV[6], 'ts', ARGV[7])
+  'n', ARGV[5], 't', ARGV[6], 'ts', ARGV[7], 'p', prev)
 
 -- 7. Remember the key for exactly as long as the room keeps messages it could name: forget every
 --    key whose message is older than the oldest one left in the stream.

@@ -221,6 +221,7 @@ fn message(key: Option<&str>) -> NewMessage {
         text: "hi there\n".to_owned(),
         ts: 1_700_000_000_123,
         key: key.map(|key| IdempotencyKey::new(key).expect("valid")),
+        lease: None,
     }
 }
 
@@ -637,6 +638,8 @@ mod replies {
         ];
         for (request, frame, ids, more) in cases {
             let expected = Page {
+                // These entries predate the `p` field: their previous id reads as 0.
+                prev: (!ids.is_empty()).then_some(0),
                 messages: ids.into_iter().map(stored).collect(),
                 more,
             };
@@ -793,9 +796,7 @@ mod outcomes {
             ),
             (
                 Ok(Answer::Published(Published::NotOwner)),
-                Err(StoreError::Other(
-                    "the sender no longer holds its nickname".to_owned(),
-                )),
+                Err(StoreError::NotOwner),
             ),
             (
                 Err(RedisError::Disconnected(DownReason::Closed)),

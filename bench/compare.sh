@@ -269,14 +269,26 @@ wschat_flags() {
     echo "$flags"
 }
 
+# Every benchmark client is 127.0.0.1, which the per-address limits (--max-connections-per-ip since
+# the operations change, --ip-rate-* a little before) would refuse: lifted in any build $1 that has
+# them, so that a baseline from before them runs the same scenario.
+per_address_flags() {
+    local help flag flags=""
+    help=$("$1" --help)
+    for flag in --max-connections-per-ip --ip-rate-limit --ip-rate-burst; do
+        if grep -q -- "$flag" <<<"$help"; then flags+=" $flag 1000000"; fi
+    done
+    echo "$flags"
+}
+
 # The command line of server $1 for scenario $2.
 server_command() {
     local port
     port=$(server_port "$1")
     case $1 in
         # The store (since the durable-chat change) keeps nothing across runs here.
-        wschat) echo "$wschat_bin --db :memory: $(wschat_flags "$port" "$2")" ;;
-        wschat-base) echo "$baseline_bin $(wschat_flags "$port" "$2")" ;;
+        wschat) echo "$wschat_bin --db :memory: $(wschat_flags "$port" "$2")$(per_address_flags "$wschat_bin")" ;;
+        wschat-base) echo "$baseline_bin $(wschat_flags "$port" "$2")$(per_address_flags "$baseline_bin")" ;;
         fastwebsockets) echo "$peers_bin/fastwebsockets-echo $port" ;;
         tokio-tungstenite) echo "$peers_bin/tungstenite-echo $port" ;;
         ws)

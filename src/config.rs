@@ -7,7 +7,9 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::conn::StackConfig;
+use crate::conn::per_ip::DEFAULT_MAX_PER_ADDRESS;
 use crate::http;
+use crate::http::forwarded::{IpPrefix, TrustedProxies};
 use crate::hub::{HubConfig, SessionConfig};
 use crate::ws::deflate::DeflatePolicy;
 use crate::ws::handshake::Policy;
@@ -41,6 +43,24 @@ pub struct Config {
     /// Most simultaneous connections; further handshakes get 503.
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub max_connections: usize,
+
+    /// Most simultaneous connections from one client address (an IPv4 address, or an IPv6 /64);
+    /// further handshakes get 429. The default lets a household or office behind one address
+    /// keep dozens of tabs open while no one host takes more than a sliver of --max-connections.
+    #[arg(long = "max-connections-per-ip", default_value_t = DEFAULT_MAX_PER_ADDRESS, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_ip: u32,
+
+    /// A reverse proxy whose X-Forwarded-For names the client (repeatable; an address or a CIDR
+    /// prefix such as 10.0.0.0/8). Only for requests from these peers is the header believed, for
+    /// the per-address limits and the logs.
+    #[arg(long = "trusted-proxy", value_name = "ADDR")]
+    pub trusted_proxies: Vec<IpPrefix>,
+
+    /// Serve /metrics on this address only (not on --listen), so that it need not be public.
+    /// /healthz and /readyz are served on both.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 
     /// Bytes queued for one client before it counts as slow: an echo client stops being read until
     /// it drains, a chat client is closed with 1008.
@@ -169,6 +189,10 @@ impl Config {
                 queue_cap: self.max_queued_output,
                 grace: self.session_grace,
             },
+            trusted_proxies: TrustedProxies::new(self.trusted_proxies.clone()),
+            max_per_address: self.max_connections_per_ip,
+            max_connections: self.max_connections,
+            metrics_separate: self.metrics_listen.is_some(),
         }
     }
 }

@@ -124,6 +124,7 @@ pub fn handshake(data: &[u8]) {
     let status = match conn.next_event() {
         Ok(http::Event::Head(head)) => {
             assert!(head.minor_version <= 1);
+            forwarded_client(&head);
             let request = Request::from_head(&head);
             let (status, response) = match request.validate(&policy) {
                 Ok(accepted) => {
@@ -155,6 +156,31 @@ pub fn handshake(data: &[u8]) {
     let complete = parsed.parse(&output).expect("our response is valid HTTP");
     assert!(complete.is_complete());
     assert_eq!(parsed.code, Some(status));
+}
+
+/// Whatever `X-Forwarded-For` says, the client it names for a request is the peer itself or an
+/// address written in the field, and never anything but the peer for an untrusted peer.
+fn forwarded_client(head: &http::RequestHead) {
+    use crate::http::forwarded::TrustedProxies;
+    use std::net::{IpAddr, Ipv4Addr};
+    let proxies = ["10.0.0.0/8", "::1"].map(|prefix| prefix.parse().expect("a valid prefix"));
+    let trusted = TrustedProxies::new(proxies.to_vec());
+    let untrusted_peer = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    assert_eq!(trusted.client_addr(untrusted_peer, head), untrusted_peer);
+    let proxy = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
+    let client = trusted.client_addr(proxy, head);
+    let written = head
+        .header_values(http::forwarded::X_FORWARDED_FOR)
+        .collect::<Vec<_>>()
+        .join(",");
+    let in_field = written
+        .split(',')
+        .filter_map(|entry| http::forwarded::parse_hop(entry.trim_matches([' ', '\t'])))
+        .any(|hop| hop == client);
+    assert!(
+        client == proxy || in_field,
+        "{client} is neither the peer nor written in {written:?}"
+    );
 }
 
 /// Events are compared as owned copies.
@@ -527,8 +553,8 @@ pub fn stack(data: &[u8]) {
 /// pieces of at most `piece_len`; after each turn applies whatever the hub asks of that same
 /// connection. Returns everything written and the final phase.
 fn drive_stack(turns: &[&[u8]], piece_len: usize) -> (Vec<u8>, &'static str) {
-    use crate::chat::{ChatConfig, Now};
-    use crate::conn::{ConnId, Ctx, Stack, StackConfig};
+    use crate::chat::Now;
+    use crate::conn::{ConnId, Ctx, Opening, Stack, StackConfig};
     use crate::hub::{Hub, HubConfig, Output};
 
     let origin = clock_origin();
@@ -555,11 +581,7 @@ fn drive_stack(turns: &[&[u8]], piece_len: usize) -> (Vec<u8>, &'static str) {
             deflate: Some(DeflatePolicy::default()),
             ..Policy::default()
         },
-        chat: ChatConfig::default(),
-        sessions: crate::hub::SessionConfig {
-            queue_cap: 1 << 20,
-            grace: std::time::Duration::from_secs(30),
-        },
+        ..HubConfig::default()
     };
     let mut hub = Hub::new(hub_config, "0123456789abcdef".into(), tokens, origin);
     let mut store = crate::store::memory::MemoryStore::new(1000);
@@ -571,7 +593,7 @@ fn drive_stack(turns: &[&[u8]], piece_len: usize) -> (Vec<u8>, &'static str) {
     let mut stack = Stack::new(
         id,
         "127.0.0.1:1".parse().expect("an address"),
-        false,
+        Opening::default(),
         &config,
         origin,
     );
@@ -714,6 +736,26 @@ mod tests {
     /// queued for the new session is applied after the frame failed the connection, so it is
     /// dropped, while the same bytes over two reads deliver it first. Turns are therefore part of
     /// the target's input, and only how a turn's bytes are cut must not matter.
+    #[test]
+    fn the_handshake_target_walks_hostile_forwarded_fields() {
+        for field in [
+            "203.0.113.7",
+            "203.0.113.7, 10.0.0.1",
+            "10.0.0.1, 10.0.0.2",
+            "[2001:db8::1]:443, ::1",
+            "::ffff:10.0.0.1, ::FFFF:192.0.2.9",
+            "unknown, 10.0.0.1",
+            "\"quoted, 1.2.3.4\", 10.0.0.1",
+            ",,, , \t,",
+            "999.1.1.1, 10.0.0.1",
+            "010.0.0.1",
+            "[::1, 10.0.0.1]",
+        ] {
+            let request = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: {field}\r\n\r\n");
+            handshake(request.as_bytes());
+        }
+    }
+
     #[test]
     fn regression_upgrade_then_bad_frame_in_one_read() {
         stack(include_bytes!(

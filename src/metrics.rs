@@ -22,10 +22,13 @@
 //! a family holds series (one value per combination of label values). Handles ([`Counter`],
 //! [`Gauge`], [`Histogram`]) are indices, resolved once, so an update is an index and an add.
 //! [`Metrics`] is wschat's own set of families on top of it, with the labels `transport`,
-//! `phase`, `status`, `code`, `by` and `reason`.
+//! `phase`, `status`, `code`, `by`, `reason` and `protocol`. Most are counted where they happen;
+//! what the chat counts for itself is copied in when a scrape renders ([`ChatFigures`]).
 
 use std::fmt::Write as _;
 use std::time::Duration;
+
+use crate::conn::Wire;
 
 /// The `Content-Type` of a scrape's answer: the 0.0.4 text format, UTF-8 (the charset is what
 /// Prometheus' own Go client sends with it).
@@ -323,6 +326,22 @@ impl Registry {
         Some(&mut family.series.get_mut(id.series)?.value)
     }
 
+    /// A counter's value (0 for a handle of another registry).
+    pub fn counter_value(&self, counter: Counter) -> u64 {
+        let id = counter.0;
+        match self
+            .families
+            .get(id.family)
+            .and_then(|family| family.series.get(id.series))
+        {
+            Some(Series {
+                value: Value::Counter(value),
+                ..
+            }) => *value,
+            _ => 0,
+        }
+    }
+
     pub fn inc(&mut self, counter: Counter) {
         self.add(counter, 1);
     }
@@ -330,6 +349,15 @@ impl Registry {
     pub fn add(&mut self, counter: Counter, n: u64) {
         if let Some(Value::Counter(value)) = self.value_mut(counter.0) {
             *value = value.saturating_add(n);
+        }
+    }
+
+    /// Sets a counter to a total kept elsewhere (a count the chat or the store keeps for itself,
+    /// copied in when a scrape renders). A total only grows; a smaller value is ignored, so the
+    /// counter never goes down.
+    pub fn set_total(&mut self, counter: Counter, total: u64) {
+        if let Some(Value::Counter(value)) = self.value_mut(counter.0) {
+            *value = (*value).max(total);
         }
     }
 
@@ -519,20 +547,31 @@ impl Transport {
     }
 }
 
-/// The phase an open connection is in, for the `phase` label (the phases of `conn::Phase`).
+/// The phase an open connection is in, for the `phase` label: the phases of `conn::Phase`, with
+/// the HTTP phase's long exchanges (an event stream, a parked poll) apart from its requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     Http,
+    EventStream,
+    ParkedPoll,
     WebSocket,
     Draining,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 3] = [Phase::Http, Phase::WebSocket, Phase::Draining];
+    pub const ALL: [Phase; 5] = [
+        Phase::Http,
+        Phase::EventStream,
+        Phase::ParkedPoll,
+        Phase::WebSocket,
+        Phase::Draining,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             Phase::Http => "http",
+            Phase::EventStream => "sse",
+            Phase::ParkedPoll => "poll",
             Phase::WebSocket => "websocket",
             Phase::Draining => "draining",
         }
@@ -584,6 +623,27 @@ impl Refusal {
     }
 }
 
+/// Why the server closed a client for its own conduct, for the `reason` label of policy closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyClose {
+    /// It did not read what it was sent (`--max-queued-output`): a WebSocket closed with 1008, or
+    /// an HTTP session ended with a last `closed` event.
+    SlowConsumer,
+    /// It went on sending past the rate limit (`--flood-limit`).
+    Flood,
+}
+
+impl PolicyClose {
+    pub const ALL: [PolicyClose; 2] = [PolicyClose::SlowConsumer, PolicyClose::Flood];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            PolicyClose::SlowConsumer => "slow_consumer",
+            PolicyClose::Flood => "flood",
+        }
+    }
+}
+
 /// The `status` label: the status code, or `other` for a number HTTP does not define (RFC 9110
 /// §15: three digits, 1xx to 5xx).
 pub fn status_label(status: u16) -> String {
@@ -623,8 +683,29 @@ pub struct Metrics {
     refused: [Counter; Refusal::ALL.len()],
     open: [[Gauge; Phase::ALL.len()]; Transport::ALL.len()],
     http_responses: FamilyId,
+    rejected: FamilyId,
     closes: FamilyId,
+    policy_closes: [Counter; PolicyClose::ALL.len()],
+    bytes_in: [Counter; Wire::ALL.len()],
+    bytes_out: [Counter; Wire::ALL.len()],
+    messages_in: [Counter; Wire::ALL.len()],
+    messages_out: [Counter; Wire::ALL.len()],
+    chat_accepted: Counter,
+    chat_sessions: Gauge,
+    chat_rooms: Gauge,
+    store_up: Gauge,
     commit: Histogram,
+}
+
+/// What the chat and the hub count for themselves, copied into the metrics when a scrape renders.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChatFigures {
+    /// Chat messages stored and broadcast since the start.
+    pub accepted: u64,
+    /// Chat sessions open now, whatever carries them.
+    pub sessions: usize,
+    /// Rooms that exist now.
+    pub rooms: usize,
 }
 
 impl Default for Metrics {
@@ -643,48 +724,103 @@ impl Metrics {
 
     fn define() -> Result<Self, MetricsError> {
         let mut registry = Registry::new();
-        let accepted = registry.counter_family(
+        let r = &mut registry;
+        let accepted = r.counter_family(
             "wschat_connections_accepted_total",
             "Connections accepted, by transport.",
             &["transport"],
         )?;
-        let refused = registry.counter_family(
+        let refused = r.counter_family(
             "wschat_connections_refused_total",
             "Connections refused before their first response, by reason.",
             &["reason"],
         )?;
-        let open = registry.gauge_family(
+        let open = r.gauge_family(
             "wschat_connections",
             "Connections open now, by transport and phase.",
             &["transport", "phase"],
         )?;
-        let http_responses = registry.counter_family(
+        let http_responses = r.counter_family(
             "wschat_http_responses_total",
             "HTTP responses sent (101 included), by status code.",
             &["status"],
         )?;
-        let closes = registry.counter_family(
+        let rejected = r.counter_family(
+            "wschat_requests_rejected_total",
+            "Requests and handshakes refused with an error status, by status code.",
+            &["status"],
+        )?;
+        let closes = r.counter_family(
             "wschat_websocket_closes_total",
             "WebSocket closing handshakes, by close code and by the side that sent the first Close.",
             &["code", "by"],
         )?;
-        let commit = registry.histogram_family(
+        let policy_closes = r.counter_family(
+            "wschat_policy_closes_total",
+            "Chat clients closed for their conduct: too slow to read, or flooding.",
+            &["reason"],
+        )?;
+        let bytes_in = r.counter_family(
+            "wschat_received_bytes_total",
+            "Socket bytes received, by the protocol they carried (HTTP heads and framing included).",
+            &["protocol"],
+        )?;
+        let bytes_out = r.counter_family(
+            "wschat_sent_bytes_total",
+            "Socket bytes sent, by the protocol they carried (HTTP heads and framing included).",
+            &["protocol"],
+        )?;
+        let messages_in = r.counter_family(
+            "wschat_messages_received_total",
+            "Messages received: WebSocket data messages, chat envelopes posted to /send.",
+            &["protocol"],
+        )?;
+        let messages_out = r.counter_family(
+            "wschat_messages_sent_total",
+            "Messages sent: WebSocket data messages, events on event streams and in poll answers.",
+            &["protocol"],
+        )?;
+        let chat_accepted = r.counter_family(
+            "wschat_chat_messages_accepted_total",
+            "Chat messages stored and broadcast.",
+            &[],
+        )?;
+        let chat_sessions = r.gauge_family("wschat_chat_sessions", "Chat sessions open now.", &[])?;
+        let chat_rooms = r.gauge_family("wschat_chat_rooms", "Chat rooms that exist now.", &[])?;
+        let store_up = r.gauge_family(
+            "wschat_store_up",
+            "1 while the message store works (its last operation succeeded), else 0.",
+            &[],
+        )?;
+        let commit = r.histogram_family(
             "wschat_store_commit_seconds",
-            "Time from a message's arrival to its store commit, in seconds.",
+            "Time from handing a message to the store to its commit, in seconds.",
             &[],
             &COMMIT_BUCKETS,
         )?;
-        Ok(Self {
-            accepted: each(Transport::ALL, |t| registry.counter(accepted, &[t.label()]))?,
-            refused: each(Refusal::ALL, |r| registry.counter(refused, &[r.label()]))?,
+        let by_wire = |r: &mut Registry, family| each(Wire::ALL, |w| r.counter(family, &[w.name()]));
+        let metrics = Self {
+            accepted: each(Transport::ALL, |t| r.counter(accepted, &[t.label()]))?,
+            refused: each(Refusal::ALL, |why| r.counter(refused, &[why.label()]))?,
             open: each(Transport::ALL, |t| {
-                each(Phase::ALL, |p| registry.gauge(open, &[t.label(), p.label()]))
+                each(Phase::ALL, |p| r.gauge(open, &[t.label(), p.label()]))
             })?,
-            commit: registry.histogram(commit, &[])?,
+            policy_closes: each(PolicyClose::ALL, |why| r.counter(policy_closes, &[why.label()]))?,
+            bytes_in: by_wire(r, bytes_in)?,
+            bytes_out: by_wire(r, bytes_out)?,
+            messages_in: by_wire(r, messages_in)?,
+            messages_out: by_wire(r, messages_out)?,
+            chat_accepted: r.counter(chat_accepted, &[])?,
+            chat_sessions: r.gauge(chat_sessions, &[])?,
+            chat_rooms: r.gauge(chat_rooms, &[])?,
+            store_up: r.gauge(store_up, &[])?,
+            commit: r.histogram(commit, &[])?,
             http_responses,
+            rejected,
             closes,
             registry,
-        })
+        };
+        Ok(metrics)
     }
 
     pub fn accepted(&mut self, transport: Transport) {
@@ -707,10 +843,16 @@ impl Metrics {
         }
     }
 
+    /// A response went out (its status counted; an error status also counts as a rejection).
     pub fn http_response(&mut self, status: u16) {
         let label = status_label(status);
         // A closed set of values (see `status_label`): the lookup cannot hit the series limit.
         if let Ok(counter) = self.registry.counter(self.http_responses, &[&label]) {
+            self.registry.inc(counter);
+        }
+        if status >= 400
+            && let Ok(counter) = self.registry.counter(self.rejected, &[&label])
+        {
             self.registry.inc(counter);
         }
     }
@@ -723,8 +865,60 @@ impl Metrics {
         }
     }
 
+    pub fn policy_close(&mut self, why: PolicyClose) {
+        self.registry.inc(self.policy_closes[why as usize]);
+    }
+
+    pub fn bytes_received(&mut self, wire: Wire, len: usize) {
+        self.registry.add(self.bytes_in[wire as usize], len as u64);
+    }
+
+    pub fn bytes_sent(&mut self, wire: Wire, len: usize) {
+        self.registry.add(self.bytes_out[wire as usize], len as u64);
+    }
+
+    pub fn messages_received(&mut self, wire: Wire, count: usize) {
+        self.registry.add(self.messages_in[wire as usize], count as u64);
+    }
+
+    pub fn messages_sent(&mut self, wire: Wire, count: usize) {
+        self.registry.add(self.messages_out[wire as usize], count as u64);
+    }
+
     pub fn store_commit(&mut self, latency: Duration) {
         self.registry.observe(self.commit, latency.as_secs_f64());
+    }
+
+    pub fn store_up(&mut self, up: bool) {
+        self.registry.set(self.store_up, if up { 1.0 } else { 0.0 });
+    }
+
+    /// Copies in what the chat counts for itself.
+    pub fn chat(&mut self, figures: ChatFigures) {
+        self.registry.set_total(self.chat_accepted, figures.accepted);
+        self.registry.set(self.chat_sessions, figures.sessions as f64);
+        self.registry.set(self.chat_rooms, figures.rooms as f64);
+    }
+
+    /// Socket bytes received and sent so far for `wire`.
+    pub fn wire_bytes(&self, wire: Wire) -> (u64, u64) {
+        (
+            self.registry.counter_value(self.bytes_in[wire as usize]),
+            self.registry.counter_value(self.bytes_out[wire as usize]),
+        )
+    }
+
+    /// Socket bytes so far, received and sent, by protocol: one line for the log at shutdown
+    /// (`http 1234/5678, websocket ...`).
+    pub fn wire_summary(&self) -> String {
+        Wire::ALL
+            .iter()
+            .map(|wire| {
+                let (received, sent) = self.wire_bytes(*wire);
+                format!("{} {received}/{sent}", wire.name())
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// The body of a scrape (serve it with [`CONTENT_TYPE`]).

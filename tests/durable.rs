@@ -356,6 +356,12 @@ fn kill_9_during_a_burst_loses_no_ack_ids_continue_and_resent_keys_count_once() 
 /// messages more do not.
 const FILE_SIZE_LIMIT: u64 = 256 * 1024;
 
+/// The status of `GET path` (the health and readiness probes).
+fn probe(server: &TestServer, path: &str) -> u16 {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    http_exchange(server.addr, request.as_bytes()).0
+}
+
 /// Fails the test (never skips it) where util-linux's `prlimit` is missing.
 fn require_prlimit() {
     let found = Command::new("prlimit")
@@ -407,6 +413,9 @@ fn a_failing_disk_gives_store_unavailable_and_the_server_keeps_serving() {
         server.child.try_wait().expect("try_wait").is_none(),
         "the server died"
     );
+    // A load balancer is told not to send new clients here, while the loop itself is alive.
+    assert_eq!(probe(&server, "/readyz"), 503);
+    assert_eq!(probe(&server, "/healthz"), 200);
 
     // Everything that needs no write still works.
     poster.send("nickname", json!("poster"));
@@ -432,6 +441,7 @@ fn a_failing_disk_gives_store_unavailable_and_the_server_keeps_serving() {
         .expect("prlimit runs");
     assert!(status.success(), "raising the limit: {status}");
     poster.post("the disk is back");
+    assert_eq!(probe(&server, "/readyz"), 200);
     let resent = post_keyed(&mut poster, "keyed, sent again", refused_key);
 
     // The room saw exactly the stored messages: nothing refused.

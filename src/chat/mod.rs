@@ -57,6 +57,7 @@ pub mod names;
 mod protocol;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -66,6 +67,7 @@ use names::NameKey;
 pub use protocol::{ChatMessage, ErrorCode, MAX_NAME_CHARS};
 use protocol::{HistoryRange, Inbound, Outbound, Rejection, parse_inbound};
 
+use crate::http::forwarded::IpPrefix;
 use crate::store::{
     self, Appended, Claim, Claimed, Command, IdempotencyKey, LeaseRef, Member, NewMessage, Nickname, Outcome,
     Posted, Range, Resumable, Token,
@@ -117,6 +119,15 @@ pub struct ChatConfig {
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub rate_burst: u32,
 
+    /// Messages per second all clients of one address (an IPv4 address, an IPv6 /64) may send
+    /// together, sustained: a host that opens many connections does not get many rate limits.
+    #[arg(long, default_value_t = 20.0, value_name = "PER_SEC", value_parser = parse_rate)]
+    pub ip_rate_limit: f64,
+
+    /// Messages all clients of one address may send together in a burst.
+    #[arg(long, default_value_t = 60, value_name = "N")]
+    pub ip_rate_burst: u32,
+
     /// Messages rejected in a row for the rate limit before the client is closed with 1008.
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub flood_limit: u32,
@@ -147,6 +158,8 @@ impl Default for ChatConfig {
             max_text_chars: 2000,
             rate_limit: 5.0,
             rate_burst: 20,
+            ip_rate_limit: 20.0,
+            ip_rate_burst: 60,
             flood_limit: 20,
             max_rooms: 1000,
             resume_ttl: Duration::from_secs(600),
@@ -181,7 +194,32 @@ pub struct Now {
     pub unix_ms: u64,
 }
 
-/// Token bucket: `burst` tokens, refilled at `rate` per second; one message costs one token.
+/// A rate limit: `per_sec` sustained, `burst` at once.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    per_sec: f64,
+    burst: u32,
+}
+
+impl ChatConfig {
+    /// The limit of one session.
+    fn session_rate(&self) -> Rate {
+        Rate {
+            per_sec: self.rate_limit,
+            burst: self.rate_burst,
+        }
+    }
+
+    /// The limit all sessions of one address share.
+    fn host_rate(&self) -> Rate {
+        Rate {
+            per_sec: self.ip_rate_limit,
+            burst: self.ip_rate_burst,
+        }
+    }
+}
+
+/// Token bucket: `burst` tokens, refilled at `per_sec`; one message costs one token.
 #[derive(Debug, Clone)]
 struct TokenBucket {
     tokens: f64,
@@ -189,24 +227,41 @@ struct TokenBucket {
 }
 
 impl TokenBucket {
-    fn new(burst: u32, now: Instant) -> Self {
+    fn full(rate: Rate, now: Instant) -> Self {
         Self {
-            tokens: f64::from(burst),
+            tokens: f64::from(rate.burst),
             updated: now,
         }
     }
 
-    fn take(&mut self, config: &ChatConfig, now: Instant) -> bool {
+    /// Adds what the time since the last refill earned, up to the burst; says whether a token is
+    /// there to spend.
+    fn refill(&mut self, rate: Rate, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * config.rate_limit).min(f64::from(config.rate_burst));
+        self.tokens = (self.tokens + elapsed * rate.per_sec).min(f64::from(rate.burst));
         self.updated = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.tokens >= 1.0
     }
+
+    fn spend(&mut self) {
+        self.tokens -= 1.0;
+    }
+}
+
+/// What all sessions of one address share: the address's rate limit.
+#[derive(Debug)]
+struct Host {
+    bucket: TokenBucket,
+    /// Sessions of this address; the entry goes with the last one, so the table holds at most one
+    /// entry per session.
+    sessions: u32,
+}
+
+/// Which rate limit refused a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    Session,
+    Host,
 }
 
 /// Requests a client may have waiting behind a nickname claim or a resume token in flight. The
@@ -225,6 +280,8 @@ struct Client {
     /// Whether it is a member of `room` yet (has had its welcome).
     entered: bool,
     bucket: TokenBucket,
+    /// The address (IPv4) or /64 (IPv6) it connected from, whose rate limit it shares.
+    host: IpPrefix,
     /// Messages refused by the rate limit since the last accepted one.
     strikes: u32,
     resume: u128,
@@ -331,6 +388,8 @@ pub struct Chat {
     /// The store's epoch, as clients see it.
     epoch: String,
     clients: HashMap<SessionId, Client>,
+    /// Rate limits per client address.
+    hosts: HashMap<IpPrefix, Host>,
     rooms: HashMap<String, Room>,
     /// The nickname keys ([`NameKey`]: normalized, case-folded) this process's sessions hold → the
     /// session: a quick refusal of a name taken here, without asking the store.
@@ -341,6 +400,9 @@ pub struct Chat {
     tokens: TokenSource,
     /// Live sessions by resume token (the store has the token too, for other processes).
     resumable: HashMap<u128, SessionId>,
+    /// Messages stored and shown since the start (by this process's feed: every process counts
+    /// every message of the rooms it follows).
+    accepted: u64,
 }
 
 impl std::fmt::Debug for Chat {
@@ -373,6 +435,7 @@ impl Chat {
             node: DEFAULT_NODE.to_owned(),
             epoch,
             clients: HashMap::new(),
+            hosts: HashMap::new(),
             rooms: HashMap::new(),
             nicknames: HashMap::new(),
             history,
@@ -380,6 +443,7 @@ impl Chat {
             last_token: 0,
             tokens,
             resumable: HashMap::new(),
+            accepted: 0,
         }
     }
 
@@ -406,6 +470,21 @@ impl Chat {
         self.clients.len()
     }
 
+    /// Rooms that exist now.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Messages stored and broadcast since the start (not counting duplicates of a key).
+    pub fn accepted(&self) -> u64 {
+        self.accepted
+    }
+
+    /// Client addresses with a rate limit of their own (one per address with a session).
+    pub fn host_count(&self) -> usize {
+        self.hosts.len()
+    }
+
     /// Bytes of history held in memory.
     pub fn history_bytes(&self) -> usize {
         self.history.used()
@@ -416,10 +495,19 @@ impl Chat {
         self.pending.len()
     }
 
-    /// A client connected: the store gives it a nickname, then it joins the lobby and receives
-    /// `welcome`.
-    pub fn connect(&mut self, id: SessionId, now: Now, actions: &mut Vec<Action>) {
+    /// A client connected from `addr`: the store gives it a nickname, then it joins the lobby and
+    /// receives `welcome`.
+    pub fn connect(&mut self, id: SessionId, addr: IpAddr, now: Now, actions: &mut Vec<Action>) {
         let owner = format!("{}.{}", self.node, id.0);
+        let host = IpPrefix::host(addr);
+        let host_rate = self.config.host_rate();
+        self.hosts
+            .entry(host)
+            .or_insert_with(|| Host {
+                bucket: TokenBucket::full(host_rate, now.instant),
+                sessions: 0,
+            })
+            .sessions += 1;
         let resume = self.new_resume_token(id);
         self.clients.insert(
             id,
@@ -427,7 +515,8 @@ impl Chat {
                 nickname: String::new(),
                 room: String::new(),
                 entered: false,
-                bucket: TokenBucket::new(self.config.rate_burst, now.instant),
+                bucket: TokenBucket::full(self.config.session_rate(), now.instant),
+                host,
                 strikes: 0,
                 resume,
                 owner,
@@ -445,6 +534,7 @@ impl Chat {
         let Some(client) = self.clients.remove(&id) else {
             return;
         };
+        self.release_host(client.host);
         self.resumable.remove(&client.resume);
         if client.nickname.is_empty() {
             return; // Never named, never welcomed: nothing to give back.
@@ -470,23 +560,32 @@ impl Chat {
 
     /// A text message arrived from `id`.
     pub fn on_text(&mut self, id: SessionId, text: &str, now: Now, actions: &mut Vec<Action>) {
-        let Some(client) = self.clients.get_mut(&id) else {
-            return;
-        };
-        if !client.bucket.take(&self.config, now.instant) {
+        if let Some(limit) = self.rate_limit(id, now.instant) {
+            let Some(client) = self.clients.get_mut(&id) else {
+                return;
+            };
             client.strikes += 1;
             if client.strikes > self.config.flood_limit {
                 let reason = "flooding: rate limit exceeded".to_owned();
                 self.queue_answer(id, Answer::Close(CloseCode::PolicyViolation, reason), actions);
             } else {
-                let message = format!(
-                    "slow down: at most {} messages per second",
-                    self.config.rate_limit
-                );
+                let message = match limit {
+                    Limit::Session => format!(
+                        "slow down: at most {} messages per second",
+                        self.config.rate_limit
+                    ),
+                    Limit::Host => format!(
+                        "slow down: at most {} messages per second from one address",
+                        self.config.ip_rate_limit
+                    ),
+                };
                 self.reject(id, ErrorCode::RateLimited, message, actions);
             }
             return;
         }
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
         client.strikes = 0;
         if client.busy.is_some() {
             if client.held.len() >= MAX_HELD_INPUTS {
@@ -506,6 +605,32 @@ impl Chat {
         if let Err(Rejection(code, message)) = result {
             self.reject(id, code, message, actions);
         }
+    }
+
+    /// A session of `host` is gone; the address's entry goes with its last one.
+    fn release_host(&mut self, host: IpPrefix) {
+        if let Some(entry) = self.hosts.get_mut(&host) {
+            entry.sessions -= 1;
+            if entry.sessions == 0 {
+                self.hosts.remove(&host);
+            }
+        }
+    }
+
+    /// Spends a token of the session's bucket and of its address's, or says which limit is
+    /// reached (then neither is spent: a refused message costs nothing).
+    fn rate_limit(&mut self, id: SessionId, now: Instant) -> Option<Limit> {
+        let client = self.clients.get_mut(&id)?;
+        if !client.bucket.refill(self.config.session_rate(), now) {
+            return Some(Limit::Session);
+        }
+        let host = self.hosts.get_mut(&client.host)?;
+        if !host.bucket.refill(self.config.host_rate(), now) {
+            return Some(Limit::Host);
+        }
+        client.bucket.spend();
+        host.bucket.spend();
+        None
     }
 
     /// The requests that waited behind a claim, now that it is answered (until another waits).
@@ -985,6 +1110,7 @@ impl Chat {
         if let Some((session, token, key)) = own {
             self.resolve(session, token, ack_json(id, key.as_deref()), actions);
         }
+        self.accepted += 1;
         let message = ChatMessage::from(posted.message);
         let json = Outbound::Message(&message).json();
         actions.push(Action::Send {
@@ -1524,6 +1650,9 @@ impl Chat {
             }));
             self.drop_name(new, &current, actions);
             self.leave_room(new, &current, actions);
+            // The session now lives on the new connection, and counts for its address.
+            self.release_host(client.host);
+            client.host = current.host;
             client.bucket = current.bucket;
         }
         if !client.nickname.is_empty() {

@@ -6,6 +6,7 @@
 //! is sent that".
 #![allow(clippy::disallowed_methods)] // An origin for the tests' hand-moved clock; nothing is timed.
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -186,9 +187,14 @@ impl Harness {
     }
 
     fn connect(&mut self, id: ClientId) -> Vec<Action> {
+        // Each client from an address of its own, unless a test says otherwise.
+        self.connect_from(id, IpAddr::V4(Ipv4Addr::from(0xc000_0200 + id as u32)))
+    }
+
+    fn connect_from(&mut self, id: ClientId, addr: IpAddr) -> Vec<Action> {
         let mut actions = Vec::new();
         let now = self.now();
-        self.chat.connect(SessionId(id), now, &mut actions);
+        self.chat.connect(SessionId(id), addr, now, &mut actions);
         self.settle(&mut actions);
         actions
     }
@@ -1115,6 +1121,94 @@ fn rate_limits_are_per_client() {
     h.post(2, "e");
 }
 
+/// A chat whose sessions may send 100 per second each, but whose addresses only 1 per second
+/// with a burst of `ip_burst`.
+fn limited_per_address(ip_burst: u32) -> Harness {
+    Harness::new(ChatConfig {
+        rate_limit: 100.0,
+        rate_burst: 100,
+        ip_rate_limit: 1.0,
+        ip_rate_burst: ip_burst,
+        flood_limit: 100,
+        ..ChatConfig::default()
+    })
+}
+
+const HOST_A: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
+const HOST_B: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2));
+
+#[test]
+fn sessions_of_one_address_share_its_rate_limit() {
+    let mut h = limited_per_address(3);
+    h.connect_from(1, HOST_A);
+    h.connect_from(2, HOST_A);
+    h.post(1, "a");
+    h.post(2, "b");
+    h.post(1, "c");
+    let actions = h.send(2, "message", json!("the address's fourth"));
+    assert_error(&actions, 2, "rate_limited");
+    assert!(
+        sent_to(&actions, 2)[0]["payload"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("from one address")
+    );
+}
+
+#[test]
+fn other_addresses_keep_their_own_rate_limit() {
+    let mut h = limited_per_address(1);
+    h.connect_from(1, HOST_A);
+    h.connect_from(2, HOST_B);
+    h.post(1, "a");
+    assert_error(&h.send(1, "message", json!("b")), 1, "rate_limited");
+    h.post(2, "from elsewhere");
+}
+
+#[test]
+fn ipv6_addresses_of_one_64_share_a_rate_limit() {
+    let mut h = limited_per_address(1);
+    h.connect_from(1, "2001:db8:1:2::1".parse().unwrap());
+    h.connect_from(2, "2001:db8:1:2::ffff".parse().unwrap());
+    h.connect_from(3, "2001:db8:1:3::1".parse().unwrap());
+    h.post(1, "a");
+    assert_error(&h.send(2, "message", json!("same /64")), 2, "rate_limited");
+    h.post(3, "next /64");
+}
+
+#[test]
+fn a_message_refused_by_the_address_limit_costs_the_session_nothing() {
+    let mut h = Harness::new(ChatConfig {
+        rate_limit: 1.0,
+        rate_burst: 1,
+        ip_rate_limit: 1.0,
+        ip_rate_burst: 1,
+        flood_limit: 100,
+        ..ChatConfig::default()
+    });
+    h.connect_from(1, HOST_A);
+    h.connect_from(2, HOST_A);
+    h.post(1, "spends the address's token");
+    assert_error(&h.send(2, "message", json!("refused")), 2, "rate_limited");
+    h.advance(Duration::from_secs(1));
+    // Session 2's own token is still there: only the address's was missing.
+    h.post(2, "now");
+}
+
+#[test]
+fn an_address_is_forgotten_with_its_last_session() {
+    let mut h = limited_per_address(5);
+    h.connect_from(1, HOST_A);
+    h.connect_from(2, HOST_A);
+    h.connect_from(3, HOST_B);
+    assert_eq!(h.chat.host_count(), 2);
+    h.disconnect(1);
+    assert_eq!(h.chat.host_count(), 2);
+    h.disconnect(2);
+    h.disconnect(3);
+    assert_eq!(h.chat.host_count(), 0);
+}
+
 #[test]
 fn flooding_closes_with_1008_after_flood_limit_strikes() {
     let flood_limit = 5;
@@ -1499,6 +1593,11 @@ fn a_refused_message_is_answered_store_unavailable_and_shown_to_nobody() {
     h.store.fail_appends(false);
     // The store works again: so does the chat.
     assert_eq!(h.post(1, "kept"), 1);
+    assert_eq!(
+        h.chat.accepted(),
+        1,
+        "refused messages are not counted as accepted"
+    );
 }
 
 #[test]
@@ -1512,6 +1611,7 @@ fn a_key_the_room_has_accepted_is_acked_again_with_the_original_id_and_not_shown
     let again = h.send(1, "message", json!({"text": "once", "key": "k-1"}));
     assert_eq!(only(&again, 1, "ack"), json!({"id": 1, "key": "k-1"}));
     assert!(sent_to(&again, 2).is_empty(), "not broadcast twice: {again:?}");
+    assert_eq!(h.chat.accepted(), 1, "accepted once");
 }
 
 #[test]
@@ -1654,6 +1754,21 @@ fn resume_takes_over_a_live_session_and_closes_its_connection() {
     // The token worked once.
     h.connect(3);
     assert_error(&h.send(3, "resume", json!(token)), 3, "resume_failed");
+}
+
+#[test]
+fn a_resumed_session_counts_for_the_address_of_its_new_connection() {
+    let mut h = limited_per_address(1);
+    let welcome = only(&h.connect_from(1, HOST_A), 1, "welcome");
+    h.connect_from(2, HOST_B);
+    let token = welcome["resume"].as_str().unwrap().to_owned();
+    h.send(2, "resume", json!(token));
+    h.disconnect(1);
+    // Only HOST_B holds a session now; its one token was spent on the resume.
+    assert_eq!(h.chat.host_count(), 1);
+    assert_error(&h.send(2, "message", json!("x")), 2, "rate_limited");
+    h.disconnect(2);
+    assert_eq!(h.chat.host_count(), 0);
 }
 
 #[test]

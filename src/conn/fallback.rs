@@ -18,7 +18,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::{Ctx, Exchange, Phase, Stack};
+use super::{Ctx, Exchange, Phase, Stack, Wire};
 use crate::http::{Response, ResponseHead, Status};
 use crate::hub::{Event, PollAnswer, PollStart, SendRefusal, Sid, StreamStart};
 use crate::trace;
@@ -65,13 +65,13 @@ impl Stack {
     /// `GET /sse`: opens the session's event stream, or answers 204 when the session (or the point
     /// to resume from) is gone and the client must start over.
     pub(super) fn open_stream(&mut self, sid: Option<Sid>, since: Option<u64>, ctx: &mut Ctx<'_>) {
-        let (new_sid, events) = match ctx.hub.open_stream(self.id, sid, since, ctx.now) {
+        let (new_sid, events) = match ctx.hub.open_stream(self.id, self.client, sid, since, ctx.now) {
             StreamStart::NotHeld => {
                 self.trace(&format!(
                     "-> SSE    resume point not held: 204 (sid {})",
                     short(sid)
                 ));
-                return self.respond(&no_store(Response::new(Status::NO_CONTENT)));
+                return self.respond(ctx.hub, &no_store(Response::new(Status::NO_CONTENT)));
             }
             StreamStart::New { sid, events } => (Some(sid), events),
             StreamStart::Resumed { events } => (None, events),
@@ -93,6 +93,7 @@ impl Stack {
         if conn.respond_streaming(&head).is_err() {
             return;
         }
+        ctx.hub.metrics_mut().http_response(Status::OK.code());
         let mut prelude = format!("retry: {RETRY_MS}\n: wschat event stream\n\n");
         if let Some(sid) = new_sid {
             prelude.push_str(&format!("event: session\ndata: {{\"sid\":\"{sid:032x}\"}}\n\n"));
@@ -132,6 +133,9 @@ impl Stack {
                 );
             }
         }
+        ctx.hub
+            .metrics_mut()
+            .messages_sent(Wire::EventStream, events.len());
         if *sent >= STREAM_BYTES {
             self.end_stream(ctx);
         }
@@ -158,11 +162,11 @@ impl Stack {
 
     /// `GET /poll`: answers at once, or parks until the hub has something (or [`POLL_HOLD`]).
     pub(super) fn open_poll(&mut self, sid: Option<Sid>, since: u64, ctx: &mut Ctx<'_>) {
-        let body = match ctx.hub.open_poll(self.id, sid, since, ctx.now) {
+        let body = match ctx.hub.open_poll(self.id, self.client, sid, since, ctx.now) {
             PollStart::Unknown => {
                 self.trace(&format!("-> POLL   unknown session: 404 (sid {})", short(sid)));
                 let response = Response::text(Status::NOT_FOUND, "no such session; start a new one");
-                return self.respond(&no_store(response));
+                return self.respond(ctx.hub, &no_store(response));
             }
             PollStart::Parked => {
                 if let Phase::Http {
@@ -176,6 +180,7 @@ impl Stack {
                 return;
             }
             PollStart::New { sid, events } => {
+                ctx.hub.metrics_mut().messages_sent(Wire::Poll, events.len());
                 self.trace(&format!(
                     "<- POLL   new session {}: {} event(s)",
                     short(Some(sid)),
@@ -184,15 +189,15 @@ impl Stack {
                 events_body(Some(sid), &events)
             }
             PollStart::Answer(events) => {
+                ctx.hub.metrics_mut().messages_sent(Wire::Poll, events.len());
                 self.trace(&format!("<- POLL   since={since}: {} event(s)", events.len()));
                 events_body(None, &events)
             }
         };
-        self.respond(&no_store(Response::with_body(
-            Status::OK,
-            "application/json",
-            body,
-        )));
+        self.respond(
+            ctx.hub,
+            &no_store(Response::with_body(Status::OK, "application/json", body)),
+        );
     }
 
     /// The hub answers the parked poll (events came, or a newer poll or the session's end let it go).
@@ -209,6 +214,7 @@ impl Stack {
         self.unpark(ctx);
         let response = match answer {
             PollAnswer::Events(events) => {
+                ctx.hub.metrics_mut().messages_sent(Wire::Poll, events.len());
                 self.trace(&format!("-> POLL   {} event(s)", events.len()));
                 Response::with_body(Status::OK, "application/json", events_body(None, &events))
             }
@@ -217,7 +223,7 @@ impl Stack {
                 Response::new(Status::NO_CONTENT)
             }
         };
-        self.respond(&no_store(response));
+        self.respond(ctx.hub, &no_store(response));
     }
 
     /// Back to the request cycle after a parked poll.
@@ -257,11 +263,10 @@ impl Stack {
                 ctx.hub.reader_gone(self.id, ctx.now);
                 self.unpark(ctx);
                 self.trace("-> POLL   nothing new: []");
-                self.respond(&no_store(Response::with_body(
-                    Status::OK,
-                    "application/json",
-                    &b"[]"[..],
-                )));
+                self.respond(
+                    ctx.hub,
+                    &no_store(Response::with_body(Status::OK, "application/json", &b"[]"[..])),
+                );
             }
             Exchange::Requests | Exchange::Upload { .. } => {}
         }
@@ -278,7 +283,7 @@ impl Stack {
                     };
                 }
             }
-            Err(refusal) => self.refuse_send(sid, refusal),
+            Err(refusal) => self.refuse_send(sid, refusal, ctx),
         }
     }
 
@@ -297,13 +302,13 @@ impl Stack {
         match ctx.hub.send(self.id, sid, &body, ctx.now) {
             Ok(()) => {
                 self.trace(&format!("<- POST   /send {} bytes: 204", body.len()));
-                self.respond(&no_store(Response::new(Status::NO_CONTENT)));
+                self.respond(ctx.hub, &no_store(Response::new(Status::NO_CONTENT)));
             }
-            Err(refusal) => self.refuse_send(sid, refusal),
+            Err(refusal) => self.refuse_send(sid, refusal, ctx),
         }
     }
 
-    fn refuse_send(&mut self, sid: Sid, refusal: SendRefusal) {
+    fn refuse_send(&mut self, sid: Sid, refusal: SendRefusal, ctx: &mut Ctx<'_>) {
         let response = match refusal {
             SendRefusal::UnknownSession => {
                 Response::text(Status::NOT_FOUND, "no such session; start a new one")
@@ -322,7 +327,7 @@ impl Stack {
             response.head.status.code(),
             short(Some(sid))
         ));
-        self.respond(&no_store(response));
+        self.respond(ctx.hub, &no_store(response));
     }
 
     /// A trace line for this connection, when it is traced.

@@ -30,16 +30,18 @@ pub mod per_ip;
 #[cfg(test)]
 mod tests;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
 pub use id::ConnId;
+use per_ip::Slot;
 
 use crate::chat::Now;
 use crate::http::{self, RequestHead};
-use crate::hub::{Endpoint, Event, Hub, Route, SessionOutput, Sid};
+use crate::hub::{Endpoint, Event, Hub, Listener, Route, RouteError, SessionOutput, Sid};
+use crate::metrics::{self, By, PolicyClose};
 use crate::outbox::Outbox;
 use crate::trace;
 use crate::ws::close::CloseCode;
@@ -190,6 +192,16 @@ pub enum SocketAction {
     Remove,
 }
 
+/// How a connection starts: which listener it came in on, and what its admission decided.
+#[derive(Debug, Default)]
+pub struct Opening {
+    pub listener: Listener,
+    /// Its share of its address's count (none yet for a trusted proxy's connection).
+    pub slot: Option<Slot>,
+    /// It was accepted only to be told this (the server or its address is at its limit).
+    pub refusal: Option<RouteError>,
+}
+
 /// What the stack needs from outside for one call: the shared state, its configuration and the time.
 pub struct Ctx<'a> {
     pub hub: &'a mut Hub,
@@ -201,13 +213,21 @@ pub struct Ctx<'a> {
 #[derive(Debug)]
 pub struct Stack {
     id: ConnId,
+    /// The socket's peer.
     addr: SocketAddr,
+    /// The client's address, which limits count for: the peer's, or behind a trusted proxy the
+    /// one its `X-Forwarded-For` names.
+    client: IpAddr,
     transport: Transport,
     phase: Phase,
     /// The peer sent FIN.
     eof: bool,
-    /// Accepted past `--max-connections`, only to be answered 503.
-    over_capacity: bool,
+    /// Which listener it came in on (the metrics listener serves only the operators' endpoints).
+    listener: Listener,
+    /// Its share of its client address's count, given back when it closes.
+    slot: Option<Slot>,
+    /// It is only to be told this: the server, or its client's address, is at its limit.
+    refusal: Option<RouteError>,
     /// Whether this connection is printed to the wire trace (decided when it opened).
     traced: bool,
     /// The transport of the latest request, which its answer's bytes count for.
@@ -216,13 +236,7 @@ pub struct Stack {
 
 impl Stack {
     /// A connection just accepted at `now`: it starts by reading a request head.
-    pub fn new(
-        id: ConnId,
-        addr: SocketAddr,
-        over_capacity: bool,
-        config: &StackConfig,
-        now: Instant,
-    ) -> Self {
+    pub fn new(id: ConnId, addr: SocketAddr, opening: Opening, config: &StackConfig, now: Instant) -> Self {
         let traced = trace::enabled();
         let mut http = Box::new(http::Conn::new(config.http));
         if traced {
@@ -231,6 +245,7 @@ impl Stack {
         Self {
             id,
             addr,
+            client: addr.ip(),
             transport: Transport::Plain,
             phase: Phase::Http {
                 conn: http,
@@ -239,7 +254,9 @@ impl Stack {
                 exchange: Exchange::Requests,
             },
             eof: false,
-            over_capacity,
+            listener: opening.listener,
+            slot: opening.slot,
+            refusal: opening.refusal,
             traced,
             last_wire: Wire::Http,
         }
@@ -286,6 +303,27 @@ impl Stack {
                 Exchange::Requests => self.last_wire,
             },
             Phase::Draining { .. } | Phase::Closed => self.last_wire,
+        }
+    }
+
+    /// The phase the metrics count this connection in; `None` once it is closed.
+    pub fn metrics_phase(&self) -> Option<metrics::Phase> {
+        Some(match &self.phase {
+            Phase::Http { exchange, .. } => match exchange {
+                Exchange::Stream { .. } => metrics::Phase::EventStream,
+                Exchange::Parked => metrics::Phase::ParkedPoll,
+                Exchange::Requests | Exchange::Upload { .. } => metrics::Phase::Http,
+            },
+            Phase::WebSocket { .. } => metrics::Phase::WebSocket,
+            Phase::Draining { .. } => metrics::Phase::Draining,
+            Phase::Closed => return None,
+        })
+    }
+
+    /// The transport the metrics count this connection under.
+    pub fn metrics_transport(&self) -> metrics::Transport {
+        match self.transport {
+            Transport::Plain => metrics::Transport::Tcp,
         }
     }
 
@@ -384,7 +422,7 @@ impl Stack {
             } => {
                 let expired = now >= *deadline;
                 if expired && *requests == 0 {
-                    info!("#{} {} handshake timed out", self.id, self.addr);
+                    info!("#{} {} handshake timed out", self.id, self.who());
                 }
                 expired
             }
@@ -419,12 +457,17 @@ impl Stack {
         if queued > 0 && queued + event.websocket_len_bound() > cap {
             let reason = format!("slow consumer: over {cap} bytes queued");
             conn.close(CloseCode::PolicyViolation, &reason, ctx.now.instant);
+            ctx.hub.metrics_mut().policy_close(PolicyClose::SlowConsumer);
             return;
         }
         // Fails only when the connection is closing, and then it gets nothing more.
-        let _ = conn
+        if conn
             .sender(ctx.now.instant)
-            .send_shared_message(event.websocket());
+            .send_shared_message(event.websocket())
+            .is_ok()
+        {
+            ctx.hub.metrics_mut().messages_sent(Wire::WebSocket, 1);
+        }
     }
 
     /// Starts the close handshake with `code` (the hub's request, or server shutdown). A
@@ -525,10 +568,11 @@ impl Stack {
                 Ok(event) => event,
                 Err(error) => {
                     // The HTTP layer has queued the error's answer itself and closes after it.
+                    ctx.hub.metrics_mut().http_response(error.status().code());
                     info!(
                         "#{} {} rejected: {} {}",
                         self.id,
-                        self.addr,
+                        self.who(),
                         error.status().code(),
                         error
                     );
@@ -571,64 +615,106 @@ impl Stack {
 
     /// Answers one request. Returns whether the stack is still speaking HTTP.
     fn on_request(&mut self, head: &RequestHead, ctx: &mut Ctx<'_>) -> bool {
-        let route = ctx.hub.route(head, self.over_capacity);
+        self.admit_forwarded(head, ctx);
+        let route = ctx.hub.route(head, self.listener, self.refusal.as_ref());
         self.last_wire = match route {
             Route::Stream { .. } => Wire::EventStream,
             Route::Poll { .. } => Wire::Poll,
             Route::Send { .. } => Wire::Send,
             Route::Upgrade { .. } => Wire::WebSocket,
-            Route::Page(_) | Route::Reject(_) => Wire::Http,
+            Route::Page(_) | Route::Reject(_) | Route::Metrics | Route::Health | Route::Ready => Wire::Http,
         };
         match route {
-            Route::Page(asset) => {
-                self.respond(&asset.response());
-                true
-            }
+            Route::Page(asset) => self.respond(ctx.hub, &asset.response()),
             Route::Reject(error) => {
                 info!(
                     "#{} {} rejected: {} {}",
                     self.id,
-                    self.addr,
+                    self.who(),
                     error.status().code(),
                     error
                 );
-                self.respond(&error.response());
-                true
+                self.respond(ctx.hub, &error.response());
             }
             Route::Upgrade { endpoint, accepted } => {
                 self.upgrade(head, endpoint, &accepted, ctx);
-                false
+                return false;
             }
-            Route::Stream { sid, since } => {
-                self.open_stream(sid, since, ctx);
-                true
+            Route::Stream { sid, since } => self.open_stream(sid, since, ctx),
+            Route::Poll { sid, since } => self.open_poll(sid, since, ctx),
+            Route::Send { sid } => self.begin_upload(sid, ctx),
+            Route::Metrics => {
+                let body = ctx.hub.render_metrics();
+                let response =
+                    http::Response::with_body(http::Status::OK, metrics::CONTENT_TYPE, body.into_bytes());
+                self.respond(ctx.hub, &response.header("Cache-Control", "no-store"));
             }
-            Route::Poll { sid, since } => {
-                self.open_poll(sid, since, ctx);
-                true
+            Route::Health => {
+                let response = http::Response::text(http::Status::OK, "ok");
+                self.respond(ctx.hub, &response.header("Cache-Control", "no-store"));
             }
-            Route::Send { sid } => {
-                self.begin_upload(sid, ctx);
-                true
+            Route::Ready => {
+                let response = match ctx.hub.readiness() {
+                    Ok(()) => http::Response::text(http::Status::OK, "ready"),
+                    Err(why) => http::Response::text(http::Status::SERVICE_UNAVAILABLE, &why.to_string()),
+                };
+                self.respond(ctx.hub, &response.header("Cache-Control", "no-store"));
             }
+        }
+        true
+    }
+
+    /// A request that came through a trusted proxy counts for the client the proxy names: its
+    /// connection's share moves to that address (a kept-alive proxy connection may carry one
+    /// client's requests, then another's).
+    fn admit_forwarded(&mut self, head: &RequestHead, ctx: &mut Ctx<'_>) {
+        let peer = self.addr.ip();
+        if matches!(self.refusal, Some(RouteError::ServerFull)) || !ctx.hub.trusts(peer) {
+            return;
+        }
+        let client = ctx.hub.client_addr(peer, head);
+        if client == self.client && (self.slot.is_some() || self.refusal.is_some()) {
+            return;
+        }
+        if let Some(slot) = self.slot.take() {
+            ctx.hub.release(slot);
+        }
+        self.client = client;
+        self.refusal = match ctx.hub.admit_forwarded(client, ctx.now.instant) {
+            Ok(slot) => {
+                self.slot = Some(slot);
+                None
+            }
+            Err(refused) => Some(RouteError::PerAddress(refused)),
+        };
+    }
+
+    /// Who is on the other end, for the log.
+    fn who(&self) -> Who {
+        Who {
+            peer: self.addr,
+            client: self.client,
         }
     }
 
-    fn respond(&mut self, response: &http::Response) {
-        if let Phase::Http { conn, .. } = &mut self.phase
-            && let Err(error) = conn.respond(response)
-        {
-            // Our own mistake (a response the request does not allow): say so, and end the
-            // connection rather than leave the client waiting.
-            warn!("#{} {} cannot respond: {error}", self.id, self.addr);
-            self.eof = true;
+    fn respond(&mut self, hub: &mut Hub, response: &http::Response) {
+        if let Phase::Http { conn, .. } = &mut self.phase {
+            match conn.respond(response) {
+                Ok(()) => hub.metrics_mut().http_response(response.head.status.code()),
+                Err(error) => {
+                    // Our own mistake (a response the request does not allow): say so, and end
+                    // the connection rather than leave the client waiting.
+                    warn!("#{} {} cannot respond: {error}", self.id, self.who());
+                    self.eof = true;
+                }
+            }
         }
     }
 
     /// Switches to the WebSocket: queues the 101, opens the connection, and feeds it the bytes
     /// that arrived behind the request head (§4.1: a client may send frames right after it).
     fn upgrade(&mut self, head: &RequestHead, endpoint: Endpoint, accepted: &Accepted, ctx: &mut Ctx<'_>) {
-        self.respond(&accepted.response());
+        self.respond(ctx.hub, &accepted.response());
         let Phase::Http { conn, .. } = &mut self.phase else {
             return;
         };
@@ -646,7 +732,7 @@ impl Stack {
         }
         // The 101 (and anything else not yet written) goes out first, from the WebSocket's queue.
         *websocket.outbox() = upgraded.output;
-        info!("#{} {} open {} ({:?})", self.id, self.addr, head.path, endpoint);
+        info!("#{} {} open {} ({:?})", self.id, self.who(), head.path, endpoint);
         let next = Phase::WebSocket {
             conn: websocket,
             endpoint,
@@ -654,7 +740,7 @@ impl Stack {
         };
         self.set_phase(next, ctx.hub, ctx.now);
         if endpoint == Endpoint::Chat {
-            ctx.hub.opened(self.id, ctx.now);
+            ctx.hub.opened(self.id, self.client, ctx.now);
         }
         let mut trailing = upgraded.trailing;
         if !trailing.is_empty() {
@@ -693,15 +779,43 @@ impl Stack {
                 Exchange::Requests => {}
             }
         }
+        let who = self.who();
         if let Phase::WebSocket { conn, endpoint, .. } = &mut self.phase {
             // A no-op after a completed close handshake; otherwise it records 1006 (§7.1.5).
             conn.receive_eof();
-            log_close(self.id, self.addr, conn);
+            log_close(self.id, who, conn);
+            if let Some(status) = conn.close_status() {
+                let by = if status.by_us { By::Server } else { By::Client };
+                hub.metrics_mut().websocket_closed(Some(status.code.as_u16()), by);
+            }
             if *endpoint == Endpoint::Chat {
                 hub.closed(self.id, now);
             }
         }
+        if matches!(next, Phase::Closed)
+            && let Some(slot) = self.slot.take()
+        {
+            hub.release(slot);
+        }
         self.phase = next;
+    }
+}
+
+/// Who is on the other end of a connection, as the log shows it: the peer, or the client behind
+/// a trusted proxy and the proxy (`192.0.2.7 via 127.0.0.1:50412`).
+#[derive(Debug, Clone, Copy)]
+struct Who {
+    peer: SocketAddr,
+    client: IpAddr,
+}
+
+impl std::fmt::Display for Who {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.client == self.peer.ip() || self.client == self.peer.ip().to_canonical() {
+            self.peer.fmt(f)
+        } else {
+            write!(f, "{} via {}", self.client, self.peer)
+        }
     }
 }
 
@@ -714,14 +828,13 @@ fn on_websocket_event(
     hub: &mut Hub,
     now: Now,
 ) {
+    if matches!(event, ws::Event::Text(_) | ws::Event::Binary(_)) {
+        hub.metrics_mut().messages_received(Wire::WebSocket, 1);
+    }
     // Sends fail only once the connection is closing, when there is no one left to answer.
     match (endpoint, event) {
-        (Endpoint::Echo, ws::Event::Text(text)) => {
-            let _ = sender.send_text(text);
-        }
-        (Endpoint::Echo, ws::Event::Binary(data)) => {
-            let _ = sender.send_binary(data);
-        }
+        (Endpoint::Echo, ws::Event::Text(text)) => echoed(sender.send_text(text).is_ok(), hub),
+        (Endpoint::Echo, ws::Event::Binary(data)) => echoed(sender.send_binary(data).is_ok(), hub),
         (Endpoint::Chat, ws::Event::Text(text)) => hub.text(id, text, now),
         (Endpoint::Chat, ws::Event::Binary(_)) => {
             sender.close(
@@ -733,8 +846,15 @@ fn on_websocket_event(
     }
 }
 
+/// Counts an echo that was queued.
+fn echoed(queued: bool, hub: &mut Hub) {
+    if queued {
+        hub.metrics_mut().messages_sent(Wire::WebSocket, 1);
+    }
+}
+
 /// The connection's one close line in the log.
-fn log_close(id: ConnId, addr: SocketAddr, conn: &Connection) {
+fn log_close(id: ConnId, addr: Who, conn: &Connection) {
     match conn.close_status() {
         Some(status) => info!(
             "#{id} {addr} closed {} by {}: {:?}{}",

@@ -6,10 +6,8 @@
 //! `max_per_address`. The address is the one limits apply to: the socket's peer, or, behind a
 //! trusted proxy, the client [`forwarded`](crate::http::forwarded) names.
 //!
-//! **IPv6 hosts are counted by /64.** One IPv6 host may use any address of its /64 (an end site
-//! gets at least that, RFC 6177 §3 and RFC 7421; SLAAC privacy addresses, RFC 8981, change by
-//! design), so a per-/128 limit would limit nothing. Counting by /64 may group a few hosts of one
-//! network, as IPv4 NAT already does. IPv4 addresses (and IPv4 mapped into IPv6) count alone.
+//! **IPv6 hosts are counted by /64** ([`IpPrefix::host`] says why). Counting by /64 may group a
+//! few hosts of one network, as IPv4 NAT already does.
 //!
 //! **Memory is bounded.** An entry exists only while its address holds a connection, so the table
 //! has at most as many entries as there are open connections; `max_addresses` caps it again in
@@ -28,9 +26,6 @@ use std::time::{Duration, Instant};
 
 use crate::http::Status;
 use crate::http::forwarded::IpPrefix;
-
-/// The prefix length by which IPv6 clients are counted (see the module documentation).
-pub const IPV6_PREFIX_LEN: u8 = 64;
 
 /// Default for `--max-connections-per-ip`: a browser opens one WebSocket per tab, and a household
 /// or an office behind one NAT address may have dozens of tabs open; at this default one host
@@ -53,7 +48,16 @@ pub struct PerAddressLimits {
 #[derive(Debug)]
 pub struct PerAddress {
     limits: PerAddressLimits,
-    open: HashMap<IpPrefix, u32>,
+    open: HashMap<IpPrefix, Count>,
+}
+
+/// What one address holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Count {
+    /// Connections it was allowed to open.
+    admitted: u32,
+    /// Connections over its limit that are waiting for their refusal to be sent.
+    refusing: u32,
 }
 
 /// One open connection's share of its address's count. Give it back with
@@ -62,6 +66,14 @@ pub struct PerAddress {
 #[must_use = "a slot that is dropped instead of released keeps its address's count up forever"]
 pub struct Slot {
     key: IpPrefix,
+    kind: SlotKind,
+}
+
+/// Which count a [`Slot`] is part of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotKind {
+    Admitted,
+    Refusing,
 }
 
 impl Slot {
@@ -115,27 +127,58 @@ impl PerAddress {
     /// Counts one more connection from `addr`, or says why not.
     pub fn try_acquire(&mut self, addr: IpAddr) -> Result<Slot, Refused> {
         let key = key_of(addr);
-        let count = self.open.get(&key).copied().unwrap_or(0);
-        if count == 0 && self.open.len() >= self.limits.max_addresses {
-            return Err(Refused::TooManyAddresses {
-                limit: self.limits.max_addresses,
-            });
-        }
-        if count >= self.limits.max_per_address {
+        let count = self.entry(key)?;
+        if count.admitted >= self.limits.max_per_address {
             return Err(Refused::TooManyFromAddress {
                 key,
                 limit: self.limits.max_per_address,
             });
         }
-        self.open.insert(key, count + 1);
-        Ok(Slot { key })
+        self.open.entry(key).or_default().admitted += 1;
+        Ok(Slot {
+            key,
+            kind: SlotKind::Admitted,
+        })
+    }
+
+    /// Counts a connection from `addr` that [`PerAddress::try_acquire`] refused, while it waits to
+    /// be told so (its request head has not arrived yet). An address may have as many of these as
+    /// it may hold connections; past that, `None`: drop it unanswered. Without this bound, one
+    /// host over its limit could still fill the connection table with connections that are
+    /// "being refused" and never send a request.
+    pub fn hold_refusal(&mut self, addr: IpAddr) -> Option<Slot> {
+        let key = key_of(addr);
+        let count = self.entry(key).ok()?;
+        if count.refusing >= self.limits.max_per_address {
+            return None;
+        }
+        self.open.entry(key).or_default().refusing += 1;
+        Some(Slot {
+            key,
+            kind: SlotKind::Refusing,
+        })
+    }
+
+    /// The count of `key` so far, or the refusal for a new address when the table is full.
+    fn entry(&self, key: IpPrefix) -> Result<Count, Refused> {
+        match self.open.get(&key) {
+            Some(count) => Ok(*count),
+            None if self.open.len() >= self.limits.max_addresses => Err(Refused::TooManyAddresses {
+                limit: self.limits.max_addresses,
+            }),
+            None => Ok(Count::default()),
+        }
     }
 
     /// Gives a closed connection's count back; the address's entry goes with its last one.
     pub fn release(&mut self, slot: Slot) {
         if let Some(count) = self.open.get_mut(&slot.key) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
+            let held = match slot.kind {
+                SlotKind::Admitted => &mut count.admitted,
+                SlotKind::Refusing => &mut count.refusing,
+            };
+            *held = held.saturating_sub(1);
+            if *count == Count::default() {
                 self.open.remove(&slot.key);
             }
         }
@@ -143,7 +186,7 @@ impl PerAddress {
 
     /// Connections `addr` (or its /64) holds open.
     pub fn open(&self, addr: IpAddr) -> u32 {
-        self.open.get(&key_of(addr)).copied().unwrap_or(0)
+        self.open.get(&key_of(addr)).map_or(0, |count| count.admitted)
     }
 
     /// Addresses holding at least one connection.
@@ -154,7 +197,7 @@ impl PerAddress {
 
 /// What `addr` is counted under: itself for IPv4, its /64 for IPv6.
 fn key_of(addr: IpAddr) -> IpPrefix {
-    IpPrefix::containing(addr, IPV6_PREFIX_LEN)
+    IpPrefix::host(addr)
 }
 
 /// At most one log line per `interval` for each reason. `R` names the reasons and should be a
@@ -354,6 +397,35 @@ mod tests {
             t.open.capacity() < 1_000,
             "the map never held more than one entry"
         );
+    }
+
+    #[test]
+    fn an_address_over_its_limit_may_have_as_many_refusals_pending() {
+        let mut t = table(2, 100);
+        let _open: Vec<Slot> = (0..2).map(|_| t.try_acquire(ip("192.0.2.1")).unwrap()).collect();
+        let pending: Vec<Slot> = (0..2).map(|_| t.hold_refusal(ip("192.0.2.1")).unwrap()).collect();
+        assert_eq!(
+            t.hold_refusal(ip("192.0.2.1")),
+            None,
+            "the third is dropped unanswered"
+        );
+        // Pending refusals do not count as open connections.
+        assert_eq!(t.open(ip("192.0.2.1")), 2);
+        for slot in pending {
+            t.release(slot);
+        }
+        assert!(t.hold_refusal(ip("192.0.2.1")).is_some());
+    }
+
+    #[test]
+    fn an_address_leaves_the_table_when_nothing_of_it_is_held() {
+        let mut t = table(1, 100);
+        let open = t.try_acquire(ip("192.0.2.1")).unwrap();
+        let refusing = t.hold_refusal(ip("192.0.2.1")).unwrap();
+        t.release(open);
+        assert_eq!(t.addresses(), 1, "its refusal is still pending");
+        t.release(refusing);
+        assert_eq!(t.addresses(), 0);
     }
 
     #[test]

@@ -38,7 +38,7 @@ impl Fixture {
         Stack::new(
             ConnId::new(0, 1),
             "127.0.0.1:1".parse().unwrap(),
-            false,
+            Opening::default(),
             &self.config,
             self.start,
         )

@@ -44,6 +44,9 @@ pub const X_FORWARDED_FOR: &str = "X-Forwarded-For";
 /// request head's own size limit already bounds its memory.
 pub const MAX_HOPS: usize = 16;
 
+/// The prefix length by which an IPv6 host is counted ([`IpPrefix::host`]).
+pub const HOST_PREFIX_LEN_V6: u8 = 64;
+
 /// An address prefix in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`), or a single address (a
 /// prefix of full length). `--trusted-proxy` takes these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -86,6 +89,14 @@ impl IpPrefix {
             network: mask(addr, len),
             len,
         }
+    }
+
+    /// What one host is counted as for per-address limits: an IPv4 address alone (mapped ones
+    /// too), an IPv6 address by its /64 — one host may use any address of its /64 (an end site
+    /// gets at least that, RFC 6177 §3; SLAAC privacy addresses, RFC 8981, change by design), so a
+    /// per-/128 limit would limit nothing.
+    pub fn host(addr: IpAddr) -> IpPrefix {
+        IpPrefix::containing(addr, HOST_PREFIX_LEN_V6)
     }
 
     /// Whether `addr` is inside this prefix. IPv4 prefixes hold IPv4 addresses (mapped ones too);
@@ -240,7 +251,7 @@ impl TrustedProxies {
 }
 
 /// One list entry as an address: `192.0.2.1`, `2001:db8::1`, either with a port, or `[2001:db8::1]`.
-fn parse_hop(entry: &str) -> Option<IpAddr> {
+pub(crate) fn parse_hop(entry: &str) -> Option<IpAddr> {
     let addr = entry
         .parse::<IpAddr>()
         .ok()

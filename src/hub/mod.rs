@@ -23,22 +23,28 @@
 //! period ([`Hub::poll_timeout`], [`Hub::handle_timeout`]).
 
 mod event;
+mod ops;
 mod route;
 pub mod session;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 pub use event::Event;
+pub use ops::{Admission, Listener, NotReady, REFUSAL_LOG_INTERVAL, RefusalKind};
 pub use route::{Endpoint, Route, RouteError};
 pub use session::{HttpSession, Reader, Sid};
 
 use crate::chat::{Action, Chat, ChatConfig, Now, SessionId, TokenSource};
-use crate::conn::ConnId;
+use crate::conn::per_ip::{DEFAULT_MAX_PER_ADDRESS, LogLimiter, PerAddress, PerAddressLimits};
+use crate::conn::{ConnId, Wire};
 use crate::http::RequestHead;
+use crate::http::forwarded::TrustedProxies;
+use crate::metrics::{Metrics, PolicyClose};
 use crate::store::{Command, Outcome};
 use crate::ws::close::CloseCode;
 use crate::ws::handshake::Policy;
@@ -53,6 +59,30 @@ pub struct HubConfig {
     pub chat: ChatConfig,
     /// HTTP sessions: their queue's bound and how long they wait for a reader.
     pub sessions: SessionConfig,
+    /// Proxies whose `X-Forwarded-For` is believed (`--trusted-proxy`).
+    pub trusted_proxies: TrustedProxies,
+    /// Connections per client address (`--max-connections-per-ip`).
+    pub max_per_address: u32,
+    /// `--max-connections`, which also bounds the per-address table.
+    pub max_connections: usize,
+    /// `/metrics` is served only on `--metrics-listen`, not on the public listener.
+    pub metrics_separate: bool,
+}
+
+impl Default for HubConfig {
+    /// The command line's defaults.
+    fn default() -> Self {
+        Self {
+            echo: false,
+            policy: Policy::default(),
+            chat: ChatConfig::default(),
+            sessions: SessionConfig::default(),
+            trusted_proxies: TrustedProxies::default(),
+            max_per_address: DEFAULT_MAX_PER_ADDRESS,
+            max_connections: 10_000,
+            metrics_separate: false,
+        }
+    }
 }
 
 /// The rules of sessions carried over plain HTTP.
@@ -63,6 +93,16 @@ pub struct SessionConfig {
     pub queue_cap: usize,
     /// How long a session waits for a reader (an event stream or a poll) before it ends.
     pub grace: Duration,
+}
+
+impl Default for SessionConfig {
+    /// The command line's defaults.
+    fn default() -> Self {
+        Self {
+            queue_cap: 1024 * 1024,
+            grace: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Something the hub asks the server to do to a connection.
@@ -190,6 +230,7 @@ pub struct Hub {
     outputs: VecDeque<Output>,
     /// Deliveries (recipient × event) waiting in `outputs`.
     backlog: usize,
+    ops: ops::Ops,
 }
 
 impl Hub {
@@ -202,7 +243,17 @@ impl Hub {
             Box::new(move || (random.borrow_mut())()) as TokenSource
         };
         let chat = Chat::new(config.chat.clone(), epoch, tokens);
+        let ops = ops::Ops {
+            per_address: PerAddress::new(PerAddressLimits {
+                max_per_address: config.max_per_address,
+                max_addresses: config.max_connections,
+            }),
+            refusal_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
+            metrics: Metrics::new(),
+            store_error: None,
+        };
         Self {
+            ops,
             config,
             chat,
             store_commands: Vec::new(),
@@ -227,18 +278,19 @@ impl Hub {
         self.chat.set_node(node);
     }
 
-    /// What `head` gets: a page, an upgrade, or a refusal. `over_capacity`: the connection was
-    /// accepted past `--max-connections` only to be told so.
-    pub fn route(&self, head: &RequestHead, over_capacity: bool) -> Route {
-        route::route(head, &self.config, over_capacity)
+    /// What `head`, which came in on `listener`, gets: a page, an upgrade, or a refusal.
+    /// `refusal`: the connection was accepted only to be told this.
+    pub fn route(&self, head: &RequestHead, listener: Listener, refusal: Option<&RouteError>) -> Route {
+        route::route(head, &self.config, listener, refusal)
     }
 
-    /// A chat WebSocket is open on `conn`: it starts a session, which joins the lobby.
-    pub fn opened(&mut self, conn: ConnId, now: Now) {
+    /// A chat WebSocket is open on `conn`, from client address `addr`: it starts a session, which
+    /// joins the lobby.
+    pub fn opened(&mut self, conn: ConnId, addr: IpAddr, now: Now) {
         self.now = now.instant;
         let session = self.new_session(Carrier::WebSocket(conn));
         self.session_of.insert(conn, session);
-        self.chat.connect(session, now, &mut self.actions);
+        self.chat.connect(session, addr, now, &mut self.actions);
         self.queue_actions();
     }
 
@@ -270,6 +322,7 @@ impl Hub {
     /// The store answered a command: the chat acts on it (acks, broadcasts, welcomes).
     pub fn store_outcome(&mut self, outcome: Outcome, now: Instant) {
         self.now = now;
+        self.note_store_health(&outcome);
         self.chat.on_store(outcome, &mut self.actions);
         self.queue_actions();
     }
@@ -277,18 +330,20 @@ impl Hub {
     // --- sessions over plain HTTP ----------------------------------------------------------------
 
     /// `GET /sse`: the event stream `conn` becomes the reader of session `sid` (a new session
-    /// without one), from the point after `since` (the client's `Last-Event-ID`). A stream the
+    /// without one, counted for client address `addr`), from the point after `since` (the
+    /// client's `Last-Event-ID`). A stream the
     /// session had before is ended: one reader at a time.
     pub fn open_stream(
         &mut self,
         conn: ConnId,
+        addr: IpAddr,
         sid: Option<Sid>,
         since: Option<u64>,
         now: Now,
     ) -> StreamStart {
         self.now = now.instant;
         let Some(sid) = sid else {
-            let (sid, session) = self.new_http_session(now);
+            let (sid, session) = self.new_http_session(addr, now);
             let events = self
                 .take_reader(session, Reader::Stream(conn), 0)
                 .unwrap_or_default();
@@ -310,10 +365,17 @@ impl Hub {
     /// `GET /poll`: the events of session `sid` after `since`, at once if there are any,
     /// otherwise `conn` is parked as the session's reader until one comes. Without `sid`, a new
     /// session.
-    pub fn open_poll(&mut self, conn: ConnId, sid: Option<Sid>, since: u64, now: Now) -> PollStart {
+    pub fn open_poll(
+        &mut self,
+        conn: ConnId,
+        addr: IpAddr,
+        sid: Option<Sid>,
+        since: u64,
+        now: Now,
+    ) -> PollStart {
         self.now = now.instant;
         let Some(sid) = sid else {
-            let (sid, session) = self.new_http_session(now);
+            let (sid, session) = self.new_http_session(addr, now);
             let events = self.take_reader(session, Reader::None, 0).unwrap_or_default();
             return PollStart::New { sid, events };
         };
@@ -367,6 +429,7 @@ impl Hub {
         self.now = now.instant;
         let session = self.end_send(conn, sid).ok_or(SendRefusal::UnknownSession)?;
         let messages = split_envelopes(body).ok_or(SendRefusal::BadBody)?;
+        self.ops.metrics.messages_received(Wire::Send, messages.len());
         for message in messages {
             self.chat.on_text(session, &message, now, &mut self.actions);
         }
@@ -387,18 +450,25 @@ impl Hub {
 
     /// When [`Hub::handle_timeout`] has something to do: the first HTTP session to expire.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.carriers
+        let expiry = self
+            .carriers
             .values()
             .filter_map(|carrier| match carrier {
                 Carrier::Http(http) => http.expires,
                 Carrier::WebSocket(_) => None,
             })
+            .min();
+        [expiry, self.ops.refusal_log.poll_timeout()]
+            .into_iter()
+            .flatten()
             .min()
     }
 
-    /// Ends the HTTP sessions whose grace period is over.
+    /// Ends the HTTP sessions whose grace period is over, and writes the summaries of refusals
+    /// left out of the log.
     pub fn handle_timeout(&mut self, now: Now) {
         self.now = now.instant;
+        self.log_refusal_summaries(now.instant);
         let expired: Vec<SessionId> = self
             .carriers
             .iter()
@@ -461,7 +531,7 @@ impl Hub {
     }
 
     /// A session carried over HTTP, with a fresh secret id; it joins the lobby like any other.
-    fn new_http_session(&mut self, now: Now) -> (Sid, SessionId) {
+    fn new_http_session(&mut self, addr: IpAddr, now: Now) -> (Sid, SessionId) {
         let sid = loop {
             let sid = (self.random.borrow_mut())();
             if !self.by_sid.contains_key(&sid) {
@@ -471,7 +541,7 @@ impl Hub {
         let http = HttpSession::new(sid, self.config.sessions.queue_cap);
         let session = self.new_session(Carrier::Http(Box::new(http)));
         self.by_sid.insert(sid, session);
-        self.chat.connect(session, now, &mut self.actions);
+        self.chat.connect(session, addr, now, &mut self.actions);
         self.queue_actions();
         (sid, session)
     }
@@ -564,7 +634,13 @@ impl Hub {
         for action in actions {
             match action {
                 Action::Send { to, json } => self.deliver(&to, Event::new(&json)),
-                Action::Close { client, code, reason } => self.close_session(client, code, reason),
+                Action::Close { client, code, reason } => {
+                    // The chat closes a client with 1008 for one thing only: flooding.
+                    if code == CloseCode::PolicyViolation {
+                        self.ops.metrics.policy_close(PolicyClose::Flood);
+                    }
+                    self.close_session(client, code, reason);
+                }
                 Action::Store(command) => self.store_commands.push(command),
             }
         }
@@ -609,6 +685,7 @@ impl Hub {
             self.outputs.push_back(Output::Deliver { to: conns, event });
         }
         for session in overflowed {
+            self.ops.metrics.policy_close(PolicyClose::SlowConsumer);
             let reason = format!(
                 "slow consumer: over {} bytes of events not read",
                 self.config.sessions.queue_cap

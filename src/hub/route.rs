@@ -11,7 +11,8 @@ use crate::http::{RequestHead, Response, Status};
 use crate::page::{self, Asset};
 use crate::ws::handshake::{Accepted, HandshakeError, Request};
 
-use super::{HubConfig, Sid};
+use super::{HubConfig, Listener, Sid};
+use crate::conn::per_ip::Refused;
 
 /// What a WebSocket connection is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,12 @@ pub enum Route {
     Poll { sid: Option<Sid>, since: u64 },
     /// `POST /send`: what session `sid` says.
     Send { sid: Sid },
+    /// `GET /metrics`: the Prometheus exposition.
+    Metrics,
+    /// `GET /healthz`: the event loop answers, so it is alive.
+    Health,
+    /// `GET /readyz`: whether the server can take clients (its store works).
+    Ready,
     /// A refusal, answered with its status and the connection closed.
     Reject(RouteError),
 }
@@ -61,6 +68,9 @@ pub enum RouteError {
     ForbiddenOrigin(String),
     /// The server is at `--max-connections`.
     ServerFull,
+    /// The client's address holds its share of connections (`--max-connections-per-ip`), or the
+    /// table of addresses is full.
+    PerAddress(Refused),
 }
 
 impl RouteError {
@@ -74,6 +84,7 @@ impl RouteError {
             Self::BadQuery(_) => Status::BAD_REQUEST,
             Self::ForbiddenOrigin(_) => Status::FORBIDDEN,
             Self::ServerFull => Status::SERVICE_UNAVAILABLE,
+            Self::PerAddress(refused) => refused.status(),
         }
     }
 
@@ -101,6 +112,7 @@ impl fmt::Display for RouteError {
             Self::BadQuery(why) => f.write_str(why),
             Self::ForbiddenOrigin(origin) => write!(f, "origin {origin:?} is not allowed"),
             Self::ServerFull => f.write_str("server is at its connection limit; try again later"),
+            Self::PerAddress(refused) => write!(f, "{refused}; try again later"),
         }
     }
 }
@@ -113,18 +125,31 @@ impl From<HandshakeError> for RouteError {
     }
 }
 
-/// Decides what `head` gets. `over_capacity`: the connection was accepted past the limit only to
-/// be told so.
-pub fn route(head: &RequestHead, config: &HubConfig, over_capacity: bool) -> Route {
-    match decide(head, config, over_capacity) {
+/// Decides what `head`, which came in on `listener`, gets. `refusal`: the connection was accepted
+/// only to be told this (the server or the client's address is at its limit).
+pub fn route(
+    head: &RequestHead,
+    config: &HubConfig,
+    listener: Listener,
+    refusal: Option<&RouteError>,
+) -> Route {
+    match decide(head, config, listener, refusal) {
         Ok(route) => route,
         Err(error) => Route::Reject(error),
     }
 }
 
-fn decide(head: &RequestHead, config: &HubConfig, over_capacity: bool) -> Result<Route, RouteError> {
-    if over_capacity {
-        return Err(RouteError::ServerFull);
+fn decide(
+    head: &RequestHead,
+    config: &HubConfig,
+    listener: Listener,
+    refusal: Option<&RouteError>,
+) -> Result<Route, RouteError> {
+    if let Some(refusal) = refusal {
+        return Err(refusal.clone());
+    }
+    if let Some(route) = operations(head, config, listener)? {
+        return Ok(route);
     }
     if let Some(route) = fallback(head, config)? {
         return Ok(route);
@@ -153,6 +178,30 @@ fn decide(head: &RequestHead, config: &HubConfig, over_capacity: bool) -> Result
     let endpoint = endpoint.ok_or_else(|| RouteError::NotFound(head.path.clone()))?;
     let accepted = request.validate(&config.policy)?;
     Ok(Route::Upgrade { endpoint, accepted })
+}
+
+/// The endpoints for operators: `/metrics`, `/healthz`, `/readyz`. The metrics listener serves
+/// only these; the public one serves the health checks (a load balancer reaches them there), and
+/// `/metrics` unless `--metrics-listen` moved it away.
+fn operations(
+    head: &RequestHead,
+    config: &HubConfig,
+    listener: Listener,
+) -> Result<Option<Route>, RouteError> {
+    let route = match head.path.as_str() {
+        "/healthz" => Route::Health,
+        "/readyz" => Route::Ready,
+        "/metrics" if listener == Listener::Metrics || !config.metrics_separate => Route::Metrics,
+        path if listener == Listener::Metrics => return Err(RouteError::NotFound(path.to_owned())),
+        _ => return Ok(None),
+    };
+    if !matches!(head.method.as_str(), "GET" | "HEAD") {
+        return Err(RouteError::MethodNotAllowed(head.method.clone()));
+    }
+    if has_body(head) {
+        return Err(RouteError::BodyNotAccepted);
+    }
+    Ok(Some(route))
 }
 
 /// Reads the route of one endpoint from a request head.

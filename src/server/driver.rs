@@ -38,8 +38,9 @@ use log::debug;
 use slab::Slab;
 
 use crate::chat::Now;
-use crate::conn::{ConnId, Ctx, SocketAction, Stack, StackConfig, Wire};
-use crate::hub::{Hub, Output};
+use crate::conn::{ConnId, Ctx, Opening, SocketAction, Stack, StackConfig};
+use crate::hub::{Admission, Hub, Listener, Output, RouteError};
+use crate::metrics;
 use crate::store::{Command, Outcome};
 
 /// One read's worth of bytes; shared by every connection, so idle ones hold no read buffer.
@@ -81,6 +82,8 @@ struct Peer<S> {
     paused: bool,
     /// Listed in `touched` this turn (so a broadcast lists each recipient once, without a sort).
     touched: bool,
+    /// The phase the metrics count it in now.
+    counted: Option<metrics::Phase>,
 }
 
 /// The connection table, timers and hub of one event loop.
@@ -99,41 +102,6 @@ pub struct Driver<S> {
     touched: Vec<ConnId>,
     /// Registrations the event loop must make before it waits again.
     interest: Vec<(ConnId, Interest)>,
-    /// Bytes read and written, by the transport they count for.
-    wire: WireCounters,
-}
-
-/// Socket bytes in and out per transport ([`Wire`]), HTTP heads and framing included.
-#[derive(Debug, Default, Clone)]
-pub struct WireCounters {
-    pub bytes_in: [u64; Wire::ALL.len()],
-    pub bytes_out: [u64; Wire::ALL.len()],
-}
-
-impl WireCounters {
-    fn count_in(&mut self, wire: Wire, len: usize) {
-        self.bytes_in[wire as usize] += len as u64;
-    }
-
-    fn count_out(&mut self, wire: Wire, len: usize) {
-        self.bytes_out[wire as usize] += len as u64;
-    }
-
-    /// One line for the log: `http 1234/5678 websocket ...` (bytes in/out).
-    pub fn summary(&self) -> String {
-        Wire::ALL
-            .iter()
-            .map(|wire| {
-                format!(
-                    "{} {}/{}",
-                    wire.name(),
-                    self.bytes_in[*wire as usize],
-                    self.bytes_out[*wire as usize]
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
 }
 
 impl<S: Socket> Driver<S> {
@@ -149,13 +117,7 @@ impl<S: Socket> Driver<S> {
             more_input: Vec::new(),
             touched: Vec::new(),
             interest: Vec::new(),
-            wire: WireCounters::default(),
         }
-    }
-
-    /// Socket bytes so far, by transport.
-    pub fn wire(&self) -> &WireCounters {
-        &self.wire
     }
 
     /// Connections open now.
@@ -169,6 +131,10 @@ impl<S: Socket> Driver<S> {
 
     pub fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    pub fn hub_mut(&mut self) -> &mut Hub {
+        &mut self.hub
     }
 
     /// The connection in table slot `index` (a readiness event names only the slot).
@@ -201,18 +167,44 @@ impl<S: Socket> Driver<S> {
         [next_timer, self.hub.poll_timeout()].into_iter().flatten().min()
     }
 
-    /// Takes a freshly accepted socket. Returns `None` (and drops the socket) when the server is
-    /// so far over its limit that it will not even answer 503.
-    pub fn accept(&mut self, socket: S, addr: SocketAddr, now: Now) -> Option<ConnId> {
+    /// Takes a freshly accepted socket, which came in on `listener`. Returns `None` (and drops
+    /// the socket) when the server is so far over its limit that it will not even answer 503, or
+    /// when the client's address is over its limit with as many refusals already pending.
+    pub fn accept(&mut self, socket: S, addr: SocketAddr, listener: Listener, now: Now) -> Option<ConnId> {
         if self.peers.len() >= self.max_connections + OVERFLOW_SLACK {
             debug!("dropping {addr}: far over the connection limit");
             return None;
         }
-        let over_capacity = self.peers.len() >= self.max_connections;
+        let opening = if self.peers.len() >= self.max_connections {
+            self.hub.server_full(addr.ip(), now.instant);
+            Opening {
+                listener,
+                slot: None,
+                refusal: Some(RouteError::ServerFull),
+            }
+        } else {
+            match self.hub.admit(addr.ip(), now.instant) {
+                Admission::Open(slot) => Opening {
+                    listener,
+                    slot,
+                    refusal: None,
+                },
+                Admission::Refuse(slot, refused) => Opening {
+                    listener,
+                    slot: Some(slot),
+                    refusal: Some(RouteError::PerAddress(refused)),
+                },
+                Admission::Drop => {
+                    debug!("dropping {addr}: over its address's limit, with refusals pending");
+                    return None;
+                }
+            }
+        };
         self.last_serial += 1;
         let entry = self.peers.vacant_entry();
         let id = ConnId::new(entry.key(), self.last_serial);
-        let stack = Stack::new(id, addr, over_capacity, &self.config, now.instant);
+        let stack = Stack::new(id, addr, opening, &self.config, now.instant);
+        self.hub.metrics_mut().accepted(stack.metrics_transport());
         entry.insert(Peer {
             socket,
             stack,
@@ -220,6 +212,7 @@ impl<S: Socket> Driver<S> {
             writable: false,
             paused: false,
             touched: false,
+            counted: None,
         });
         debug!("#{id} {addr} accepted");
         self.interest.push((id, Interest::Register));
@@ -313,7 +306,6 @@ impl<S: Socket> Driver<S> {
             config,
             scratch,
             more_input,
-            wire,
             ..
         } = self;
         let Some(peer) = peer_at(peers, id) else {
@@ -341,9 +333,9 @@ impl<S: Socket> Driver<S> {
         peer.stack.receive(&mut scratch[..len], &mut ctx);
         // Counted after the bytes were read: a request counts for the transport it asked for (the
         // upgrade for the WebSocket, `GET /sse` for the event stream).
-        wire.count_in(peer.stack.wire(), len);
+        ctx.hub.metrics_mut().bytes_received(peer.stack.wire(), len);
         // Write first: whatever these bytes produced goes out now, in one write.
-        flush(peer, &mut ctx, wire);
+        flush(peer, &mut ctx);
         // A short read emptied the socket's receive queue, and bytes that arrive from now on raise
         // a new (edge-triggered) event: the read that would only say WouldBlock is a syscall we
         // skip. A full one may have left more behind.
@@ -362,7 +354,6 @@ impl<S: Socket> Driver<S> {
             more_input,
             timers,
             interest,
-            wire,
             ..
         } = self;
         let Some(peer) = peer_at(peers, id) else {
@@ -370,7 +361,7 @@ impl<S: Socket> Driver<S> {
         };
         let mut ctx = Ctx { hub, config, now };
         loop {
-            let wrote_all = flush(peer, &mut ctx, wire);
+            let wrote_all = flush(peer, &mut ctx);
             match peer.stack.settle(&mut ctx) {
                 SocketAction::None => {}
                 SocketAction::ShutdownWrite => {
@@ -382,6 +373,8 @@ impl<S: Socket> Driver<S> {
                 }
                 SocketAction::Remove => {
                     debug!("#{id} {} gone", peer.stack.addr());
+                    let transport = peer.stack.metrics_transport();
+                    ctx.hub.metrics_mut().phase_changed(transport, peer.counted, None);
                     peers.remove(id.index());
                     return;
                 }
@@ -397,6 +390,14 @@ impl<S: Socket> Driver<S> {
             // that waited meanwhile.
             peer.paused = false;
             more_input.push(id);
+        }
+        let phase = peer.stack.metrics_phase();
+        if phase != peer.counted {
+            let transport = peer.stack.metrics_transport();
+            ctx.hub
+                .metrics_mut()
+                .phase_changed(transport, peer.counted, phase);
+            peer.counted = phase;
         }
         let writable = peer.stack.wants_write();
         if writable != peer.writable {
@@ -461,7 +462,6 @@ impl<S: Socket> Driver<S> {
             hub,
             config,
             touched,
-            wire,
             ..
         } = self;
         let mut ctx = Ctx { hub, config, now };
@@ -474,7 +474,7 @@ impl<S: Socket> Driver<S> {
                         // chance to take it: a turn's worth of deliveries must not close a client
                         // that reads as fast as it can.
                         if peer.stack.queued() + len > ctx.config.max_queued_output {
-                            flush(peer, &mut ctx, wire);
+                            flush(peer, &mut ctx);
                         }
                         peer.stack.deliver(&event, &mut ctx);
                         touch(peer, touched);
@@ -512,14 +512,14 @@ fn peer_at<S>(peers: &mut Slab<Peer<S>>, id: ConnId) -> Option<&mut Peer<S>> {
 
 /// Writes what the stack has queued until the socket would block. Returns whether everything
 /// went; a failed socket fails the stack.
-fn flush<S: Socket>(peer: &mut Peer<S>, ctx: &mut Ctx<'_>, counters: &mut WireCounters) -> bool {
+fn flush<S: Socket>(peer: &mut Peer<S>, ctx: &mut Ctx<'_>) -> bool {
     let on_wire = peer.stack.wire();
     let Some(outbox) = peer.stack.outbox().filter(|outbox| !outbox.is_empty()) else {
         return true;
     };
     match outbox.write_to(&mut peer.socket) {
         Ok(written) => {
-            counters.count_out(on_wire, written);
+            ctx.hub.metrics_mut().bytes_sent(on_wire, written);
             outbox.is_empty()
         }
         Err(error) => {

@@ -9,6 +9,7 @@
 //! connection (1001 for WebSockets), and keeps turning for up to a second while the close
 //! handshakes finish.
 
+mod commit_clock;
 mod driver;
 
 use std::fmt;
@@ -24,16 +25,19 @@ use mio::{Events, Interest as MioInterest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGXFSZ};
 use signal_hook_mio::v1_0::Signals;
 
+pub use commit_clock::CommitClock;
 pub use driver::{Driver, Interest, SCRATCH_LEN, Socket};
 
 use crate::chat::Now;
 use crate::config::Config;
-use crate::hub::Hub;
+use crate::hub::{Hub, Listener};
 use crate::store::local::Coordination;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{Command, OpenError, StoreHandle};
 
 const LISTENER: Token = Token(usize::MAX - 1);
+/// `--metrics-listen`.
+const METRICS_LISTENER: Token = Token(usize::MAX - 4);
 const SIGNALS: Token = Token(usize::MAX - 2);
 /// The store's writer thread wakes the loop through this when it has answers.
 const STORE: Token = Token(usize::MAX - 3);
@@ -106,11 +110,13 @@ impl From<io::Error> for StartError {
 pub struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
+    metrics_listener: Option<TcpListener>,
     signals: Signals,
     driver: Driver<TcpStream>,
     store: StoreHandle,
     /// Leases, presence and resume tokens of this one process, answered in the loop.
     coordination: Coordination,
+    commit_clock: CommitClock,
     shutdown_deadline: Option<Instant>,
 }
 
@@ -140,6 +146,16 @@ impl Server {
         let mut listener = listen(config.listen)?;
         poll.registry()
             .register(&mut listener, LISTENER, MioInterest::READABLE)?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => {
+                let mut metrics = listen(addr)?;
+                poll.registry()
+                    .register(&mut metrics, METRICS_LISTENER, MioInterest::READABLE)?;
+                info!("metrics on http://{}/metrics", metrics.local_addr()?);
+                Some(metrics)
+            }
+            None => None,
+        };
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
         // A file-size limit (ulimit -f) reached by the store must fail that write, which the store
         // reports as `store_unavailable`, not kill the server: SIGXFSZ gets a handler that does
@@ -157,10 +173,12 @@ impl Server {
         Ok(Self {
             poll,
             listener: Some(listener),
+            metrics_listener,
             signals,
             driver,
             store,
             coordination: Coordination::new(),
+            commit_clock: CommitClock::default(),
             shutdown_deadline: None,
         })
     }
@@ -186,8 +204,8 @@ impl Server {
                     warn!("message store: {error}");
                 }
                 info!(
-                    "socket bytes in/out by transport: {}",
-                    self.driver.wire().summary()
+                    "socket bytes in/out by protocol: {}",
+                    self.driver.hub().metrics().wire_summary()
                 );
                 let stats = self.store.stats();
                 info!(
@@ -216,10 +234,14 @@ impl Server {
             self.driver.start_turn(now);
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(now),
+                    LISTENER => self.accept(Listener::Public, now),
+                    METRICS_LISTENER => self.accept(Listener::Metrics, now),
                     SIGNALS => self.on_signal(now),
                     STORE => {
                         for outcome in self.store.try_results() {
+                            if let Some(latency) = self.commit_clock.answered(&outcome, now.instant) {
+                                self.driver.hub_mut().metrics_mut().store_commit(latency);
+                            }
                             self.driver.store_outcome(outcome, now);
                         }
                     }
@@ -241,11 +263,13 @@ impl Server {
             let commands = self.settle_coordination(now);
             self.register();
             // Everything the chat asked of the store this turn goes in one batch: one commit.
-            if !commands.is_empty()
-                && let Err(error) = self.store.submit(commands)
-            {
-                // The writer is gone; its handle answers every command with this error.
-                warn!("message store: {error}");
+            if !commands.is_empty() {
+                self.commit_clock.submitted(&commands, now.instant);
+                if let Err(error) = self.store.submit(commands) {
+                    // The writer is gone; its handle answers every command with this error.
+                    warn!("message store: {error}");
+                    self.driver.hub_mut().store_failed(error.to_string());
+                }
             }
         }
     }
@@ -274,8 +298,15 @@ impl Server {
         }
     }
 
-    fn accept(&mut self, now: Now) {
-        while let Some(listener) = &self.listener {
+    fn accept(&mut self, kind: Listener, now: Now) {
+        loop {
+            let listener = match kind {
+                Listener::Public => &self.listener,
+                Listener::Metrics => &self.metrics_listener,
+            };
+            let Some(listener) = listener else {
+                return;
+            };
             let (stream, addr) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
@@ -290,7 +321,7 @@ impl Server {
             if let Err(error) = stream.set_nodelay(true) {
                 log::debug!("set_nodelay failed for {addr}: {error}");
             }
-            self.driver.accept(stream, addr, now);
+            self.driver.accept(stream, addr, kind, now);
         }
     }
 
@@ -324,7 +355,10 @@ impl Server {
             return;
         }
         info!("signal {received:?}: closing {} connection(s)", self.driver.len());
-        if let Some(mut listener) = self.listener.take() {
+        for mut listener in [self.listener.take(), self.metrics_listener.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.shutdown_deadline = Some(now.instant + SHUTDOWN_GRACE);

@@ -89,11 +89,22 @@ impl TestServer {
     }
 }
 
-/// `[wrapper...] wschat --listen 127.0.0.1:0 [--db :memory:] <args>`, logging at info level.
+/// `[wrapper...] wschat --listen 127.0.0.1:0 [defaults the test did not name] <args>`, logging at
+/// info level.
 fn wschat_command(wrapper: &[&str], args: &[&str]) -> Command {
     // Tests run in parallel: each server keeps its messages in memory unless the test names a
-    // database of its own.
-    let memory = (!args.contains(&"--db")).then_some(["--db", ":memory:"]);
+    // database of its own. Every test client comes from 127.0.0.1, so the per-address limits are
+    // lifted unless the test is about them.
+    let defaults = [
+        ("--db", ":memory:"),
+        ("--max-connections-per-ip", "1000000"),
+        ("--ip-rate-limit", "1000000"),
+        ("--ip-rate-burst", "1000000"),
+    ];
+    let unnamed = defaults
+        .into_iter()
+        .filter(|(flag, _)| !args.contains(flag))
+        .flat_map(|(flag, value)| [flag, value]);
     let binary = env!("CARGO_BIN_EXE_wschat");
     let mut command = match wrapper.split_first() {
         Some((program, wrapper_args)) => {
@@ -105,7 +116,7 @@ fn wschat_command(wrapper: &[&str], args: &[&str]) -> Command {
     };
     command
         .args(["--listen", "127.0.0.1:0"])
-        .args(memory.iter().flatten())
+        .args(unnamed)
         .args(args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())

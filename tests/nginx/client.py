@@ -1,9 +1,12 @@
 """WebSocket clients (Python `websockets`, pinned in requirements.txt) that chat with wschat
 through nginx. Run by run.sh.
 
-    client.py chat URL                  two clients, each sees the other's message
+    client.py chat URL                  two clients, each sees the other's message (each sends a
+                                        forged X-Forwarded-For, which nginx must replace)
     client.py idle URL SECONDS open     one client, silent for SECONDS, must still be connected
     client.py idle URL SECONDS cut      the same, and the connection must have been cut
+    client.py status URL                prints the statuses of two handshakes, the first held
+                                        open during the second (e.g. "101 429")
 
 The clients send no pings of their own (`ping_interval=None`): only wschat's pings may keep the
 connection busy enough for nginx's proxy_read_timeout, which is what the idle cases test. They
@@ -16,10 +19,12 @@ import sys
 import time
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 # Every wait for an answer is bounded: a proxy that swallows messages fails the run in seconds.
 WAIT_S = 10
+# What the chat clients claim to be (run.sh checks that wschat never sees it).
+FORGED_CLIENT = "203.0.113.66"
 
 
 def log(text):
@@ -43,7 +48,9 @@ async def send(ws, kind, payload):
 
 async def chatter(url, nick, peer, both_online, heard):
     """Takes `nick`, waits until `peer` is online, says one line, waits for the peer's line."""
-    async with connect(url, ping_interval=None, open_timeout=WAIT_S) as ws:
+    # A forged X-Forwarded-For: nginx, the edge, must replace it with the address it saw.
+    forged = {"X-Forwarded-For": FORGED_CLIENT}
+    async with connect(url, ping_interval=None, open_timeout=WAIT_S, additional_headers=forged) as ws:
         await send(ws, "nickname", nick)
         online, said, line = set(), False, f"hello from {nick}"
         while True:
@@ -105,8 +112,27 @@ async def idle(url, seconds, expect):
         log(f"connection alive after {seconds} s of silence, message acknowledged")
 
 
+async def handshake_status(url):
+    """The HTTP status of a WebSocket handshake to `url`, and the connection if it opened."""
+    try:
+        ws = await connect(url, ping_interval=None, open_timeout=WAIT_S)
+    except InvalidStatus as refused:
+        return refused.response.status_code, None
+    return 101, ws
+
+
+async def status(url):
+    """Prints the statuses of two handshakes, the first held open while the second is made."""
+    first, held = await handshake_status(url)
+    second, extra = await handshake_status(url)
+    for ws in (held, extra):
+        if ws is not None:
+            await ws.close()
+    print(first, second)
+
+
 def main(argv):
-    commands = {"chat": chat, "idle": idle}
+    commands = {"chat": chat, "idle": idle, "status": status}
     if len(argv) < 3 or argv[1] not in commands:
         sys.exit(__doc__)
     asyncio.run(commands[argv[1]](*argv[2:]))

@@ -5,8 +5,9 @@
 #             has systemd-analyze; optional)
 #   timeouts  the config's proxy_read_timeout is above wschat's default --ping-interval
 #   page      GET / through nginx is 200 with the chat page; /metrics is not served to the public
-#   chat      two WebSocket clients through nginx see each other's message, and wschat received
-#             X-Forwarded-For from nginx
+#   chat      two WebSocket clients through nginx see each other's message; wschat received
+#             X-Forwarded-For from nginx, never the clients' forged one, and counts connections per
+#             the client nginx names (--trusted-proxy 127.0.0.1, one slot: the second gets 429)
 #   idle      the same config scaled down (proxy_read_timeout 5 s, wschat pinging every 2 s): a
 #             client silent for 8 s is still connected; with wschat's pings off, nginx cuts it
 #             (the control: the test can fail)
@@ -107,7 +108,7 @@ trap 'exit 143' TERM
 await_line() {
     local pid="$1" file="$2" regex="$3" what="$4" i value
     for i in $(seq 100); do
-        value="$(sed -nE "s|$regex|\\1|p" "$file" | head -n 1)"
+        value="$(sed -nE "s|$regex|\\1|p" "$file" 2>/dev/null | head -n 1)"
         [[ -n "$value" ]] && { echo "$value"; return 0; }
         kill -0 "$pid" 2>/dev/null || { tail -n 20 "$file" >&2; die "$what exited"; }
         sleep 0.1
@@ -242,6 +243,13 @@ case_chat() {
     # nginx passed the client's address on (the wire trace shows wschat's request heads).
     grep -qiE '^#[0-9]+ <- X-Forwarded-For: 127\.0\.0\.1$' "$OUT/wschat-main.log" ||
         die "wschat's trace shows no X-Forwarded-For from nginx"
+    # The clients' own forged X-Forwarded-For never reached wschat: nginx replaced it.
+    ! grep -q '203\.0\.113\.66' "$OUT/wschat-main.log" || die "a client's forged X-Forwarded-For reached wschat"
+    # wschat counted the connections under the client nginx named (--trusted-proxy 127.0.0.1):
+    # with one slot per address, a second client is refused with 429 through nginx.
+    local status
+    status="$(timeout 30 "$PY" "$HERE/client.py" status "ws://127.0.0.1:$LIMITED_PORT/")"
+    [[ "$status" == "101 429" ]] || die "two clients through nginx with one slot per address: $status, not '101 429'"
     grep -qiE '^#[0-9]+ <- Upgrade: websocket$' "$OUT/wschat-main.log" || die "wschat's trace shows no upgrade request"
     log "wschat received X-Forwarded-For and the upgrade through nginx"
 }
@@ -266,9 +274,12 @@ check timeouts case_timeouts
 
 # The shipped config in front of wschat with its defaults; and the scaled-down pair for the idle
 # case, one pinging faster than nginx's timeout, one not pinging at all.
-start_wschat wschat-main
+start_wschat wschat-main --trusted-proxy 127.0.0.1
 start_nginx main "$WSCHAT_PORT"
 MAIN_PORT="$NGINX_PORT"
+start_wschat wschat-limited --trusted-proxy 127.0.0.1 --max-connections-per-ip 1
+start_nginx limited "$WSCHAT_PORT"
+LIMITED_PORT="$NGINX_PORT"
 start_wschat wschat-idle --ping-interval "$IDLE_PING" --idle-timeout 0
 start_nginx idle "$WSCHAT_PORT" "$IDLE_READ_TIMEOUT"
 IDLE_PORT="$NGINX_PORT"

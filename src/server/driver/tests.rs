@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use serde_json::Value;
 use super::*;
 use crate::config::Config;
 use crate::conn::{Phase, Wire};
+use crate::hub::Listener;
 use crate::store::memory::MemoryStore;
 use crate::testing::{first_byte, masked_frame};
 use crate::ws::protocol::{Connection, OwnedEvent, Role};
@@ -118,6 +120,8 @@ struct Harness {
     elapsed: Duration,
     /// Socket buffer size of new pipes.
     capacity: usize,
+    /// Connections made so far: each comes from an address of its own unless a test names one.
+    connections: u32,
 }
 
 /// A client: its pipe, and the bytes the server sent it that were not consumed yet.
@@ -144,6 +148,7 @@ impl Harness {
             start,
             elapsed: Duration::ZERO,
             capacity: 1 << 20,
+            connections: 0,
         }
     }
 
@@ -194,19 +199,23 @@ impl Harness {
     }
 
     fn connect(&mut self) -> Client {
+        self.connections += 1;
+        let addr = SocketAddr::from((Ipv4Addr::from(0x0a00_0000 + self.connections), 40000));
+        self.connect_from(addr, Listener::Public).expect("accepted")
+    }
+
+    /// A connection from `addr` to `listener`, unless the driver drops it at once.
+    fn connect_from(&mut self, addr: SocketAddr, listener: Listener) -> Option<Client> {
         let pipe = Pipe::new(self.capacity);
         let now = self.now();
-        let id = self
-            .driver
-            .accept(pipe.clone(), "127.0.0.1:40000".parse().unwrap(), now)
-            .expect("accepted");
+        let id = self.driver.accept(pipe.clone(), addr, listener, now)?;
         self.turn();
-        Client {
+        Some(Client {
             id,
             pipe,
             received: Vec::new(),
             websocket: None,
-        }
+        })
     }
 
     /// A client that completed the upgrade to `path`.
@@ -675,7 +684,16 @@ fn a_peer_that_never_stops_sending_gets_one_read_per_turn() {
 
 #[test]
 fn what_a_read_causes_reaches_the_other_connections_before_the_next_read() {
-    let mut h = Harness::new(&["--rate-limit", "100000", "--rate-burst", "100000"]);
+    let mut h = Harness::new(&[
+        "--rate-limit",
+        "100000",
+        "--rate-burst",
+        "100000",
+        "--ip-rate-limit",
+        "100000",
+        "--ip-rate-burst",
+        "100000",
+    ]);
     let mut sender = h.websocket("/");
     let mut receiver = h.websocket("/");
     sender.chat(&mut h);
@@ -1250,9 +1268,9 @@ fn socket_bytes_are_counted_for_the_transport_they_carry() {
     );
     let mut websocket = h.websocket("/");
     websocket.chat(&mut h);
-    let wire = h.driver.wire().clone();
+    let metrics = h.driver.hub().metrics();
     for kind in Wire::ALL {
-        assert!(wire.bytes_in[kind as usize] > 0, "{} in: {wire:?}", kind.name());
-        assert!(wire.bytes_out[kind as usize] > 0, "{} out: {wire:?}", kind.name());
+        let (received, sent) = metrics.wire_bytes(kind);
+        assert!(received > 0 && sent > 0, "{}: {received}/{sent}", kind.name());
     }
 }

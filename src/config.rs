@@ -94,6 +94,22 @@ pub struct Config {
     #[arg(long, default_value = "wschat.db", value_name = "PATH")]
     pub db: std::path::PathBuf,
 
+    /// Make Redis the store and the fan-out: every wschat process pointing at the same Redis
+    /// (`redis://HOST[:PORT][/DB]`) serves the same rooms, nicknames, ids and history. `--db` is
+    /// then unused. Redis must be reachable at start (else the start fails with one line).
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// This process's name among those sharing `--redis` (letters, digits, `-`, `_`); a fresh
+    /// random one by default, so a restarted process never inherits a dead one's leases.
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+
+    /// Let several processes listen on the same address (SO_REUSEPORT: the kernel spreads new
+    /// connections among them), e.g. one process per core, all with the same `--redis`.
+    #[arg(long)]
+    pub reuse_port: bool,
+
     /// Messages kept per room in the store; older ones are pruned in the background (with their
     /// idempotency keys).
     #[arg(long, default_value_t = 10_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]

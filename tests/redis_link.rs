@@ -593,6 +593,7 @@ fn a_resume_token_works_once() {
     let session = Session {
         nickname: "alice smith".to_owned(),
         room: "room with spaces".to_owned(),
+        owner: "n 1.2".to_owned(),
     };
     let put = Request::PutToken {
         token: "t1".to_owned(),

@@ -200,6 +200,25 @@ impl Hub {
         self.ops.store_error = Some(error);
     }
 
+    /// The store's own word on its health (Redis: both connections up), each turn it is known.
+    pub fn store_health(&mut self, health: Result<(), String>) {
+        match health {
+            Ok(()) => {
+                // Cleared only if the error was the connection's: an answer's error stands until
+                // an answer succeeds.
+                if self
+                    .ops
+                    .store_error
+                    .as_deref()
+                    .is_some_and(|error| error.starts_with("redis "))
+                {
+                    self.ops.store_error = None;
+                }
+            }
+            Err(why) => self.ops.store_error = Some(why),
+        }
+    }
+
     /// What an answer of the store says about its health. A refusal that is the sender's own
     /// (it no longer holds its nickname) says nothing about the store; news carries no health.
     pub(super) fn note_store_health(&mut self, outcome: &Outcome) {

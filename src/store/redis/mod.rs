@@ -85,12 +85,14 @@ pub mod link;
 pub mod ops;
 pub mod resp;
 pub mod scripts;
+pub mod store;
 
 pub use keys::{Channel, Keys};
-pub use link::{Action, Event, Link, SubEvent, Subscriber};
+pub use link::{Action, Event, Link, LinkState, SubEvent, Subscriber};
 pub use ops::{
     Answer, Continuity, Lease, Member, Published, RemoteMessage, Reply, Request, Routed, Session, Tag,
 };
+pub use store::RedisStore;
 
 /// The Redis port when the URL names none.
 pub const DEFAULT_PORT: u16 = 6379;

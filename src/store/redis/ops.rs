@@ -33,6 +33,8 @@ pub enum Request {
     Read(Read),
     /// The highest id ever given (0 if none).
     LastId,
+    /// The next number for an anonymous nickname (`Anonymous<N>`), counted for the whole cluster.
+    NextAnonymous,
     /// The data's epoch, created if absent.
     Epoch,
     /// Take a nickname's lease for `owner` for `ttl`; also succeeds if `owner` already holds it, or
@@ -104,6 +106,9 @@ impl Request {
 pub struct Session {
     pub nickname: String,
     pub room: String,
+    /// The session that held the nickname's lease (`<node>.<session>`): a resume elsewhere takes
+    /// the lease over from it, and its node is asked to close it.
+    pub owner: String,
 }
 
 /// What the publish script did with a message.
@@ -144,6 +149,8 @@ pub enum Answer {
     Page(Page),
     /// To [`Request::LastId`].
     LastId(u64),
+    /// To [`Request::NextAnonymous`].
+    Anonymous(u64),
     /// To [`Request::Epoch`].
     Epoch(Epoch),
     /// To [`Request::Acquire`], [`Request::Renew`], [`Request::Release`].
@@ -352,6 +359,7 @@ pub fn call(request: &Request, context: &Context<'_>) -> Result<Call, Answer> {
         }
         Request::Read(read) => return read_call(read, keys),
         Request::LastId => plain([b"GET", keys.last_id().as_bytes()]),
+        Request::NextAnonymous => plain([b"INCR", keys.anonymous().as_bytes()]),
         Request::Epoch => script(
             &scripts::EPOCH,
             [keys.epoch().as_bytes()],
@@ -478,6 +486,9 @@ pub fn parse(request: &Request, frame: Frame) -> Result<Answer, RedisError> {
             Frame::Null => Ok(Answer::LastId(0)),
             other => number(other).map(Answer::LastId).ok_or_else(|| shape("an id")),
         },
+        Request::NextAnonymous => number(&frame)
+            .map(Answer::Anonymous)
+            .ok_or_else(|| shape("a count")),
         Request::Epoch => resp::text(&frame)
             .and_then(Epoch::parse)
             .map(Answer::Epoch)
@@ -643,16 +654,18 @@ fn uncounted(text: &str) -> Option<(&str, &str)> {
     Some((rest.get(..len)?, rest.get(len..)?))
 }
 
-/// A resume token's value: the session's nickname and room.
+/// A resume token's value: the session's nickname, room and owner.
 pub fn encode_session(session: &Session) -> String {
-    counted(&session.nickname, &session.room)
+    counted(&session.nickname, &counted(&session.room, &session.owner))
 }
 
 pub fn decode_session(text: &str) -> Option<Session> {
-    let (nickname, room) = uncounted(text)?;
+    let (nickname, rest) = uncounted(text)?;
+    let (room, owner) = uncounted(rest)?;
     Some(Session {
         nickname: nickname.to_owned(),
         room: room.to_owned(),
+        owner: owner.to_owned(),
     })
 }
 

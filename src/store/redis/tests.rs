@@ -377,10 +377,11 @@ mod commands {
                     session: Session {
                         nickname: "al ice".to_owned(),
                         room: "lobby".to_owned(),
+                        owner: "n1.4".to_owned(),
                     },
                     ttl,
                 },
-                vec!["SET", "wschat:resume:t", "6 al icelobby", "PX", "1500"],
+                vec!["SET", "wschat:resume:t", "6 al ice5 lobbyn1.4", "PX", "1500"],
             ),
             (
                 Request::TakeToken {
@@ -709,10 +710,11 @@ mod replies {
             (take.clone(), Frame::Null, Answer::Session(None)),
             (
                 take,
-                bulk("5 alicelobby"),
+                bulk("5 alice5 lobbyn1.4"),
                 Answer::Session(Some(Session {
                     nickname: "alice".to_owned(),
                     room: "lobby".to_owned(),
+                    owner: "n1.4".to_owned(),
                 })),
             ),
             (
@@ -913,6 +915,7 @@ mod payloads {
             let session = Session {
                 nickname: nickname.to_owned(),
                 room: room.to_owned(),
+                owner: format!("{room}.{nickname}"),
             };
             assert_eq!(ops::decode_session(&ops::encode_session(&session)), Some(session));
         }

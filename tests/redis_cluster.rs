@@ -1,0 +1,341 @@
+//! Several real `wschat` processes sharing one real `redis-server`: one chat. Each test starts its
+//! own Redis (Debian's `redis-server` on a free loopback port, a temporary directory, stopped by
+//! its pid when the test ends) and its own nodes, so the tests are independent of each other.
+//!
+//! Ignored by default (they need `redis-server`); `tests/redis/run.sh` runs them.
+#![allow(clippy::disallowed_methods)] // A program at the I/O edge: it reads the clock itself.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// A throw-away `redis-server`, killed when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Self {
+        Self::start_with(&["--appendonly", "no"])
+    }
+
+    /// A server with `args` on top of: loopback, a free port, its own directory, no RDB saves.
+    fn start_with(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        Self::start_in(dir, free_port(), args)
+    }
+
+    fn start_in(dir: tempfile::TempDir, port: u16, args: &[&str]) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (tests/redis/run.sh installs it)");
+        let redis = Self { child, port, dir };
+        redis.wait_until_up();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn wait_until_up(&self) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// kill -9, and the same server started again on the same port and directory (its AOF, if it
+    /// had one, read back).
+    fn crash_and_restart(mut self, args: &[&str]) -> Self {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (port, dir) = (
+            self.port,
+            std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()),
+        );
+        Self::start_in(dir, port, args)
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
+}
+
+/// A wschat node on `redis`.
+fn node(redis: &Redis, name: &str) -> TestServer {
+    let url = redis.url();
+    let mut args = vec!["--redis", url.as_str(), "--node", name];
+    args.extend(GENEROUS);
+    TestServer::start(&args)
+}
+
+/// Reads until `client` has `count` chat messages; returns their (id, text), notices skipped.
+fn read_messages(client: &mut Client, count: usize) -> Vec<(u64, String)> {
+    let mut seen = Vec::new();
+    while seen.len() < count {
+        let message = client.recv();
+        if message["type"] == "message" {
+            let payload = &message["payload"];
+            seen.push((
+                payload["id"].as_u64().unwrap(),
+                payload["text"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    seen
+}
+
+#[test]
+#[ignore = "needs redis-server: tests/redis/run.sh"]
+fn a_message_posted_on_one_node_reaches_the_room_on_another() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = Client::connect(&a);
+    let mut bob = Client::connect(&b);
+    // Alice hears Bob arrive on the other node.
+    let (joined, _) = alice.skip_to("joined");
+    assert_eq!(joined["nickname"], bob.nickname().as_str());
+    assert_ne!(
+        alice.nickname(),
+        bob.nickname(),
+        "anonymous names are counted cluster-wide"
+    );
+    let id = alice.post("hello from a");
+    let (message, _) = bob.read_until_message(&alice.nickname(), "hello from a");
+    assert_eq!(message["id"].as_u64(), Some(id));
+    // And back.
+    let id_b = bob.post("hello from b");
+    let (message, _) = alice.read_until_message(&bob.nickname(), "hello from b");
+    assert_eq!(message["id"].as_u64(), Some(id_b));
+    assert!(id_b > id);
+}
+
+#[test]
+#[ignore = "needs redis-server: tests/redis/run.sh"]
+fn clients_on_three_nodes_see_one_order() {
+    const NODES: usize = 3;
+    const PER_NODE: usize = 4;
+    const EACH: usize = 25;
+    let redis = Redis::start();
+    let nodes: Vec<TestServer> = (0..NODES).map(|n| node(&redis, &format!("n{n}"))).collect();
+    let clients: Vec<Client> = (0..NODES * PER_NODE)
+        .map(|i| Client::connect(&nodes[i % NODES]))
+        .collect();
+    let total = clients.len() * EACH;
+    let threads: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(me, mut client)| {
+            thread::spawn(move || {
+                // Let everybody be in the room before the first message: each reads nothing here,
+                // the posts below wait for their acks in order.
+                thread::sleep(Duration::from_millis(300));
+                for n in 0..EACH {
+                    client.send("message", json!(format!("{me}:{n}")));
+                }
+                read_messages(&mut client, total - EACH)
+            })
+        })
+        .collect();
+    let sequences: Vec<Vec<(u64, String)>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    // Each client saw the others' messages; merged with its own, every client's view of the room's
+    // order is the order of ids, and the messages of any two clients interleave identically.
+    for (me, seen) in sequences.iter().enumerate() {
+        let ids: Vec<u64> = seen.iter().map(|(id, _)| *id).collect();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(ids, sorted, "client {me}: in id order, each once");
+        assert!(seen.iter().all(|(_, text)| !text.starts_with(&format!("{me}:"))));
+    }
+    let everything: std::collections::BTreeMap<u64, String> = sequences.iter().flatten().cloned().collect();
+    assert_eq!(everything.len(), total, "every message, with one id each");
+    for seen in &sequences {
+        for (id, text) in seen {
+            assert_eq!(everything.get(id), Some(text), "one text per id everywhere");
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs redis-server: tests/redis/run.sh"]
+fn a_nickname_is_held_by_one_client_in_the_whole_cluster() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = Client::connect(&a);
+    let mut other = Client::connect(&b);
+    alice.send("nickname", json!("Alice"));
+    let _ = alice.skip_to("renamed");
+    other.send("nickname", json!("ALICE"));
+    other.expect_error("nickname_taken");
+    // Released when she leaves: the other node can have it.
+    alice.close();
+    let start = Instant::now();
+    loop {
+        other.send("nickname", json!("alice"));
+        let answer = loop {
+            let message = other.recv();
+            if message["type"] == "renamed" || message["type"] == "error" {
+                break message;
+            }
+        };
+        if answer["type"] == "renamed" && answer["payload"]["to"] == "alice" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{answer}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+#[ignore = "needs redis-server: tests/redis/run.sh"]
+fn history_and_resume_are_the_clusters() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = Client::connect(&a);
+    alice.send("nickname", json!("alice"));
+    let _ = alice.skip_to("renamed");
+    let id = alice.post("remember me");
+    let token = alice.welcome["resume"].as_str().unwrap().to_owned();
+    // A newcomer on the other node finds it in its welcome.
+    let newcomer = Client::connect(&b);
+    let texts: Vec<&str> = newcomer.welcome["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|message| message["text"].as_str())
+        .collect();
+    assert!(texts.contains(&"remember me"), "{}", newcomer.welcome);
+    // Alice's connection drops; she resumes on the other node and is alice again.
+    alice.close();
+    let mut back = Client::connect(&b);
+    back.send("resume", json!(token));
+    let (welcome, _) = back.skip_to("welcome");
+    assert_eq!(welcome["nickname"], "alice", "{welcome}");
+    back.send("history", json!({"since": id - 1}));
+    let (history, _) = back.skip_to("history");
+    assert_eq!(history["messages"][0]["text"], "remember me");
+}
+
+#[test]
+#[ignore = "needs redis-server: tests/redis/run.sh"]
+fn while_redis_is_down_sends_are_refused_and_sockets_stay_open_then_it_carries_on() {
+    let redis = Redis::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = Client::connect(&a);
+    let mut bob = Client::connect(&b);
+    let before = alice.post("before");
+    let _ = bob.read_until_message(&alice.nickname(), "before");
+    let redis = {
+        let mut redis = redis;
+        let _ = redis.child.kill();
+        let _ = redis.child.wait();
+        // Down: a send is refused, never shown only here.
+        alice.send("message", json!("during"));
+        let answer = alice.ack_or_error();
+        assert_eq!(answer["type"], "error", "{answer}");
+        assert_eq!(answer["payload"]["code"], "store_unavailable", "{answer}");
+        // Back with its data (AOF, fsync always): the cluster carries on.
+        let (port, dir) = (
+            redis.port,
+            std::mem::replace(&mut redis.dir, tempfile::tempdir().unwrap()),
+        );
+        Redis::start_in(dir, port, &["--appendonly", "yes", "--appendfsync", "always"])
+    };
+    let start = Instant::now();
+    let after = loop {
+        alice.send("message", json!("after"));
+        let answer = alice.ack_or_error();
+        if answer["type"] == "ack" {
+            break answer["payload"]["id"].as_u64().unwrap();
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "{answer}");
+        thread::sleep(Duration::from_millis(200));
+    };
+    assert!(after > before, "no id reused: {after} after {before}");
+    let (message, seen) = bob.read_until_message(&alice.nickname(), "after");
+    assert_eq!(message["id"].as_u64(), Some(after));
+    assert!(
+        !seen.iter().any(|message| message["payload"]["text"] == "during"),
+        "{seen:?}"
+    );
+    drop(redis);
+}
+
+#[test]
+#[ignore = "needs redis-server: tests/redis/run.sh"]
+fn redis_restarted_empty_is_a_new_epoch_and_clients_are_told() {
+    let redis = Redis::start();
+    let a = node(&redis, "a");
+    let mut alice = Client::connect(&a);
+    let epoch = alice.welcome["epoch"].as_str().unwrap().to_owned();
+    alice.post("old history");
+    let redis = redis.crash_and_restart(&["--appendonly", "no"]);
+    // The node finds the data gone when it reconnects: a fresh welcome with another epoch.
+    let (welcome, _) = alice.skip_to("welcome");
+    assert_ne!(welcome["epoch"].as_str(), Some(epoch.as_str()), "{welcome}");
+    assert_eq!(redis.cli(&["EXISTS", "wschat:epoch"]), "1");
+}
+
+#[test]
+#[ignore = "needs redis-server: tests/redis/run.sh"]
+fn a_killed_subscription_is_caught_up_without_a_hole() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = Client::connect(&a);
+    let mut bob = Client::connect(&b);
+    let mut ids = Vec::new();
+    for n in 0..60 {
+        if n == 20 || n == 40 {
+            redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        }
+        ids.push(alice.post(&format!("m{n}")));
+    }
+    let seen: Vec<u64> = read_messages(&mut bob, ids.len())
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(seen, ids, "bob saw every message once, in order");
+}
+
+/// Keeps `Value` in use for helpers some tests do not need.
+#[allow(dead_code)]
+fn payload(message: &Value) -> &Value {
+    &message["payload"]
+}

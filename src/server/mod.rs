@@ -129,6 +129,8 @@ pub struct Server {
 }
 
 /// Where the chat's store commands go.
+// One value per process: the size of its variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Backend {
     /// One process: SQLite on its writer thread for messages, the coordination in the loop.
     Local {

@@ -145,6 +145,7 @@ impl Conn {
             };
             match socket.read(&mut buffer) {
                 Ok(0) => {
+                    info!("redis {}: closed by the server", self.name);
                     self.close(registry);
                     endpoint.lost(DownReason::Closed, now);
                     return;

@@ -442,12 +442,23 @@ impl RedisStore {
                 let changed = self.epoch.is_some_and(|known| known != epoch);
                 self.epoch = Some(epoch);
                 if changed {
+                    log::warn!("redis: the data is another history now (epoch {epoch})");
                     // Another history: this node's presence entries and leases went with the data.
+                    // The chat enters its rooms again (presence follows); the leases are taken
+                    // again, and one somebody else took meanwhile is reported lost.
                     self.presence.clear();
-                    let lost: BTreeSet<String> = std::mem::take(&mut self.leases).into_values().collect();
                     self.outcomes.push_back(Outcome::Epoch(epoch));
-                    self.outcomes
-                        .extend(lost.into_iter().map(|owner| Outcome::LeaseLost { owner }));
+                    let leases: Vec<(String, String)> =
+                        self.leases.iter().map(|(k, o)| (k.clone(), o.clone())).collect();
+                    for (key, owner) in leases {
+                        let request = Request::Acquire {
+                            nickname: key.clone(),
+                            owner: owner.clone(),
+                            ttl: LEASE_TTL,
+                            replacing: None,
+                        };
+                        self.ask(request, Pending::Renew { key, owner }, now);
+                    }
                 }
             }
             Event::Reply(reply) => self.on_reply(*reply, now),

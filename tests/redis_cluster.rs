@@ -334,6 +334,188 @@ fn a_killed_subscription_is_caught_up_without_a_hole() {
     assert_eq!(seen, ids, "bob saw every message once, in order");
 }
 
+#[test]
+#[ignore = "needs redis-server: tests/redis/run.sh"]
+fn two_processes_share_one_port_with_reuse_port() {
+    let redis = Redis::start();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let url = redis.url();
+    let args = |name: &'static str| {
+        let mut args = vec![
+            "--listen",
+            listen.as_str(),
+            "--reuse-port",
+            "--redis",
+            url.as_str(),
+            "--node",
+            name,
+        ];
+        args.extend(GENEROUS);
+        args
+    };
+    let a = TestServer::start(&args("a"));
+    let b = TestServer::start(&args("b"));
+    assert_eq!(a.addr, b.addr);
+    // The kernel spreads connections over both: enough clients that both get some.
+    let mut clients: Vec<Client> = (0..24).map(|_| Client::connect(&a)).collect();
+    let served = |server: &TestServer| {
+        server
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| line.contains("open / (Chat)"))
+            .count()
+    };
+    assert!(
+        served(&a) > 0 && served(&b) > 0,
+        "a: {}, b: {}",
+        served(&a),
+        served(&b)
+    );
+    // And they are one chat.
+    let last = clients.len() - 1;
+    let sender = clients[0].nickname();
+    let id = clients[0].post("one room");
+    let (message, _) = clients[last].read_until_message(&sender, "one room");
+    assert_eq!(message["id"].as_u64(), Some(id));
+}
+
+#[test]
+#[ignore = "needs redis-server: tests/redis/run.sh"]
+fn two_nodes_race_for_one_nickname_and_exactly_one_wins_each_time() {
+    const ROUNDS: usize = 100;
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let racers: Vec<_> = [Client::connect(&a), Client::connect(&b)]
+        .into_iter()
+        .map(|mut client| {
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                let mut won = Vec::new();
+                for round in 0..ROUNDS {
+                    barrier.wait();
+                    client.send("nickname", json!(format!("race{round}")));
+                    // Its own answer: `renamed` to the name, or `nickname_taken`.
+                    let answer = loop {
+                        let message = client.recv();
+                        let mine = message["type"] == "error"
+                            || (message["type"] == "renamed"
+                                && message["payload"]["to"] == format!("race{round}")
+                                && message["payload"]["from"] != message["payload"]["to"]);
+                        if mine {
+                            break message;
+                        }
+                    };
+                    won.push(answer["type"] == "renamed");
+                    if answer["type"] == "error" {
+                        assert_eq!(answer["payload"]["code"], "nickname_taken", "{answer}");
+                    }
+                }
+                won
+            })
+        })
+        .collect();
+    let results: Vec<Vec<bool>> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+    for round in 0..ROUNDS {
+        assert!(
+            results[0][round] ^ results[1][round],
+            "round {round}: a won {}, b won {}",
+            results[0][round],
+            results[1][round]
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs redis-server: tests/redis/run.sh"]
+fn a_killed_nodes_clients_resume_elsewhere_and_its_names_come_free() {
+    let redis = Redis::start();
+    let mut a = node(&redis, "a");
+    let b = node(&redis, "b");
+    let mut alice = Client::connect(&a);
+    alice.send("nickname", json!("alice"));
+    let _ = alice.skip_to("renamed");
+    let mut carol = Client::connect(&a);
+    carol.send("nickname", json!("carol"));
+    let _ = carol.skip_to("renamed");
+    let seen = alice.post("before the crash");
+    let token = alice.welcome["resume"].as_str().unwrap().to_owned();
+    let mut bob = Client::connect(&b);
+    // Node a dies: no goodbye, its leases and presence stay in Redis until they expire.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let missed = bob.post("while alice was away");
+    // Alice reconnects to b with her token: her name (taken over from the dead session's lease)
+    // and what she missed.
+    let mut back = Client::connect(&b);
+    back.send("resume", json!(token));
+    let (welcome, _) = back.skip_to("welcome");
+    assert_eq!(welcome["nickname"], "alice", "{welcome}");
+    back.send("history", json!({ "since": seen }));
+    let (history, _) = back.skip_to("history");
+    let ids: Vec<u64> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|message| message["id"].as_u64())
+        .collect();
+    assert_eq!(ids, [missed], "{history}");
+    // Carol did not come back: her name is free within the lease's life.
+    let start = Instant::now();
+    loop {
+        bob.send("nickname", json!("carol"));
+        let answer = loop {
+            let message = bob.recv();
+            if message["type"] == "error"
+                || (message["type"] == "renamed" && message["payload"]["to"] == "carol")
+            {
+                break message;
+            }
+        };
+        if answer["type"] == "renamed" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(12), "still taken: {answer}");
+        thread::sleep(Duration::from_millis(250));
+    }
+    let freed = start.elapsed();
+    assert!(
+        freed > Duration::from_secs(2),
+        "a dead node's lease outlives it for a while: {freed:?}"
+    );
+    drop(carol);
+}
+
+#[test]
+#[ignore = "needs redis-server: tests/redis/run.sh"]
+fn a_paused_redis_delays_but_loses_nothing() {
+    let redis = Redis::start_with(&["--appendonly", "no", "--enable-debug-command", "yes"]);
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = Client::connect(&a);
+    let mut bob = Client::connect(&b);
+    let port = redis.port.to_string();
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        if n == 10 {
+            // Redis stops answering for a second (under the reply timeout): everything waits.
+            Command::new("redis-cli")
+                .args(["-p", &port, "DEBUG", "SLEEP", "1"])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-cli");
+            thread::sleep(Duration::from_millis(100));
+        }
+        ids.push(alice.post(&format!("p{n}")));
+    }
+    let seen: Vec<u64> = read_messages(&mut bob, ids.len())
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(seen, ids);
+}
+
 /// Keeps `Value` in use for helpers some tests do not need.
 #[allow(dead_code)]
 fn payload(message: &Value) -> &Value {

@@ -418,13 +418,8 @@ fn two_nodes_race_for_one_nickname_and_exactly_one_wins_each_time() {
         })
         .collect();
     let results: Vec<Vec<bool>> = racers.into_iter().map(|t| t.join().unwrap()).collect();
-    for round in 0..ROUNDS {
-        assert!(
-            results[0][round] ^ results[1][round],
-            "round {round}: a won {}, b won {}",
-            results[0][round],
-            results[1][round]
-        );
+    for (round, (a_won, b_won)) in results[0].iter().zip(&results[1]).enumerate() {
+        assert!(a_won ^ b_won, "round {round}: a won {a_won}, b won {b_won}");
     }
 }
 
@@ -497,14 +492,18 @@ fn a_paused_redis_delays_but_loses_nothing() {
     let mut bob = Client::connect(&b);
     let port = redis.port.to_string();
     let mut ids = Vec::new();
+    let mut sleeper = None;
     for n in 0..40 {
         if n == 10 {
             // Redis stops answering for a second (under the reply timeout): everything waits.
-            Command::new("redis-cli")
-                .args(["-p", &port, "DEBUG", "SLEEP", "1"])
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("redis-cli");
+            let port = port.clone();
+            sleeper = Some(thread::spawn(move || {
+                Command::new("redis-cli")
+                    .args(["-p", &port, "DEBUG", "SLEEP", "1"])
+                    .stdout(Stdio::null())
+                    .status()
+                    .expect("redis-cli")
+            }));
             thread::sleep(Duration::from_millis(100));
         }
         ids.push(alice.post(&format!("p{n}")));
@@ -514,6 +513,7 @@ fn a_paused_redis_delays_but_loses_nothing() {
         .map(|(id, _)| id)
         .collect();
     assert_eq!(seen, ids);
+    assert!(sleeper.expect("the pause ran").join().unwrap().success());
 }
 
 /// Keeps `Value` in use for helpers some tests do not need.

@@ -105,6 +105,26 @@ fn node(redis: &Redis, name: &str) -> TestServer {
     TestServer::start(&args)
 }
 
+/// Polls `/readyz` of `server` until it answers `status` (at most 15 s: a reconnect backs off up to
+/// 5 s).
+fn wait_for_readyz(server: &TestServer, status: u16) {
+    let start = Instant::now();
+    loop {
+        let (got, response) = http_exchange(
+            server.addr,
+            b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        if got == status {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "/readyz still {got}: {response}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Reads until `client` has `count` chat messages; returns their (id, text), notices skipped.
 fn read_messages(client: &mut Client, count: usize) -> Vec<(u64, String)> {
     let mut seen = Vec::new();
@@ -266,7 +286,8 @@ fn while_redis_is_down_sends_are_refused_and_sockets_stay_open_then_it_carries_o
         let mut redis = redis;
         let _ = redis.child.kill();
         let _ = redis.child.wait();
-        // Down: a send is refused, never shown only here.
+        // Down: not ready for new clients, and a send is refused, never shown only here.
+        wait_for_readyz(&a, 503);
         alice.send("message", json!("during"));
         let answer = alice.ack_or_error();
         assert_eq!(answer["type"], "error", "{answer}");
@@ -278,6 +299,7 @@ fn while_redis_is_down_sends_are_refused_and_sockets_stay_open_then_it_carries_o
         );
         Redis::start_in(dir, port, &["--appendonly", "yes", "--appendfsync", "always"])
     };
+    wait_for_readyz(&a, 200);
     let start = Instant::now();
     let after = loop {
         alice.send("message", json!("after"));
@@ -435,6 +457,9 @@ fn a_killed_nodes_clients_resume_elsewhere_and_its_names_come_free() {
     let mut carol = Client::connect(&a);
     carol.send("nickname", json!("carol"));
     let _ = carol.skip_to("renamed");
+    let mut dave = Client::connect(&a);
+    dave.send("nickname", json!("dave"));
+    let _ = dave.skip_to("renamed");
     let seen = alice.post("before the crash");
     let token = alice.welcome["resume"].as_str().unwrap().to_owned();
     let mut bob = Client::connect(&b);
@@ -459,6 +484,7 @@ fn a_killed_nodes_clients_resume_elsewhere_and_its_names_come_free() {
     assert_eq!(ids, [missed], "{history}");
     // Carol did not come back: her name is free within the lease's life.
     let start = Instant::now();
+    let mut heard = Vec::new();
     loop {
         bob.send("nickname", json!("carol"));
         let answer = loop {
@@ -468,6 +494,7 @@ fn a_killed_nodes_clients_resume_elsewhere_and_its_names_come_free() {
             {
                 break message;
             }
+            heard.push(message);
         };
         if answer["type"] == "renamed" {
             break;
@@ -480,7 +507,17 @@ fn a_killed_nodes_clients_resume_elsewhere_and_its_names_come_free() {
         freed > Duration::from_secs(2),
         "a dead node's lease outlives it for a while: {freed:?}"
     );
-    drop(carol);
+    // And the room is told Dave (who did not come back either, and whose name nobody took) left,
+    // once the dead node's liveness key expired.
+    let left = |message: &Value| message["type"] == "left" && message["payload"]["nickname"] == "dave";
+    while !heard.iter().any(left) {
+        assert!(
+            start.elapsed() < Duration::from_secs(16),
+            "no `left` for dave: {heard:?}"
+        );
+        heard.push(bob.recv());
+    }
+    drop((carol, dave));
 }
 
 #[test]
@@ -514,10 +551,4 @@ fn a_paused_redis_delays_but_loses_nothing() {
         .collect();
     assert_eq!(seen, ids);
     assert!(sleeper.expect("the pause ran").join().unwrap().success());
-}
-
-/// Keeps `Value` in use for helpers some tests do not need.
-#[allow(dead_code)]
-fn payload(message: &Value) -> &Value {
-    &message["payload"]
 }

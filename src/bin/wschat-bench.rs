@@ -119,6 +119,10 @@ enum Mode {
         /// the bare probe.
         #[arg(long)]
         chat_text: bool,
+        /// Connect the sender to this address instead of `--addr` (another node sharing the same
+        /// Redis): the latencies are then cross-node.
+        #[arg(long, value_name = "ADDR")]
+        sender_addr: Option<String>,
     },
     /// Idle connections that only answer pings.
     Hold {
@@ -1061,6 +1065,7 @@ fn run_broadcast(args: &Args, mode: &Mode) -> io::Result<Report> {
         warmup,
         drain,
         chat_text,
+        sender_addr,
     } = mode.clone()
     else {
         unreachable!("called for broadcast")
@@ -1074,7 +1079,13 @@ fn run_broadcast(args: &Args, mode: &Mode) -> io::Result<Report> {
         deliveries: 0,
         latencies_us: Vec::new(),
     };
-    bench.open(connections + 1, &path, &mut load)?;
+    bench.open(connections, &path, &mut load)?;
+    if let Some(sender_addr) = &sender_addr {
+        let other = Bench::new(sender_addr, args.deflate)?;
+        bench.addr = other.addr;
+        bench.host = other.host;
+    }
+    bench.open(1, &path, &mut load)?;
     // Let the joined notices of the last connections settle before the clock starts.
     bench.run_until(
         Instant::now() + Duration::from_millis(500),
@@ -1144,6 +1155,7 @@ fn run_broadcast(args: &Args, mode: &Mode) -> io::Result<Report> {
     let mut report = Report(Vec::new());
     report.push("mode", "broadcast");
     report.push("receivers", connections);
+    report.push("cross_node", sender_addr.is_some());
     report.push("rate", rate);
     add_corpus(&mut report, corpus.as_ref());
     report.push("seconds", format!("{elapsed:.2}"));

@@ -642,3 +642,224 @@ fn parse_member_field(field: &str) -> Option<Member> {
         nickname: nickname.to_owned(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::disallowed_methods)] // An origin for the tests' hand-moved clock.
+
+    use redis_protocol::resp2::encode;
+    use redis_protocol::resp2::types::Resp2Frame as _;
+
+    use super::*;
+    use crate::store::redis::Action;
+    use crate::store::redis::resp::Frame;
+    use crate::store::redis::scripts;
+    use crate::store::{Claim, NewMessage, Nickname};
+
+    const EPOCH: Epoch = Epoch(0x0123_4567_89ab_cdef);
+
+    fn wire(frames: &[Frame]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for frame in frames {
+            let mut buf = vec![0; frame.encode_len(false)];
+            let written = encode::encode(&mut buf, frame, false).expect("encodable");
+            out.extend_from_slice(&buf[..written]);
+        }
+        out
+    }
+
+    fn bulk(text: &str) -> Frame {
+        Frame::BulkString(text.as_bytes().to_vec())
+    }
+
+    fn push(kind: &str, channel: &str, payload: Frame) -> Frame {
+        Frame::Array(vec![bulk(kind), bulk(channel), payload])
+    }
+
+    /// A store whose two connections are through their set-up, at `now`, following `lobby`.
+    fn ready(now: Instant) -> RedisStore {
+        let config = RedisConfig::from_url("redis://127.0.0.1:6379").expect("valid");
+        let keys = config.keys();
+        let mut store = RedisStore::new(&config, "n1", 7, now);
+        store.execute(Command::Follow { room: "lobby".into() }, now);
+        let link = store.link_mut();
+        assert_eq!(link.poll_action(), Some(Action::Connect));
+        link.connected(now);
+        link.consume_output(link.output().len());
+        let mut answers: Vec<Frame> = scripts::ALL.iter().map(|script| bulk(&script.sha())).collect();
+        answers.push(bulk(&EPOCH.to_string()));
+        link.receive(&wire(&answers), now);
+        let sub = store.subscriber_mut();
+        assert_eq!(sub.poll_action(), Some(Action::Connect));
+        sub.connected(now);
+        sub.consume_output(sub.output().len());
+        let confirmations = [
+            push("subscribe", &keys.node_channel("n1"), Frame::Integer(1)),
+            push("subscribe", &keys.room_channel("lobby"), Frame::Integer(2)),
+        ];
+        sub.receive(&wire(&confirmations), now);
+        store.process(now);
+        assert_eq!(store.health(), Ok(()));
+        assert_eq!(store.epoch(), Some(EPOCH));
+        assert_eq!(
+            outcomes(&mut store),
+            [
+                Outcome::Following { room: "lobby".into() },
+                Outcome::PresenceChanged { room: "lobby".into() }
+            ]
+        );
+        store
+    }
+
+    fn outcomes(store: &mut RedisStore) -> Vec<Outcome> {
+        std::iter::from_fn(|| store.poll_outcome()).collect()
+    }
+
+    /// Answers what the command connection sent so far with `frames`, in order.
+    fn answer(store: &mut RedisStore, frames: &[Frame], now: Instant) {
+        let link = store.link_mut();
+        link.consume_output(link.output().len());
+        link.receive(&wire(frames), now);
+        store.process(now);
+    }
+
+    fn claim(token: Token, name: &str, owner: &str) -> Command {
+        Command::Claim(Claim {
+            token,
+            nickname: Some(Nickname {
+                display: name.into(),
+                key: name.to_lowercase(),
+            }),
+            owner: owner.into(),
+            replacing: None,
+        })
+    }
+
+    fn held(store: &mut RedisStore, now: Instant) {
+        store.execute(claim(1, "Ann", "n1.1"), now);
+        answer(store, &[Frame::Integer(1)], now);
+        assert_eq!(
+            outcomes(store),
+            [Outcome::Claim {
+                token: 1,
+                result: Ok(Claimed::Held {
+                    nickname: "Ann".into()
+                })
+            }]
+        );
+    }
+
+    #[test]
+    fn an_announcement_that_overtakes_its_reply_names_its_sender() {
+        let now = Instant::now();
+        let mut store = ready(now);
+        let message = NewMessage {
+            token: 5,
+            room: "lobby".into(),
+            nickname: "ann".into(),
+            text: "hi there".into(),
+            ts: 1700,
+            key: None,
+            lease: None,
+        };
+        store.execute(Command::Append(vec![message]), now);
+        let announcement = bulk(&format!("m{EPOCH} 9 7 1700 3 annhi there"));
+        let sub = store.subscriber_mut();
+        sub.receive(
+            &wire(&[push("message", "wschat:0:room:lobby", announcement)]),
+            now,
+        );
+        store.process(now);
+        let got = outcomes(&mut store);
+        let [Outcome::Posted(posted)] = got.as_slice() else {
+            panic!("one announcement: {got:?}");
+        };
+        assert_eq!(
+            (posted.message.id, posted.prev_id, posted.origin),
+            (9, 7, Some(5))
+        );
+    }
+
+    #[test]
+    fn a_refused_renewal_reports_the_lease_lost() {
+        let now = Instant::now();
+        let mut store = ready(now);
+        held(&mut store, now);
+        store.handle_timeout(now);
+        // The heartbeat, then the renewal, which finds the lease somebody else's.
+        answer(
+            &mut store,
+            &[Frame::SimpleString(b"OK".to_vec()), Frame::Integer(0)],
+            now,
+        );
+        let lost: Vec<Outcome> = outcomes(&mut store)
+            .into_iter()
+            .filter(|outcome| matches!(outcome, Outcome::LeaseLost { .. }))
+            .collect();
+        assert_eq!(lost, [Outcome::LeaseLost { owner: "n1.1".into() }]);
+    }
+
+    #[test]
+    fn leases_redis_could_not_renew_for_most_of_their_life_are_given_up() {
+        let now = Instant::now();
+        let mut store = ready(now);
+        held(&mut store, now);
+        store
+            .link_mut()
+            .lost(crate::store::redis::DownReason::Closed, now);
+        store.process(now + LEASE_GIVE_UP - Duration::from_millis(1));
+        assert!(
+            !outcomes(&mut store)
+                .iter()
+                .any(|outcome| matches!(outcome, Outcome::LeaseLost { .. })),
+            "still within its life"
+        );
+        store.process(now + LEASE_GIVE_UP);
+        assert_eq!(
+            outcomes(&mut store),
+            [Outcome::LeaseLost { owner: "n1.1".into() }]
+        );
+        assert!(store.health().is_err());
+    }
+
+    #[test]
+    fn a_new_epoch_is_told_and_the_leases_are_taken_again() {
+        let now = Instant::now();
+        let mut store = ready(now);
+        held(&mut store, now);
+        store
+            .link_mut()
+            .lost(crate::store::redis::DownReason::Closed, now);
+        store.process(now);
+        let later = now + Duration::from_secs(1);
+        store.handle_timeout(later);
+        let link = store.link_mut();
+        assert_eq!(link.poll_action(), Some(Action::Connect));
+        link.connected(later);
+        link.consume_output(link.output().len());
+        let next = Epoch(42);
+        let mut answers: Vec<Frame> = scripts::ALL.iter().map(|script| bulk(&script.sha())).collect();
+        answers.push(bulk(&next.to_string()));
+        link.receive(&wire(&answers), later);
+        store.process(later);
+        assert!(outcomes(&mut store).contains(&Outcome::Epoch(next)));
+        let written = String::from_utf8_lossy(store.link_mut().output()).into_owned();
+        assert!(
+            written.contains("wschat:nick:ann"),
+            "the lease asked for again: {written}"
+        );
+    }
+
+    #[test]
+    fn a_presence_field_reads_back_as_owner_and_nickname() {
+        let field = member_field("n1.4", "Ann Lee");
+        assert_eq!(
+            parse_member_field(&field),
+            Some(Member {
+                owner: "n1.4".into(),
+                nickname: "Ann Lee".into()
+            })
+        );
+        assert_eq!(parse_member_field("no-space"), None);
+    }
+}

@@ -552,3 +552,33 @@ fn a_paused_redis_delays_but_loses_nothing() {
     assert_eq!(seen, ids);
     assert!(sleeper.expect("the pause ran").join().unwrap().success());
 }
+
+#[test]
+fn an_unreachable_redis_stops_the_start_with_one_line() {
+    let port = free_port().to_string();
+    let url = format!("redis://127.0.0.1:{port}");
+    let (status, log) = run_to_exit(&["--redis", &url], Duration::from_secs(20));
+    assert!(!status.success());
+    let errors: Vec<&String> = log.iter().filter(|line| line.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{log:?}");
+    assert!(errors[0].contains("Connection refused"), "{}", errors[0]);
+}
+
+#[test]
+fn a_server_that_is_not_redis_stops_the_start_with_one_line() {
+    // A wschat (HTTP) where Redis should be.
+    let not_redis = TestServer::start(&[]);
+    let url = format!("redis://{}", not_redis.addr);
+    let (status, log) = run_to_exit(&["--redis", &url], Duration::from_secs(20));
+    assert!(!status.success());
+    let errors: Vec<&String> = log.iter().filter(|line| line.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{log:?}");
+    assert!(errors[0].contains("no usable Redis"), "{}", errors[0]);
+}
+
+#[test]
+fn a_url_that_is_not_redis_stops_the_start() {
+    let (status, log) = run_to_exit(&["--redis", "http://127.0.0.1:6379"], Duration::from_secs(10));
+    assert!(!status.success());
+    assert!(log.iter().any(|line| line.contains("redis://")), "{log:?}");
+}

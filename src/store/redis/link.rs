@@ -326,6 +326,11 @@ impl Link {
     }
 
     /// The data's epoch, once read.
+    /// Why the connection last went down (meaningful while it is not ready).
+    pub fn last_down(&self) -> &DownReason {
+        &self.conn.last_down
+    }
+
     pub fn epoch(&self) -> Option<Epoch> {
         self.epoch
     }
@@ -718,6 +723,11 @@ impl Subscriber {
 
     pub fn state(&self) -> LinkState {
         self.conn.state
+    }
+
+    /// Why the connection last went down (meaningful while it is not ready).
+    pub fn last_down(&self) -> &DownReason {
+        &self.conn.last_down
     }
 
     pub fn rooms(&self) -> impl Iterator<Item = &str> {

@@ -164,10 +164,17 @@ impl RedisStore {
 
     /// Why the store cannot serve now, if it cannot: `/readyz` and `wschat_store_up`.
     pub fn health(&self) -> Result<(), String> {
+        let describe = |state: LinkState, last_down: &super::DownReason| match state {
+            LinkState::Ready => "up".to_owned(),
+            LinkState::Connecting | LinkState::SettingUp => format!("{state:?}").to_lowercase(),
+            LinkState::Backoff | LinkState::Shutdown => format!("down ({last_down})"),
+        };
         match (self.link.state(), self.sub.state()) {
             (LinkState::Ready, LinkState::Ready) => Ok(()),
             (link, sub) => Err(format!(
-                "redis unavailable (commands: {link:?}, subscription: {sub:?})"
+                "redis unavailable: commands {}, subscription {}",
+                describe(link, self.link.last_down()),
+                describe(sub, self.sub.last_down())
             )),
         }
     }

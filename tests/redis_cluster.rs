@@ -168,48 +168,78 @@ fn a_message_posted_on_one_node_reaches_the_room_on_another() {
 
 #[test]
 #[ignore = "needs redis-server: tests/redis/run.sh"]
-fn clients_on_three_nodes_see_one_order() {
+fn thirty_clients_on_three_nodes_see_one_order_per_room() {
     const NODES: usize = 3;
-    const PER_NODE: usize = 4;
-    const EACH: usize = 25;
+    const ROOMS: usize = 3;
+    const PER_ROOM: usize = 10;
+    /// Each client's messages: 1,000 per room.
+    const EACH: usize = 100;
     let redis = Redis::start();
     let nodes: Vec<TestServer> = (0..NODES).map(|n| node(&redis, &format!("n{n}"))).collect();
-    let clients: Vec<Client> = (0..NODES * PER_NODE)
-        .map(|i| Client::connect(&nodes[i % NODES]))
+    // Client i is in room i % ROOMS, on node (i / ROOMS) % NODES: every room spans every node.
+    let clients: Vec<(usize, Client)> = (0..ROOMS * PER_ROOM)
+        .map(|i| {
+            let mut client = Client::connect(&nodes[(i / ROOMS) % NODES]);
+            let room = i % ROOMS;
+            client.send("join", json!(format!("room{room}")));
+            let _ = client.skip_to("welcome");
+            (room, client)
+        })
         .collect();
-    let total = clients.len() * EACH;
     let threads: Vec<_> = clients
         .into_iter()
         .enumerate()
-        .map(|(me, mut client)| {
+        .map(|(me, (room, mut client))| {
             thread::spawn(move || {
-                // Let everybody be in the room before the first message: each reads nothing here,
-                // the posts below wait for their acks in order.
-                thread::sleep(Duration::from_millis(300));
                 for n in 0..EACH {
-                    client.send("message", json!(format!("{me}:{n}")));
+                    client.send("message", json!(format!("r{room}:c{me}:{n}")));
                 }
-                read_messages(&mut client, total - EACH)
+                (room, me, read_messages(&mut client, (PER_ROOM - 1) * EACH))
             })
         })
         .collect();
-    let sequences: Vec<Vec<(u64, String)>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    // Each client saw the others' messages; merged with its own, every client's view of the room's
-    // order is the order of ids, and the messages of any two clients interleave identically.
-    for (me, seen) in sequences.iter().enumerate() {
+    let results: Vec<(usize, usize, Vec<(u64, String)>)> =
+        threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let mut rooms: Vec<std::collections::BTreeMap<u64, String>> = vec![Default::default(); ROOMS];
+    for (room, me, seen) in &results {
+        // One order: the room's ids, increasing, each once; only this room's, none of its own.
         let ids: Vec<u64> = seen.iter().map(|(id, _)| *id).collect();
-        let mut sorted = ids.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        assert_eq!(ids, sorted, "client {me}: in id order, each once");
-        assert!(seen.iter().all(|(_, text)| !text.starts_with(&format!("{me}:"))));
-    }
-    let everything: std::collections::BTreeMap<u64, String> = sequences.iter().flatten().cloned().collect();
-    assert_eq!(everything.len(), total, "every message, with one id each");
-    for seen in &sequences {
+        assert!(
+            ids.windows(2).all(|pair| pair[0] < pair[1]),
+            "client {me}: in id order, each once"
+        );
+        assert!(
+            seen.iter()
+                .all(|(_, text)| text.starts_with(&format!("r{room}:")))
+        );
+        assert!(
+            seen.iter()
+                .all(|(_, text)| !text.starts_with(&format!("r{room}:c{me}:")))
+        );
         for (id, text) in seen {
-            assert_eq!(everything.get(id), Some(text), "one text per id everywhere");
+            let previous = rooms[*room].insert(*id, text.clone());
+            assert!(
+                previous.is_none_or(|previous| previous == *text),
+                "one text per id everywhere"
+            );
         }
+    }
+    for (room, messages) in rooms.iter().enumerate() {
+        assert_eq!(
+            messages.len(),
+            PER_ROOM * EACH,
+            "room {room}: every message, with one id each"
+        );
+    }
+    // The same sequence for every client of a room: each client's sequence is the room's
+    // sequence without its own messages.
+    for (room, me, seen) in &results {
+        let expected: Vec<&String> = rooms[*room]
+            .values()
+            .filter(|text| !text.starts_with(&format!("r{room}:c{me}:")))
+            .collect();
+        let got: Vec<&String> = seen.iter().map(|(_, text)| text).collect();
+        assert_eq!(got, expected, "client {me}");
     }
 }
 
@@ -280,6 +310,8 @@ fn while_redis_is_down_sends_are_refused_and_sockets_stay_open_then_it_carries_o
     let (a, b) = (node(&redis, "a"), node(&redis, "b"));
     let mut alice = Client::connect(&a);
     let mut bob = Client::connect(&b);
+    // Acked messages, the last one just before Redis is killed -9.
+    let acked: Vec<u64> = (0..30).map(|n| alice.post(&format!("acked {n}"))).collect();
     let before = alice.post("before");
     let _ = bob.read_until_message(&alice.nickname(), "before");
     let redis = {
@@ -311,6 +343,18 @@ fn while_redis_is_down_sends_are_refused_and_sockets_stay_open_then_it_carries_o
         thread::sleep(Duration::from_millis(200));
     };
     assert!(after > before, "no id reused: {after} after {before}");
+    // Redis ran with appendfsync always: every acked message survived its kill -9.
+    alice.send("history", json!({ "since": 0, "limit": 500 }));
+    let (history, _) = alice.skip_to("history");
+    let kept: Vec<u64> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|message| message["id"].as_u64())
+        .collect();
+    for id in acked.iter().chain([&before]) {
+        assert!(kept.contains(id), "acked {id} lost: {kept:?}");
+    }
     let (message, seen) = bob.read_until_message(&alice.nickname(), "after");
     assert_eq!(message["id"].as_u64(), Some(after));
     assert!(

@@ -125,6 +125,9 @@ fn wait_for_readyz(server: &TestServer, status: u16) {
     }
 }
 
+/// What one client of a room saw: its room, its number, the (id, text) of each message.
+type Seen = (usize, usize, Vec<(u64, String)>);
+
 /// Reads until `client` has `count` chat messages; returns their (id, text), notices skipped.
 fn read_messages(client: &mut Client, count: usize) -> Vec<(u64, String)> {
     let mut seen = Vec::new();
@@ -198,8 +201,7 @@ fn thirty_clients_on_three_nodes_see_one_order_per_room() {
             })
         })
         .collect();
-    let results: Vec<(usize, usize, Vec<(u64, String)>)> =
-        threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let results: Vec<Seen> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     let mut rooms: Vec<std::collections::BTreeMap<u64, String>> = vec![Default::default(); ROOMS];
     for (room, me, seen) in &results {
         // One order: the room's ids, increasing, each once; only this room's, none of its own.

@@ -441,8 +441,32 @@ impl RedisStore {
     fn on_link_event(&mut self, event: Event, now: Instant) {
         match event {
             Event::Ready => {
-                // Back: prove the node alive at once, and renew what could not be renewed.
+                // Back: prove the node alive at once, and renew what could not be renewed. The
+                // presence entries are written again: one written while Redis was away never
+                // arrived (writing one twice is harmless).
                 self.next_tick = now;
+                let entries: Vec<(String, String)> = self
+                    .presence
+                    .iter()
+                    .map(|((room, owner), nickname)| (room.clone(), member_field(owner, nickname)))
+                    .collect();
+                let mut rooms = BTreeSet::new();
+                for (room, member) in entries {
+                    let node = self.node.clone();
+                    self.ask(
+                        Request::Join {
+                            room: room.clone(),
+                            member,
+                            node,
+                        },
+                        Pending::Ignore,
+                        now,
+                    );
+                    rooms.insert(room);
+                }
+                for room in rooms {
+                    self.presence_changed(room, now);
+                }
             }
             Event::Down(_) => {}
             Event::Epoch(epoch) => {

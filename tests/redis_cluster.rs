@@ -452,7 +452,7 @@ fn two_processes_share_one_port_with_reuse_port() {
 #[test]
 #[ignore = "needs redis-server: tests/redis/run.sh"]
 fn two_nodes_race_for_one_nickname_and_exactly_one_wins_each_time() {
-    const ROUNDS: usize = 100;
+    const ROUNDS: usize = 500;
     let redis = Redis::start();
     let (a, b) = (node(&redis, "a"), node(&redis, "b"));
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
@@ -462,20 +462,24 @@ fn two_nodes_race_for_one_nickname_and_exactly_one_wins_each_time() {
             let barrier = barrier.clone();
             thread::spawn(move || {
                 let mut won = Vec::new();
+                let mut name = client.nickname();
                 for round in 0..ROUNDS {
                     barrier.wait();
                     client.send("nickname", json!(format!("race{round}")));
-                    // Its own answer: `renamed` to the name, or `nickname_taken`.
+                    // Its own answer: `renamed` from its own name (not the notice of the other's
+                    // rename), or `nickname_taken`.
                     let answer = loop {
                         let message = client.recv();
                         let mine = message["type"] == "error"
-                            || (message["type"] == "renamed"
-                                && message["payload"]["to"] == format!("race{round}")
-                                && message["payload"]["from"] != message["payload"]["to"]);
+                            || (message["type"] == "renamed" && message["payload"]["from"] == name.as_str());
                         if mine {
                             break message;
                         }
                     };
+                    if answer["type"] == "renamed" {
+                        name = answer["payload"]["to"].as_str().unwrap().to_owned();
+                        assert_eq!(name, format!("race{round}"));
+                    }
                     won.push(answer["type"] == "renamed");
                     if answer["type"] == "error" {
                         assert_eq!(answer["payload"]["code"], "nickname_taken", "{answer}");

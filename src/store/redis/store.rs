@@ -88,6 +88,11 @@ enum Pending {
         key: String,
         owner: String,
     },
+    /// A presence entry's removal (retried when the connection is back, if it failed).
+    Leave {
+        room: String,
+        member: String,
+    },
     Members {
         token: Token,
     },
@@ -121,6 +126,8 @@ pub struct RedisStore {
     confirmed: Instant,
     /// Presence entries this node wrote: (room, owner) → nickname.
     presence: BTreeMap<(String, String), String>,
+    /// Presence entries whose removal failed: (room, member field).
+    unleft: BTreeSet<(String, String)>,
     /// Resume tokens of live sessions, re-put before they expire: token → (session, ttl, when
     /// last put).
     live_tokens: HashMap<String, (Session, Duration, Instant)>,
@@ -143,6 +150,7 @@ impl RedisStore {
             leases: BTreeMap::new(),
             confirmed: now,
             presence: BTreeMap::new(),
+            unleft: BTreeSet::new(),
             live_tokens: HashMap::new(),
             next_tick: now,
             outcomes: VecDeque::new(),
@@ -241,7 +249,7 @@ impl RedisStore {
                         return;
                     }
                     let member = member_field(&owner, &old);
-                    self.ask(self.leave(&room, member), Pending::Ignore, now);
+                    self.leave(room.clone(), member, now);
                 }
                 let request = Request::Join {
                     room: room.clone(),
@@ -254,7 +262,7 @@ impl RedisStore {
             Command::Absent { room, owner } => {
                 if let Some(nickname) = self.presence.remove(&(room.clone(), owner.clone())) {
                     let member = member_field(&owner, &nickname);
-                    self.ask(self.leave(&room, member), Pending::Ignore, now);
+                    self.leave(room.clone(), member, now);
                     self.presence_changed(room, now);
                 }
             }
@@ -376,12 +384,16 @@ impl RedisStore {
         self.link.submit(tag, request, now);
     }
 
-    fn leave(&self, room: &str, member: String) -> Request {
-        Request::Leave {
-            room: room.to_owned(),
-            member,
+    /// Removes a presence entry of this node; one that could not be removed (Redis away) is
+    /// removed when the connection is back, or it would list somebody gone for as long as this
+    /// node lives.
+    fn leave(&mut self, room: String, member: String, now: Instant) {
+        let request = Request::Leave {
+            room: room.clone(),
+            member: member.clone(),
             node: self.node.clone(),
-        }
+        };
+        self.ask(request, Pending::Leave { room, member }, now);
     }
 
     fn presence_changed(&mut self, room: String, now: Instant) {
@@ -464,6 +476,17 @@ impl RedisStore {
                     );
                     rooms.insert(room);
                 }
+                for (room, member) in std::mem::take(&mut self.unleft) {
+                    // Unless it came back meanwhile (the same session, the same name).
+                    let back = self
+                        .presence
+                        .iter()
+                        .any(|((r, o), n)| *r == room && member_field(o, n) == member);
+                    if !back {
+                        self.leave(room.clone(), member, now);
+                        rooms.insert(room);
+                    }
+                }
                 for room in rooms {
                     self.presence_changed(room, now);
                 }
@@ -520,6 +543,11 @@ impl RedisStore {
         let result = reply.result;
         match pending {
             Pending::Ignore => {}
+            Pending::Leave { room, member } => {
+                if result.is_err() {
+                    self.unleft.insert((room, member));
+                }
+            }
             Pending::Anonymous { token, owner, tries } => match result {
                 Ok(Answer::Anonymous(number)) => {
                     let display = anonymous_nickname(number);
@@ -879,6 +907,53 @@ mod tests {
             written.contains("wschat:nick:ann"),
             "the lease asked for again: {written}"
         );
+    }
+
+    /// The command connection goes down at `now` and is back, through its set-up, at `later`,
+    /// with the data's epoch `epoch`.
+    fn reconnect(store: &mut RedisStore, epoch: Epoch, now: Instant, later: Instant) {
+        store
+            .link_mut()
+            .lost(crate::store::redis::DownReason::Closed, now);
+        store.process(now);
+        store.handle_timeout(later);
+        let link = store.link_mut();
+        assert_eq!(link.poll_action(), Some(Action::Connect));
+        link.connected(later);
+        link.consume_output(link.output().len());
+        let mut answers: Vec<Frame> = scripts::ALL.iter().map(|script| bulk(&script.sha())).collect();
+        answers.push(bulk(&epoch.to_string()));
+        link.receive(&wire(&answers), later);
+        store.process(later);
+    }
+
+    #[test]
+    fn a_presence_entry_that_could_not_be_removed_is_removed_when_redis_is_back() {
+        let now = Instant::now();
+        let mut store = ready(now);
+        let present = Command::Present {
+            room: "lobby".into(),
+            owner: "n1.1".into(),
+            nickname: "Ann".into(),
+        };
+        store.execute(present, now);
+        answer(&mut store, &[Frame::Integer(1), Frame::Integer(1)], now);
+        store
+            .link_mut()
+            .lost(crate::store::redis::DownReason::Closed, now);
+        store.execute(
+            Command::Absent {
+                room: "lobby".into(),
+                owner: "n1.1".into(),
+            },
+            now,
+        );
+        store.process(now);
+        let later = now + Duration::from_secs(1);
+        reconnect(&mut store, EPOCH, now, later);
+        let written = String::from_utf8_lossy(store.link_mut().output()).into_owned();
+        assert!(written.contains("n1.1 Ann"), "the removal sent again: {written}");
+        assert!(!written.contains("HSET"), "and not the entry: {written}");
     }
 
     #[test]

@@ -886,21 +886,8 @@ mod tests {
         let now = Instant::now();
         let mut store = ready(now);
         held(&mut store, now);
-        store
-            .link_mut()
-            .lost(crate::store::redis::DownReason::Closed, now);
-        store.process(now);
-        let later = now + Duration::from_secs(1);
-        store.handle_timeout(later);
-        let link = store.link_mut();
-        assert_eq!(link.poll_action(), Some(Action::Connect));
-        link.connected(later);
-        link.consume_output(link.output().len());
         let next = Epoch(42);
-        let mut answers: Vec<Frame> = scripts::ALL.iter().map(|script| bulk(&script.sha())).collect();
-        answers.push(bulk(&next.to_string()));
-        link.receive(&wire(&answers), later);
-        store.process(later);
+        reconnect(&mut store, next, now, now + Duration::from_secs(1));
         assert!(outcomes(&mut store).contains(&Outcome::Epoch(next)));
         let written = String::from_utf8_lossy(store.link_mut().output()).into_owned();
         assert!(

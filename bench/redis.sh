@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Chat broadcast through Redis: the same `wschat-bench broadcast` against (1) one standalone node
 # (SQLite), (2) a node on Redis with sender and receivers on it, (3) two nodes on one Redis, the
-# receivers on one and the sender on the other (cross-node). Redis runs with the settings the
+# receivers on one and the sender on the other (cross-node), (4) a node that sends Redis one request
+# at a time (`--redis-no-pipeline`). Redis runs with the settings the
 # README's guarantees assume (appendonly yes, appendfsync always). Everything on loopback, on this
 # machine; every process started here is stopped by its pid.
 #
@@ -71,3 +72,8 @@ node "$c" --redis "redis://127.0.0.1:$redis_port" --node c
 sender="" run "redis, one node" --addr "127.0.0.1:$b" --server-pid "$pid_b"
 sender="127.0.0.1:$c" run "redis, cross-node (sender on the other node)" --addr "127.0.0.1:$b" \
     --server-pid "$pid_b"
+
+# The same node, one request to Redis at a time (no pipelining): what pipelining buys.
+d=$(free_port)
+node "$d" --redis "redis://127.0.0.1:$redis_port" --node d --redis-no-pipeline
+sender="" run "redis, one node, no pipelining" --addr "127.0.0.1:$d" --server-pid "${pids[-1]}"

@@ -105,6 +105,11 @@ pub struct Config {
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
 
+    /// Send Redis one request at a time instead of pipelining each turn's requests (only to
+    /// measure what pipelining buys).
+    #[arg(long, hide = true)]
+    pub redis_no_pipeline: bool,
+
     /// Let several processes listen on the same address (SO_REUSEPORT: the kernel spreads new
     /// connections among them), e.g. one process per core, all with the same `--redis`.
     #[arg(long)]

@@ -183,6 +183,7 @@ impl Server {
                 let mut redis =
                     RedisConfig::from_url(url).map_err(|error| StartError::Redis(error.to_string()))?;
                 redis.keep_per_room = keep_per_room.get();
+                redis.pipeline = !config.redis_no_pipeline;
                 let backend = connect_redis(&mut poll, &redis, &node)?;
                 let epoch = backend
                     .store

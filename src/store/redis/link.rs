@@ -280,6 +280,8 @@ pub struct Link {
     keys: Keys,
     db: u32,
     keep_per_room: usize,
+    /// [`RedisConfig::pipeline`].
+    pipeline: bool,
     /// Each script with its digest, computed once.
     shas: Vec<(&'static Script, String)>,
     epoch: Option<Epoch>,
@@ -306,6 +308,7 @@ impl Link {
             keys: config.keys(),
             db: config.db,
             keep_per_room: config.keep_per_room,
+            pipeline: config.pipeline,
             shas: scripts::ALL
                 .iter()
                 .map(|script| (*script, script.sha()))
@@ -439,7 +442,9 @@ impl Link {
                 let error = RedisError::Unavailable(self.conn.last_down.clone());
                 self.complete(seq, Err(error));
             }
-            LinkState::Ready if self.retry.is_empty() => self.send_request(seq, false, now),
+            LinkState::Ready if self.retry.is_empty() && (self.pipeline || !self.request_due()) => {
+                self.send_request(seq, false, now)
+            }
             _ => self.unsent.push_back(seq),
         }
         self.deliver();
@@ -567,7 +572,13 @@ impl Link {
                     log::warn!("redis: PING answered {message}");
                 }
             }
-            Wire::Request(seq) => self.on_reply(seq, frame, now),
+            Wire::Request(seq) => {
+                self.on_reply(seq, frame, now);
+                if !self.pipeline && self.retry.is_empty() && self.conn.state == LinkState::Ready {
+                    // One at a time: the next one goes now that this one is answered.
+                    self.flush_unsent(now);
+                }
+            }
         }
         self.deliver();
     }
@@ -642,9 +653,17 @@ impl Link {
     }
 
     fn flush_unsent(&mut self, now: Instant) {
-        while let Some(seq) = self.unsent.pop_front() {
+        while self.pipeline || !self.request_due() {
+            let Some(seq) = self.unsent.pop_front() else {
+                return;
+            };
             self.send_request(seq, false, now);
         }
+    }
+
+    /// Whether a request's reply is due.
+    fn request_due(&self) -> bool {
+        self.wire.iter().any(|wire| matches!(wire, Wire::Request(_)))
     }
 
     fn go_down(&mut self, reason: DownReason, now: Instant, by_us: bool) {

@@ -113,6 +113,9 @@ pub struct RedisConfig {
     /// Retention: each room's stream keeps at least this many messages.
     pub keep_per_room: usize,
     pub timeouts: Timeouts,
+    /// Send every request at once (true), or one at a time, each after the previous one's reply
+    /// (false: only to measure what pipelining buys).
+    pub pipeline: bool,
 }
 
 impl RedisConfig {
@@ -151,6 +154,7 @@ impl RedisConfig {
             prefix: DEFAULT_PREFIX.to_owned(),
             keep_per_room: crate::store::sqlite::DEFAULT_KEEP_PER_ROOM.get(),
             timeouts: Timeouts::default(),
+            pipeline: true,
         })
     }
 

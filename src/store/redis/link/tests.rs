@@ -361,6 +361,27 @@ mod requests {
     }
 
     #[test]
+    fn without_pipelining_a_request_is_sent_only_after_the_previous_reply() {
+        let now = Instant::now();
+        let mut unpipelined = config(0);
+        unpipelined.pipeline = false;
+        let mut link = Link::new(&unpipelined, 7, now);
+        assert_eq!(link.poll_action(), Some(Action::Connect));
+        link.connected(now);
+        link.consume_output(link.output().len());
+        link.receive(&wire(&setup_answers(0)), now);
+        take_events(&mut link);
+        link.submit(1, publish(1), now);
+        link.submit(2, publish(2), now);
+        assert_eq!(take_commands(&mut link).len(), 1, "one at a time");
+        link.receive(&wire(&[stored(1)]), now);
+        assert_eq!(take_commands(&mut link).len(), 1, "the next after the reply");
+        link.receive(&wire(&[stored(2)]), now);
+        let tags: Vec<Tag> = replies(&mut link).iter().map(|reply| reply.tag).collect();
+        assert_eq!(tags, [1, 2]);
+    }
+
+    #[test]
     fn a_store_command_becomes_one_request_per_message_with_its_owner() {
         let now = Instant::now();
         let mut link = ready_link(0, now);

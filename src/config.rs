@@ -102,7 +102,7 @@ pub struct Config {
 
     /// This process's name among those sharing `--redis` (letters, digits, `-`, `_`); a fresh
     /// random one by default, so a restarted process never inherits a dead one's leases.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = parse_node)]
     pub node: Option<String>,
 
     /// Send Redis one request at a time instead of pipelining each turn's requests (only to
@@ -218,9 +218,35 @@ impl Config {
     }
 }
 
+/// Most characters of a `--node` name: it is part of every key and owner this process writes.
+const MAX_NODE_CHARS: usize = 64;
+
+/// A node name: 1 to [`MAX_NODE_CHARS`] ASCII letters, digits, `-` and `_`. Owners are
+/// `<node>.<session>` and presence fields `<owner> <nickname>`, so a dot or a space in it would be
+/// read as a separator.
+fn parse_node(text: &str) -> Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if text.is_empty() || text.len() > MAX_NODE_CHARS || !text.chars().all(allowed) {
+        return Err(format!(
+            "{text:?}: 1 to {MAX_NODE_CHARS} ASCII letters, digits, '-' or '_'"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_name_is_ascii_letters_digits_dash_and_underscore() {
+        for good in ["a", "node-1", "web_03", &"n".repeat(MAX_NODE_CHARS)] {
+            assert_eq!(parse_node(good).as_deref(), Ok(good));
+        }
+        for bad in ["", "a.b", "a b", "nœud", &"n".repeat(MAX_NODE_CHARS + 1)] {
+            assert!(parse_node(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn defaults_are_chat_sized() {

@@ -75,6 +75,9 @@ echo "redis: $(redis-server --version | cut -d' ' -f3) on 127.0.0.1:$port (pid $
 
 WSCHAT_REDIS_URL="redis://127.0.0.1:$port" \
     cargo test --test redis_link -- --ignored --test-threads=1
+# The HTTP transports (Server-Sent Events, long-polling) and WebSocket, each on its own node.
+WSCHAT_REDIS_URL="redis://127.0.0.1:$port" \
+    cargo test --test fallback -- --ignored
 
 # Several wschat processes, one chat: each test starts its own redis-server (on a free port, in a
 # temporary directory, killed by its pid) and its own nodes, so they need only the binary here.

@@ -99,9 +99,15 @@ fn free_port() -> u16 {
 
 /// A wschat node on `redis`.
 fn node(redis: &Redis, name: &str) -> TestServer {
+    node_with(redis, name, &[])
+}
+
+/// A wschat node on `redis`, with `extra` flags.
+fn node_with(redis: &Redis, name: &str, extra: &[&str]) -> TestServer {
     let url = redis.url();
     let mut args = vec!["--redis", url.as_str(), "--node", name];
     args.extend(GENEROUS);
+    args.extend(extra);
     TestServer::start(&args)
 }
 
@@ -631,4 +637,55 @@ fn a_url_that_is_not_redis_stops_the_start() {
     let (status, log) = run_to_exit(&["--redis", "http://127.0.0.1:6379"], Duration::from_secs(10));
     assert!(!status.success());
     assert!(log.iter().any(|line| line.contains("redis://")), "{log:?}");
+}
+
+#[test]
+#[ignore = "needs redis-server: tests/redis/run.sh"]
+fn a_hole_the_history_no_longer_holds_is_said_never_silent() {
+    // Rooms keep 5 messages (Redis trims whole stream nodes, so a few hundred in practice).
+    let redis = Redis::start();
+    let keep = ["--retain-messages", "5"];
+    let (a, b) = (node_with(&redis, "a", &keep), node_with(&redis, "b", &keep));
+    let mut alice = Client::connect(&a);
+    let mut bob = Client::connect(&b);
+    let _ = alice.skip_to("joined");
+    // Bob's node stops hearing announcements while Alice posts far more than the room keeps.
+    redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    const POSTS: usize = 600;
+    for n in 0..POSTS {
+        alice.send("message", json!(format!("flood {n}")));
+    }
+    let mut acked = Vec::new();
+    while acked.len() < POSTS {
+        let message = alice.recv();
+        if message["type"] == "ack" {
+            acked.push(message["payload"]["id"].as_u64().unwrap());
+        }
+    }
+    let last = *acked.last().unwrap();
+    // Bob sees each message or is told it is gone: every acked id is shown or inside a `missed`.
+    let (mut shown, mut missed) = (Vec::new(), Vec::new());
+    while shown.last() != Some(&last) {
+        let message = bob.recv();
+        match message["type"].as_str() {
+            Some("message") => shown.push(message["payload"]["id"].as_u64().unwrap()),
+            Some("missed") => missed.push((
+                message["payload"]["after"].as_u64().unwrap(),
+                message["payload"]["until"].as_u64().unwrap(),
+            )),
+            _ => {}
+        }
+    }
+    assert!(
+        shown.windows(2).all(|pair| pair[0] < pair[1]),
+        "in order, each once"
+    );
+    for id in &acked {
+        let said = shown.contains(id) || missed.iter().any(|(after, until)| after < id && id <= until);
+        assert!(
+            said,
+            "message {id} neither shown nor said missed: missed {missed:?}"
+        );
+    }
+    eprintln!("shown {} of {POSTS}, missed ranges {missed:?}", shown.len());
 }

@@ -484,6 +484,16 @@ fn a_nickname_lease_has_one_owner_even_when_two_nodes_race() {
     };
     assert_eq!(a.ask(renew(other)), Ok(Answer::Lease(Lease::NotOwner)));
     assert_eq!(a.ask(renew(owner_of_0)), Ok(Answer::Lease(Lease::Held)));
+    // A round's renewals in one call: each only by its owner, answered in order.
+    let many = Request::RenewMany {
+        leases: vec![
+            ("user0".to_owned(), other.to_owned()),
+            ("user0".to_owned(), owner_of_0.to_owned()),
+            ("nobody".to_owned(), owner_of_0.to_owned()),
+        ],
+        ttl,
+    };
+    assert_eq!(a.ask(many), Ok(Answer::Renewed(vec![false, true, false])));
     assert_eq!(a.ask(release(other)), Ok(Answer::Lease(Lease::NotOwner)));
     // A message under a nickname someone else holds is refused, and nothing is stored.
     let refused = a.ask(publish(message(1, "lobby", "User0", "hi", None), Some(other)));

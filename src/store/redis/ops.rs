@@ -51,6 +51,11 @@ pub enum Request {
         owner: String,
         ttl: Duration,
     },
+    /// Extend each lease (nickname key, owner) for `ttl`, if its owner still holds it.
+    RenewMany {
+        leases: Vec<(String, String)>,
+        ttl: Duration,
+    },
     /// Give the lease back, if `owner` holds it.
     Release { nickname: String, owner: String },
     /// Record `member` as present in `room`, held by `node`.
@@ -94,6 +99,7 @@ impl Request {
                 | Self::Epoch
                 | Self::Acquire { .. }
                 | Self::Renew { .. }
+                | Self::RenewMany { .. }
                 | Self::Release { .. }
                 | Self::Leave { .. }
                 | Self::Members { .. }
@@ -155,6 +161,8 @@ pub enum Answer {
     Epoch(Epoch),
     /// To [`Request::Acquire`], [`Request::Renew`], [`Request::Release`].
     Lease(Lease),
+    /// To [`Request::RenewMany`]: whether each lease was renewed, in order.
+    Renewed(Vec<bool>),
     /// To [`Request::Members`].
     Members(Vec<Member>),
     /// To [`Request::TakeToken`]: the session, or `None` if the token is unknown or expired.
@@ -384,6 +392,19 @@ pub fn call(request: &Request, context: &Context<'_>) -> Result<Call, Answer> {
             [keys.lease(nickname).as_bytes()],
             [owner.as_bytes(), millis(*ttl).as_bytes()],
         ),
+        Request::RenewMany { leases, ttl } => {
+            let ttl = millis(*ttl);
+            let mut args = vec![ttl.into_bytes()];
+            args.extend(leases.iter().map(|(_, owner)| owner.as_bytes().to_vec()));
+            Call::Script {
+                script: &scripts::LEASE_RENEW_MANY,
+                keys: leases
+                    .iter()
+                    .map(|(key, _)| keys.lease(key).into_bytes())
+                    .collect(),
+                args,
+            }
+        }
         Request::Release { nickname, owner } => script(
             &scripts::LEASE_RELEASE,
             [keys.lease(nickname).as_bytes()],
@@ -497,6 +518,19 @@ pub fn parse(request: &Request, frame: Frame) -> Result<Answer, RedisError> {
             Frame::Integer(1) => Ok(Answer::Lease(Lease::Held)),
             Frame::Integer(0) => Ok(Answer::Lease(Lease::NotOwner)),
             _ => Err(shape("0 or 1")),
+        },
+        Request::RenewMany { leases, .. } => match &frame {
+            Frame::Array(items) if items.len() == leases.len() => items
+                .iter()
+                .map(|item| match item {
+                    Frame::Integer(1) => Some(true),
+                    Frame::Integer(0) => Some(false),
+                    _ => None,
+                })
+                .collect::<Option<Vec<bool>>>()
+                .map(Answer::Renewed)
+                .ok_or_else(|| shape("0 or 1 per lease")),
+            _ => Err(shape("0 or 1 per lease")),
         },
         Request::Release { .. } => match frame {
             Frame::Integer(1) => Ok(Answer::Lease(Lease::Released)),

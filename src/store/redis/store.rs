@@ -53,6 +53,10 @@ pub const NODE_TTL: Duration = Duration::from_secs(10);
 /// last renewal spent in flight.
 pub const LEASE_GIVE_UP: Duration = Duration::from_secs(7);
 
+/// Leases renewed by one script call: a round of a node with many sessions is a few calls, each
+/// short enough not to hold Redis (one `GET` and one `PEXPIRE` per lease) for long.
+const RENEW_BATCH: usize = 500;
+
 /// Tries at an anonymous name before the claim fails (each number is taken from the cluster's
 /// counter, so a name is only taken if somebody chose it by hand).
 const ANONYMOUS_TRIES: u32 = 8;
@@ -87,6 +91,10 @@ enum Pending {
     Renew {
         key: String,
         owner: String,
+    },
+    /// A round's renewals: (key, owner) in the order of the answer.
+    RenewMany {
+        leases: Vec<(String, String)>,
     },
     /// A presence entry's removal (retried when the connection is back, if it failed).
     Leave {
@@ -421,13 +429,18 @@ impl RedisStore {
         let node = self.node.clone();
         self.ask(Request::Heartbeat { node, ttl: NODE_TTL }, Pending::Ignore, now);
         let leases: Vec<(String, String)> = self.leases.iter().map(|(k, o)| (k.clone(), o.clone())).collect();
-        for (key, owner) in leases {
-            let request = Request::Renew {
-                nickname: key.clone(),
-                owner: owner.clone(),
+        for batch in leases.chunks(RENEW_BATCH) {
+            let request = Request::RenewMany {
+                leases: batch.to_vec(),
                 ttl: LEASE_TTL,
             };
-            self.ask(request, Pending::Renew { key, owner }, now);
+            self.ask(
+                request,
+                Pending::RenewMany {
+                    leases: batch.to_vec(),
+                },
+                now,
+            );
         }
         // The round is sent: until a reply says otherwise, the leases are as good as renewed now.
         self.confirmed = now;
@@ -592,6 +605,17 @@ impl RedisStore {
                 {
                     self.leases.remove(&key);
                     self.outcomes.push_back(Outcome::LeaseLost { owner });
+                }
+            }
+            Pending::RenewMany { leases } => {
+                let Ok(Answer::Renewed(renewed)) = result else {
+                    return; // Unanswered: the next round asks again, or the give-up rule ends them.
+                };
+                for ((key, owner), held) in leases.into_iter().zip(renewed) {
+                    if !held && self.leases.get(&key) == Some(&owner) {
+                        self.leases.remove(&key);
+                        self.outcomes.push_back(Outcome::LeaseLost { owner });
+                    }
                 }
             }
             Pending::Members { token } => {
@@ -845,12 +869,10 @@ mod tests {
         let mut store = ready(now);
         held(&mut store, now);
         store.handle_timeout(now);
-        // The heartbeat, then the renewal, which finds the lease somebody else's.
-        answer(
-            &mut store,
-            &[Frame::SimpleString(b"OK".to_vec()), Frame::Integer(0)],
-            now,
-        );
+        // The heartbeat, then the round's renewals (one script call), which find the lease
+        // somebody else's.
+        let refused = Frame::Array(vec![Frame::Integer(0)]);
+        answer(&mut store, &[Frame::SimpleString(b"OK".to_vec()), refused], now);
         let lost: Vec<Outcome> = outcomes(&mut store)
             .into_iter()
             .filter(|outcome| matches!(outcome, Outcome::LeaseLost { .. }))

@@ -73,6 +73,7 @@ fn run(args: &Args, in_flight: u64) -> Result<(), Box<dyn std::error::Error>> {
             text: text.clone(),
             ts: token,
             key: Some(IdempotencyKey::new(format!("{run_id:x}-{token}"))?),
+            lease: None,
         })
     };
 

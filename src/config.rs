@@ -94,6 +94,27 @@ pub struct Config {
     #[arg(long, default_value = "wschat.db", value_name = "PATH")]
     pub db: std::path::PathBuf,
 
+    /// Make Redis the store and the fan-out: every wschat process pointing at the same Redis
+    /// (`redis://HOST[:PORT][/DB]`) serves the same rooms, nicknames, ids and history. `--db` is
+    /// then unused. Redis must be reachable at start (else the start fails with one line).
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// This process's name among those sharing `--redis` (letters, digits, `-`, `_`); a fresh
+    /// random one by default, so a restarted process never inherits a dead one's leases.
+    #[arg(long, value_name = "NAME", value_parser = parse_node)]
+    pub node: Option<String>,
+
+    /// Send Redis one request at a time instead of pipelining each turn's requests (only to
+    /// measure what pipelining buys).
+    #[arg(long, hide = true)]
+    pub redis_no_pipeline: bool,
+
+    /// Let several processes listen on the same address (SO_REUSEPORT: the kernel spreads new
+    /// connections among them), e.g. one process per core, all with the same `--redis`.
+    #[arg(long)]
+    pub reuse_port: bool,
+
     /// Messages kept per room in the store; older ones are pruned in the background (with their
     /// idempotency keys).
     #[arg(long, default_value_t = 10_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -207,9 +228,35 @@ impl Config {
     }
 }
 
+/// Most characters of a `--node` name: it is part of every key and owner this process writes.
+const MAX_NODE_CHARS: usize = 64;
+
+/// A node name: 1 to [`MAX_NODE_CHARS`] ASCII letters, digits, `-` and `_`. Owners are
+/// `<node>.<session>` and presence fields `<owner> <nickname>`, so a dot or a space in it would be
+/// read as a separator.
+fn parse_node(text: &str) -> Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if text.is_empty() || text.len() > MAX_NODE_CHARS || !text.chars().all(allowed) {
+        return Err(format!(
+            "{text:?}: 1 to {MAX_NODE_CHARS} ASCII letters, digits, '-' or '_'"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_name_is_ascii_letters_digits_dash_and_underscore() {
+        for good in ["a", "node-1", "web_03", &"n".repeat(MAX_NODE_CHARS)] {
+            assert_eq!(parse_node(good).as_deref(), Ok(good));
+        }
+        for bad in ["", "a.b", "a b", "nœud", &"n".repeat(MAX_NODE_CHARS + 1)] {
+            assert!(parse_node(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn defaults_are_chat_sized() {

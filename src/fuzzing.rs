@@ -614,7 +614,7 @@ fn drive_stack(turns: &[&[u8]], piece_len: usize) -> (Vec<u8>, &'static str) {
         }
         loop {
             // The store answers within the turn, as a fast disk would.
-            for outcome in store.execute(ctx.hub.take_store_commands()) {
+            for outcome in store.execute(ctx.hub.take_store_commands(), origin) {
                 ctx.hub.store_outcome(outcome, origin);
             }
             while let Some(output) = ctx.hub.poll_output() {

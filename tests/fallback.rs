@@ -308,3 +308,30 @@ fn long_polls_alone_carry_the_chat() {
         .collect();
     talk(&mut clients, 15);
 }
+
+#[test]
+#[ignore = "needs a Redis server: tests/redis/run.sh"]
+fn every_transport_on_a_different_node_through_redis() {
+    let url = std::env::var("WSCHAT_REDIS_URL").expect("WSCHAT_REDIS_URL (run tests/redis/run.sh)");
+    // A database of its own: the other Redis tests use their own key prefixes in database 0.
+    let url = format!("{url}/3");
+    let node = |name: &str| {
+        TestServer::start(&[
+            "--rate-limit",
+            "1000",
+            "--rate-burst",
+            "1000",
+            "--redis",
+            &url,
+            "--node",
+            name,
+        ])
+    };
+    let (a, b, c) = (node("ws"), node("sse"), node("poll"));
+    let mut clients: Vec<Box<dyn Chatter>> = vec![
+        Box::new(Client::connect(&a)),
+        Box::new(SseClient::connect(&b)),
+        Box::new(PollClient::connect(&c)),
+    ];
+    talk(&mut clients, 20);
+}

@@ -193,7 +193,7 @@ impl Driver<Link> {
         let mut replies = Vec::new();
         while replies.len() < count {
             replies.push(self.until(|event| match event {
-                Event::Reply(reply) => Some(reply.clone()),
+                Event::Reply(reply) => Some(Reply::clone(reply)),
                 _ => None,
             }));
         }
@@ -266,6 +266,7 @@ fn message(token: u64, room: &str, nickname: &str, text: &str, key: Option<&str>
         text: text.to_owned(),
         ts: 1_700_000_000_000 + token,
         key: key.map(|key| IdempotencyKey::new(key).expect("valid key")),
+        lease: None,
     }
 }
 
@@ -350,7 +351,7 @@ fn history_pages_match_the_memory_store() {
     let messages: Vec<NewMessage> = (1..=25)
         .map(|n| message(n, "lobby", "alice", &format!("message {n}"), None))
         .collect();
-    model.execute(vec![Command::Append(messages.clone())]);
+    model.execute(vec![Command::Append(messages.clone())], Instant::now());
     let replies = link.ask_all(messages.into_iter().map(|m| publish(m, None)).collect());
     assert!(
         replies
@@ -378,7 +379,7 @@ fn history_pages_match_the_memory_store() {
                 range,
                 limit,
             };
-            let expected = model.execute(vec![Command::Read(read.clone())]);
+            let expected = model.execute(vec![Command::Read(read.clone())], Instant::now());
             let reply = link.ask_all(vec![Request::Read(read)]).remove(0);
             assert_eq!(
                 vec![reply.route().outcome().expect("a read outcome")],
@@ -452,10 +453,10 @@ fn a_nickname_lease_has_one_owner_even_when_two_nodes_race() {
         (0..50)
             .map(|_| {
                 driver.until(|event| match event {
-                    Event::Reply(Reply {
-                        result: Ok(Answer::Lease(lease)),
-                        ..
-                    }) => Some(*lease),
+                    Event::Reply(reply) => match reply.result {
+                        Ok(Answer::Lease(lease)) => Some(lease),
+                        _ => None,
+                    },
                     _ => None,
                 })
             })
@@ -483,6 +484,16 @@ fn a_nickname_lease_has_one_owner_even_when_two_nodes_race() {
     };
     assert_eq!(a.ask(renew(other)), Ok(Answer::Lease(Lease::NotOwner)));
     assert_eq!(a.ask(renew(owner_of_0)), Ok(Answer::Lease(Lease::Held)));
+    // A round's renewals in one call: each only by its owner, answered in order.
+    let many = Request::RenewMany {
+        leases: vec![
+            ("user0".to_owned(), other.to_owned()),
+            ("user0".to_owned(), owner_of_0.to_owned()),
+            ("nobody".to_owned(), owner_of_0.to_owned()),
+        ],
+        ttl,
+    };
+    assert_eq!(a.ask(many), Ok(Answer::Renewed(vec![false, true, false])));
     assert_eq!(a.ask(release(other)), Ok(Answer::Lease(Lease::NotOwner)));
     // A message under a nickname someone else holds is refused, and nothing is stored.
     let refused = a.ask(publish(message(1, "lobby", "User0", "hi", None), Some(other)));
@@ -592,6 +603,7 @@ fn a_resume_token_works_once() {
     let session = Session {
         nickname: "alice smith".to_owned(),
         room: "room with spaces".to_owned(),
+        owner: "n 1.2".to_owned(),
     };
     let put = Request::PutToken {
         token: "t1".to_owned(),

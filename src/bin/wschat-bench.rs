@@ -139,6 +139,10 @@ enum Mode {
         /// the bare probe.
         #[arg(long)]
         chat_text: bool,
+        /// Connect the sender to this address instead of `--addr` (another node sharing the same
+        /// Redis): the latencies are then cross-node.
+        #[arg(long, value_name = "ADDR")]
+        sender_addr: Option<String>,
     },
     /// The chat over each transport (WebSocket, Server-Sent Events, long-polling): latency from
     /// send to the other client's receipt, the server's CPU per message (with `--server-pid`),
@@ -1293,6 +1297,7 @@ fn run_broadcast(args: &Args, mode: &Mode) -> io::Result<Report> {
         warmup,
         drain,
         chat_text,
+        sender_addr,
     } = mode.clone()
     else {
         unreachable!("called for broadcast")
@@ -1306,7 +1311,13 @@ fn run_broadcast(args: &Args, mode: &Mode) -> io::Result<Report> {
         deliveries: 0,
         latencies_us: Vec::new(),
     };
-    bench.open(connections + 1, &path, &mut load)?;
+    bench.open(connections, &path, &mut load)?;
+    if let Some(sender_addr) = &sender_addr {
+        let other = Bench::new(sender_addr, args.deflate, TlsClient::from_args(args)?)?;
+        bench.addr = other.addr;
+        bench.host = other.host;
+    }
+    bench.open(1, &path, &mut load)?;
     // Let the joined notices of the last connections settle before the clock starts.
     bench.run_until(
         Instant::now() + Duration::from_millis(500),
@@ -1377,6 +1388,7 @@ fn run_broadcast(args: &Args, mode: &Mode) -> io::Result<Report> {
     report.push("mode", "broadcast");
     report.push("tls", bench.tls.is_some());
     report.push("receivers", connections);
+    report.push("cross_node", sender_addr.is_some());
     report.push("rate", rate);
     add_corpus(&mut report, corpus.as_ref());
     report.push("seconds", format!("{elapsed:.2}"));

@@ -8,16 +8,31 @@
 //! database, so every rule here is tested with a fake store that delays, batches and fails.
 //!
 //! **When a message counts.** A message is acknowledged, and shown to anybody, only once the store
-//! says it is durable: its id is the store's, and the `ack` and the broadcast go out when the
-//! store's answer arrives, in the order the store answered. A message the store refuses is
-//! answered with `error` `store_unavailable` and nothing else. A message with a key the room has
-//! already accepted is not stored again: its sender gets the original `ack`.
+//! says it is durable, and only as it comes back through the store's *feed* of its room
+//! ([`feed`]; [`Outcome::Posted`]): the feed is one order per room, the same for every process
+//! sharing the store, so every client of a room sees the same messages in the same order, and the
+//! sender's `ack` takes its message's place in it. A message the store refuses is answered with
+//! `error` `store_unavailable` and nothing else (never shown "locally" first). A message with a key
+//! the room has already accepted is not stored again: its sender gets the original `ack`. A hole in
+//! the feed is read from the store's history before anything after it is shown; a hole the history
+//! no longer holds is announced (`missed`), never silent.
 //!
-//! **What stays in memory**: nicknames, rooms and presence, and a cache of each room's recent
-//! messages within one byte budget ([`history::HistoryCache`]). A `welcome` is answered from the
-//! cache when it holds the room's recent history; otherwise the session waits for the store to
-//! read it, and enters the room (receiving its messages) at the moment that page arrives, so it
-//! misses nothing and sees nothing twice.
+//! **One code path for one process and many.** What must hold across processes is asked of the
+//! store too: nicknames are leases ([`Command::Claim`]; anonymous names come from the store, so two
+//! processes never give the same one), presence is kept by the store and read back
+//! ([`Command::Members`]: the `online` list and `joined`/`left` of members on other processes),
+//! and resume tokens live in the store, so a session resumes on any process. A store of one process
+//! answers all of it at once from memory ([`crate::store::local`]).
+//!
+//! **Requests in order.** A client's requests are handled one after another. While one waits for a
+//! nickname claim or a resume token, the requests after it wait too (held, at most
+//! [`MAX_HELD_INPUTS`]); answers go out in the order of the requests ([`Chat::respond`]).
+//!
+//! **What stays in memory**: this process's sessions, the rooms they are in, and a cache of each
+//! room's recent messages within one byte budget ([`history::HistoryCache`]). A `welcome` is
+//! answered from the cache when it holds the room's recent history; otherwise the session waits for
+//! the store to read it, and enters the room (receiving its messages) at the moment that page
+//! arrives, so it misses nothing and sees nothing twice.
 //!
 //! Every outgoing event is serialized once, however many sessions receive it; how it travels is the
 //! hub's business. The chat reads no clock (the caller passes [`Now`]) and draws no randomness (the
@@ -32,23 +47,31 @@
 //! | `join`          | `"rust"`                         | `welcome` to the sender, `left`/`joined`  |
 //! | `history`       | `{"since": 41}` / `{"before": 41}`, `"limit"` | `history` with `more`       |
 //! | `resume`        | the token of an earlier `welcome` | that session's nickname and room, a fresh `welcome` |
+//!
+//! The server also sends, unasked: `message`, `joined`, `left`, `renamed` (others' doings),
+//! `missed` (a hole the store no longer holds), and a fresh `welcome` when the store's epoch changed.
 
+pub mod feed;
 mod history;
 pub mod names;
 mod protocol;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use feed::{CATCH_UP_PAGE, Feed, Progress, Step};
 pub use history::HistoryCache;
 use names::NameKey;
 pub use protocol::{ChatMessage, ErrorCode, MAX_NAME_CHARS};
 use protocol::{HistoryRange, Inbound, Outbound, Rejection, parse_inbound};
 
 use crate::http::forwarded::IpPrefix;
-use crate::store::{self, Appended, Command, IdempotencyKey, NewMessage, Outcome, Range, Token};
+use crate::store::{
+    self, Appended, Claim, Claimed, Command, IdempotencyKey, LeaseRef, Member, NewMessage, Nickname, Outcome,
+    Posted, Range, Resumable, Token,
+};
 use crate::ws::close::CloseCode;
 
 /// A chat client, whatever carries it. Sessions are numbered by the hub and never reused; they are
@@ -241,8 +264,16 @@ enum Limit {
     Host,
 }
 
+/// Requests a client may have waiting behind a nickname claim or a resume token in flight. The
+/// rate limit's burst (20 by default) fits; a client that sends more while it waits is refused.
+pub const MAX_HELD_INPUTS: usize = 64;
+
+/// The name of this process among those sharing a store, when nobody set one.
+pub const DEFAULT_NODE: &str = "local";
+
 #[derive(Debug)]
 struct Client {
+    /// Empty until the store gave the session its first nickname.
     nickname: String,
     /// The room the client is in, or is entering (waiting for its history to load).
     room: String,
@@ -254,15 +285,22 @@ struct Client {
     /// Messages refused by the rate limit since the last accepted one.
     strikes: u32,
     resume: u128,
+    /// The holder of its nickname's lease and of its presence entries: `<node>.<session>`, unique
+    /// across processes. It moves with the session when a resume takes it over on this process.
+    owner: String,
     /// Answers to this client's requests, in the order of the requests: an answer that is ready
     /// waits behind one the store has not given yet (see [`Chat::respond`]).
     answers: VecDeque<Answer>,
+    /// A nickname claim or resume-token read in flight: the client's later requests wait for it.
+    busy: Option<Token>,
+    /// Those requests, with the time each arrived.
+    held: VecDeque<(String, Now)>,
 }
 
 /// One answer owed to a client.
 #[derive(Debug)]
 enum Answer {
-    /// Waiting for the store's reply to this command.
+    /// Waiting for the store's reply to this command (or for a room's welcome).
     Waiting(Token),
     /// Ready to go once everything before it has gone.
     Ready(Rc<str>),
@@ -270,72 +308,122 @@ enum Answer {
     Close(CloseCode, String),
 }
 
+/// A post the store stored, whose `ack` waits until the room's feed reaches its id.
+#[derive(Debug)]
+struct Parked {
+    session: SessionId,
+    key: Option<String>,
+}
+
+/// The reading of a room's members on every process.
+#[derive(Debug, Default)]
+struct PresenceRead {
+    /// A first answer came: the room's `online` list is complete.
+    loaded: bool,
+    reading: Option<Token>,
+    /// Asked again while a read was in flight.
+    again: bool,
+}
+
 #[derive(Debug, Default)]
 struct Room {
     members: BTreeSet<SessionId>,
-    /// Sessions waiting for the room's history to load before they enter, in arrival order.
-    entering: Vec<SessionId>,
-    /// The store read of the room's recent history, while it is in flight.
-    loading: Option<Token>,
+    /// Sessions waiting to enter, with the token their welcome answers, in arrival order.
+    entering: Vec<(SessionId, Token)>,
+    feed: Feed,
+    /// Members on other processes: owner → nickname.
+    remote: BTreeMap<String, String>,
+    presence: PresenceRead,
+    /// Stored posts of this process's clients waiting for the feed, by (id, post token).
+    parked: BTreeMap<(u64, Token), Parked>,
 }
 
 /// A store command whose answer is awaited.
 #[derive(Debug)]
 enum Pending {
-    /// A message to acknowledge and broadcast once stored.
+    /// A message to acknowledge once stored and come through its room's feed.
     Post {
         session: SessionId,
-        message: ChatMessage,
+        room: String,
         key: Option<String>,
     },
-    /// The recent history of a room that sessions are entering.
-    Enter { room: String },
+    /// A room's recent history: the feed's load, and the welcome of those entering.
+    Load { room: String },
+    /// A hole in a room's feed.
+    CatchUp { room: String },
     /// A `history` request.
     History { session: SessionId, room: String },
+    /// A room's members on every process.
+    Members { room: String },
+    /// A nickname lease.
+    Claim {
+        session: SessionId,
+        owner: String,
+        purpose: ClaimFor,
+    },
+    /// A resume token's session.
+    Resume { session: SessionId },
 }
 
-/// A session that ended, remembered for `resume` until its token expires.
+/// Why a nickname is claimed.
 #[derive(Debug)]
-struct Departed {
-    nickname: String,
-    room: String,
-    expires: Instant,
+enum ClaimFor {
+    /// A new session's anonymous name.
+    Connect,
+    /// A `nickname` request for this name.
+    Rename { nickname: String },
+    /// A `resume` of a session that ended, or lives on another process: its name, then its room.
+    Adopt {
+        room: String,
+        from: String,
+        nickname: String,
+    },
 }
 
 /// The broadcast table.
 pub struct Chat {
     config: ChatConfig,
+    /// This process's name among those sharing the store.
+    node: String,
     /// The store's epoch, as clients see it.
     epoch: String,
     clients: HashMap<SessionId, Client>,
     /// Rate limits per client address.
     hosts: HashMap<IpPrefix, Host>,
     rooms: HashMap<String, Room>,
-    /// A nickname's comparison key ([`NameKey`]: normalized, case-folded) → its owner, so that
-    /// look-alike variants of a taken name count as taken.
+    /// The nickname keys ([`NameKey`]: normalized, case-folded) this process's sessions hold → the
+    /// session: a quick refusal of a name taken here, without asking the store.
     nicknames: HashMap<NameKey, SessionId>,
     history: HistoryCache,
     pending: HashMap<Token, Pending>,
     last_token: Token,
     tokens: TokenSource,
-    /// Live sessions by resume token.
+    /// Live sessions by resume token (the store has the token too, for other processes).
     resumable: HashMap<u128, SessionId>,
-    /// Ended sessions by resume token, and their tokens in order of expiry.
-    departed: HashMap<u128, Departed>,
-    expiring: VecDeque<(Instant, u128)>,
-    anonymous_count: u64,
-    /// Messages stored and broadcast since the start.
+    /// Messages stored and shown since the start (by this process's feed: every process counts
+    /// every message of the rooms it follows).
     accepted: u64,
 }
 
 impl std::fmt::Debug for Chat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Chat")
+            .field("node", &self.node)
             .field("clients", &self.clients.len())
             .field("rooms", &self.rooms.len())
             .field("pending", &self.pending.len())
             .finish_non_exhaustive()
     }
+}
+
+/// The process part of an owner (`<node>.<session>`).
+fn node_of(owner: &str) -> &str {
+    owner.rsplit_once('.').map_or(owner, |(node, _)| node)
+}
+
+/// A resume token as clients and the store see it.
+fn token_text(token: u128) -> String {
+    format!("{token:032x}")
 }
 
 impl Chat {
@@ -344,6 +432,7 @@ impl Chat {
         let history = HistoryCache::new(config.history_size, config.history_memory);
         Self {
             config,
+            node: DEFAULT_NODE.to_owned(),
             epoch,
             clients: HashMap::new(),
             hosts: HashMap::new(),
@@ -354,11 +443,23 @@ impl Chat {
             last_token: 0,
             tokens,
             resumable: HashMap::new(),
-            departed: HashMap::new(),
-            expiring: VecDeque::new(),
-            anonymous_count: 0,
             accepted: 0,
         }
+    }
+
+    /// Names this process among those sharing the store (no `.` in it: owners are
+    /// `<node>.<session>`). Set before the first session connects.
+    pub fn set_node(&mut self, node: &str) {
+        node.replace('.', "-").clone_into(&mut self.node);
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The store's epoch, as clients are told.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
     }
 
     pub fn contains(&self, client: SessionId) -> bool {
@@ -394,9 +495,10 @@ impl Chat {
         self.pending.len()
     }
 
-    /// A client connected from `addr`: it gets a default nickname, joins the lobby and receives
-    /// `welcome`.
+    /// A client connected from `addr`: the store gives it a nickname, then it joins the lobby and
+    /// receives `welcome`.
     pub fn connect(&mut self, id: SessionId, addr: IpAddr, now: Now, actions: &mut Vec<Action>) {
+        let owner = format!("{}.{}", self.node, id.0);
         let host = IpPrefix::host(addr);
         let host_rate = self.config.host_rate();
         self.hosts
@@ -406,45 +508,54 @@ impl Chat {
                 sessions: 0,
             })
             .sessions += 1;
-        let nickname = self.fresh_anonymous_name();
-        self.nicknames.insert(NameKey::of(&nickname), id);
         let resume = self.new_resume_token(id);
         self.clients.insert(
             id,
             Client {
-                nickname,
+                nickname: String::new(),
                 room: String::new(),
                 entered: false,
                 bucket: TokenBucket::full(self.config.session_rate(), now.instant),
                 host,
                 strikes: 0,
                 resume,
+                owner,
                 answers: VecDeque::new(),
+                busy: None,
+                held: VecDeque::new(),
             },
         );
-        self.enter_room(id, LOBBY.to_owned(), actions);
+        self.claim(id, None, None, ClaimFor::Connect, actions);
     }
 
-    /// A client left: the room hears `left`, and its resume token stays valid for a while.
-    pub fn disconnect(&mut self, id: SessionId, now: Now, actions: &mut Vec<Action>) {
+    /// A client left: the room hears `left`, its nickname is free, and its resume token stays
+    /// valid for a while.
+    pub fn disconnect(&mut self, id: SessionId, _now: Now, actions: &mut Vec<Action>) {
         let Some(client) = self.clients.remove(&id) else {
             return;
         };
         self.release_host(client.host);
-        self.nicknames.remove(&NameKey::of(&client.nickname));
         self.resumable.remove(&client.resume);
-        self.forget_expired(now.instant);
-        let expires = now.instant + self.config.resume_ttl;
-        self.expiring.push_back((expires, client.resume));
-        self.departed.insert(
-            client.resume,
-            Departed {
+        if client.nickname.is_empty() {
+            return; // Never named, never welcomed: nothing to give back.
+        }
+        self.drop_name(id, &client, actions);
+        let room = if client.room.is_empty() {
+            LOBBY.to_owned()
+        } else {
+            client.room.clone()
+        };
+        actions.push(Action::Store(Command::PutToken {
+            resume: token_text(client.resume),
+            session: Resumable {
                 nickname: client.nickname.clone(),
-                room: client.room.clone(),
-                expires,
+                room,
+                owner: client.owner.clone(),
             },
-        );
-        self.leave_room(id, &client.room, &client.nickname, client.entered, actions);
+            ttl: self.config.resume_ttl,
+            live: false,
+        }));
+        self.leave_room(id, &client, actions);
     }
 
     /// A text message arrived from `id`.
@@ -476,6 +587,20 @@ impl Chat {
             return;
         };
         client.strikes = 0;
+        if client.busy.is_some() {
+            if client.held.len() >= MAX_HELD_INPUTS {
+                let message = format!("too many requests waiting (at most {MAX_HELD_INPUTS})");
+                self.reject(id, ErrorCode::RateLimited, message, actions);
+            } else {
+                client.held.push_back((text.to_owned(), now));
+            }
+            return;
+        }
+        self.handle(id, text, now, actions);
+    }
+
+    /// Parses and applies one request.
+    fn handle(&mut self, id: SessionId, text: &str, now: Now, actions: &mut Vec<Action>) {
         let result = parse_inbound(text).and_then(|inbound| self.apply(id, inbound, now, actions));
         if let Err(Rejection(code, message)) = result {
             self.reject(id, code, message, actions);
@@ -508,25 +633,75 @@ impl Chat {
         None
     }
 
-    /// The store answered a command the chat gave it.
+    /// The requests that waited behind a claim, now that it is answered (until another waits).
+    fn resume_inputs(&mut self, id: SessionId, actions: &mut Vec<Action>) {
+        loop {
+            let Some(client) = self.clients.get_mut(&id) else {
+                return;
+            };
+            if client.busy.is_some() {
+                return;
+            }
+            let Some((text, now)) = client.held.pop_front() else {
+                return;
+            };
+            self.handle(id, &text, now, actions);
+        }
+    }
+
+    /// The store answered a command the chat gave it, or told news of its own accord.
     pub fn on_store(&mut self, outcome: Outcome, actions: &mut Vec<Action>) {
-        let Some(pending) = self.pending.remove(&outcome.token()) else {
+        match outcome {
+            Outcome::Posted(posted) => self.on_posted(posted, actions),
+            Outcome::Following { room } => {
+                if let Some(entry) = self.rooms.get_mut(&room) {
+                    let progress = entry.feed.following();
+                    self.feed_progress(&room, progress, actions);
+                }
+            }
+            Outcome::PresenceChanged { room } => self.read_members(&room, actions),
+            Outcome::LeaseLost { owner } => self.lease_lost(&owner, actions),
+            Outcome::Evicted { owner } => self.evicted(&owner, actions),
+            Outcome::Epoch(epoch) => self.new_epoch(epoch.to_string(), actions),
+            answer => self.on_answer(answer, actions),
+        }
+    }
+
+    /// An answer to a command with a token.
+    fn on_answer(&mut self, outcome: Outcome, actions: &mut Vec<Action>) {
+        let Some(pending) = outcome.token().and_then(|token| self.pending.remove(&token)) else {
             return;
         };
         match (pending, outcome) {
-            (
-                Pending::Post {
-                    session,
-                    message,
-                    key,
-                },
-                Outcome::Append { token, result },
-            ) => self.on_stored(token, session, message, key, result, actions),
-            (Pending::Enter { room }, Outcome::Read { token, result }) => {
-                self.on_room_loaded(token, &room, result, actions)
+            (Pending::Post { session, room, key }, Outcome::Append { token, result }) => {
+                self.on_stored(token, session, &room, key, result, actions)
+            }
+            (Pending::Load { room }, Outcome::Read { token, result }) => {
+                self.on_loaded(token, &room, result, actions)
+            }
+            (Pending::CatchUp { room }, Outcome::Read { token, result }) => {
+                if let Some(entry) = self.rooms.get_mut(&room)
+                    && let Some(progress) = entry.feed.caught_up(token, result.as_ref().ok())
+                {
+                    self.feed_progress(&room, progress, actions);
+                }
             }
             (Pending::History { session, room }, Outcome::Read { token, result }) => {
                 self.on_history(token, session, &room, result, actions)
+            }
+            (Pending::Members { room }, Outcome::Members { token, result }) => {
+                self.on_members(token, &room, result, actions)
+            }
+            (
+                Pending::Claim {
+                    session,
+                    owner,
+                    purpose,
+                },
+                Outcome::Claim { token, result },
+            ) => self.on_claimed(token, session, owner, purpose, result, actions),
+            (Pending::Resume { session }, Outcome::Token { token, result }) => {
+                self.on_token(token, session, result, actions)
             }
             // An answer of the wrong kind for its token: the store broke its contract. Nothing
             // sensible can be sent; the command is dropped.
@@ -549,25 +724,171 @@ impl Chat {
                 self.replay(id, range, limit, actions);
                 Ok(())
             }
-            Inbound::Resume(token) => self.resume(id, &token, now, actions),
+            Inbound::Resume(token) => self.resume(id, &token, actions),
         }
+    }
+
+    // --- nicknames: leases in the store -----------------------------------------------------------
+
+    /// Asks the store for a nickname's lease (`None`: the next anonymous one); the client's later
+    /// requests wait for the answer.
+    fn claim(
+        &mut self,
+        id: SessionId,
+        nickname: Option<Nickname>,
+        replacing: Option<String>,
+        purpose: ClaimFor,
+        actions: &mut Vec<Action>,
+    ) {
+        let token = self.next_token();
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        client.busy = Some(token);
+        let owner = client.owner.clone();
+        actions.push(Action::Store(Command::Claim(Claim {
+            token,
+            nickname,
+            owner: owner.clone(),
+            replacing,
+        })));
+        self.pending.insert(
+            token,
+            Pending::Claim {
+                session: id,
+                owner,
+                purpose,
+            },
+        );
     }
 
     fn rename(&mut self, id: SessionId, nickname: &str, actions: &mut Vec<Action>) -> Result<(), Rejection> {
         let key = NameKey::of(nickname);
-        if self.nicknames.get(&key).is_some_and(|owner| *owner != id) {
-            return Err(Rejection::new(
-                ErrorCode::NicknameTaken,
-                format!("{nickname:?} is taken"),
-            ));
-        }
-        let Some(client) = self.clients.get_mut(&id) else {
+        let Some(client) = self.clients.get(&id) else {
             return Ok(());
         };
+        if NameKey::of(&client.nickname) == key {
+            // The lease is the same: only the way it is written changes.
+            self.apply_rename(id, nickname, actions);
+            return Ok(());
+        }
+        if self.nicknames.get(&key).is_some_and(|owner| *owner != id) {
+            return Err(taken(nickname));
+        }
+        let wanted = Nickname {
+            display: nickname.to_owned(),
+            key: key.as_str().to_owned(),
+        };
+        let purpose = ClaimFor::Rename {
+            nickname: nickname.to_owned(),
+        };
+        self.claim(id, Some(wanted), None, purpose, actions);
+        Ok(())
+    }
+
+    /// The store answered a claim.
+    fn on_claimed(
+        &mut self,
+        token: Token,
+        session: SessionId,
+        owner: String,
+        purpose: ClaimFor,
+        result: Result<Claimed, store::StoreError>,
+        actions: &mut Vec<Action>,
+    ) {
+        let current = self
+            .clients
+            .get_mut(&session)
+            .filter(|client| client.busy == Some(token));
+        let Some(client) = current else {
+            // Its session is gone, or moved on: a lease it got is nobody's.
+            if let Ok(Claimed::Held { nickname }) = result {
+                let key = NameKey::of(&nickname).as_str().to_owned();
+                actions.push(Action::Store(Command::Release(LeaseRef { key, owner })));
+            }
+            return;
+        };
+        client.busy = None;
+        match (purpose, result) {
+            (ClaimFor::Connect, Ok(Claimed::Held { nickname })) => {
+                self.nicknames.insert(NameKey::of(&nickname), session);
+                if let Some(client) = self.clients.get_mut(&session) {
+                    client.nickname = nickname;
+                }
+                self.enter_room(session, LOBBY.to_owned(), actions);
+            }
+            (ClaimFor::Connect, failed) => {
+                let why = match failed {
+                    Err(error) => error.to_string(),
+                    Ok(_) => "the store has no anonymous nickname left".to_owned(),
+                };
+                let message = format!("no nickname can be given now: {why}");
+                self.reject(session, ErrorCode::StoreUnavailable, message, actions);
+                let reason = "no nickname available; try again later".to_owned();
+                self.queue_answer(session, Answer::Close(CloseCode::TryAgainLater, reason), actions);
+            }
+            (ClaimFor::Rename { nickname }, result) => {
+                if let Err(Rejection(code, message)) = self.claimed(session, &nickname, result, actions) {
+                    self.reject(session, code, message, actions);
+                }
+            }
+            (ClaimFor::Adopt { room, from, nickname }, result) => {
+                let renamed = self.claimed(session, &nickname, result, actions);
+                if renamed.is_ok() && node_of(&from) != self.node {
+                    // The session lives on another process: that one closes it.
+                    actions.push(Action::Store(Command::Evict { owner: from }));
+                }
+                let joined = self.join(session, room, actions);
+                for result in [joined, renamed] {
+                    if let Err(Rejection(code, message)) = result {
+                        self.reject(session, code, message, actions);
+                    }
+                }
+            }
+        }
+        self.resume_inputs(session, actions);
+    }
+
+    /// A rename's claim answered: the name is the session's now, or the refusal to send.
+    fn claimed(
+        &mut self,
+        session: SessionId,
+        wanted: &str,
+        result: Result<Claimed, store::StoreError>,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), Rejection> {
+        match result {
+            Ok(Claimed::Held { nickname }) => {
+                self.apply_rename(session, &nickname, actions);
+                Ok(())
+            }
+            Ok(Claimed::Taken) => Err(taken(wanted)),
+            Err(error) => Err(Rejection::new(ErrorCode::StoreUnavailable, error.to_string())),
+        }
+    }
+
+    /// `id` is called `nickname` now (its lease is held): the old name's lease goes back, the room
+    /// hears `renamed`, the store's presence and resume token follow.
+    fn apply_rename(&mut self, id: SessionId, nickname: &str, actions: &mut Vec<Action>) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
         let from = std::mem::replace(&mut client.nickname, nickname.to_owned());
-        let (room, entered) = (client.room.clone(), client.entered);
-        self.nicknames.remove(&NameKey::of(&from));
-        self.nicknames.insert(key, id);
+        let (room, entered, owner) = (client.room.clone(), client.entered, client.owner.clone());
+        let (old_key, new_key) = (NameKey::of(&from), NameKey::of(nickname));
+        if old_key != new_key {
+            if self.nicknames.get(&old_key) == Some(&id) {
+                self.nicknames.remove(&old_key);
+            }
+            self.nicknames.insert(new_key, id);
+            if !from.is_empty() {
+                let key = old_key.as_str().to_owned();
+                actions.push(Action::Store(Command::Release(LeaseRef {
+                    key,
+                    owner: owner.clone(),
+                })));
+            }
+        }
         let json = Outbound::Renamed {
             room: &room,
             from: &from,
@@ -579,16 +900,56 @@ impl Chat {
                 to: self.members(&room, Some(id)),
                 json: json.clone(),
             });
+            actions.push(Action::Store(Command::Present {
+                room,
+                owner,
+                nickname: nickname.to_owned(),
+            }));
         }
         // The renamed client's copy is the answer to its request, so it keeps its place among its
         // answers (after the `ack` of a message sent before); a client still entering its room is
         // told alone, and the room learns the name when it enters.
         self.respond(id, json, actions);
-        Ok(())
+        self.save_token(id, actions);
     }
 
-    /// Validates a message and asks the store to persist it; nobody sees it before the store
-    /// answers ([`Chat::on_stored`]).
+    /// `client` (session `id`) lets go of its nickname.
+    fn drop_name(&mut self, id: SessionId, client: &Client, actions: &mut Vec<Action>) {
+        if client.nickname.is_empty() {
+            return;
+        }
+        let key = NameKey::of(&client.nickname);
+        if self.nicknames.get(&key) == Some(&id) {
+            self.nicknames.remove(&key);
+        }
+        actions.push(Action::Store(Command::Release(LeaseRef {
+            key: key.as_str().to_owned(),
+            owner: client.owner.clone(),
+        })));
+    }
+
+    /// The store could not keep `owner`'s nickname: somebody else may hold it now, so its client
+    /// is closed (1013) rather than go on under a name that may be two people's.
+    fn lease_lost(&mut self, owner: &str, actions: &mut Vec<Action>) {
+        let lost: Vec<SessionId> = self
+            .clients
+            .iter()
+            .filter(|(_, client)| client.owner == owner)
+            .map(|(id, _)| *id)
+            .collect();
+        for client in lost {
+            actions.push(Action::Close {
+                client,
+                code: CloseCode::TryAgainLater,
+                reason: "the nickname's lease could not be kept; reconnect".into(),
+            });
+        }
+    }
+
+    // --- messages ---------------------------------------------------------------------------------
+
+    /// Validates a message and asks the store to persist it; nobody sees it before the store's
+    /// feed brings it back ([`Chat::deliver_posted`]).
     fn post(
         &mut self,
         id: SessionId,
@@ -618,30 +979,30 @@ impl Chat {
                 ),
             ));
         }
+        let token = self.next_token();
         let Some(client) = self.clients.get(&id) else {
             return Ok(());
         };
-        let message = ChatMessage {
-            id: 0,
-            room: client.room.clone(),
+        let room = client.room.clone();
+        let lease = LeaseRef {
+            key: NameKey::of(&client.nickname).as_str().to_owned(),
+            owner: client.owner.clone(),
+        };
+        let message = NewMessage {
+            token,
+            room: room.clone(),
             nickname: client.nickname.clone(),
             text,
             ts: now.unix_ms,
-        };
-        let token = self.next_token();
-        actions.push(Action::Store(Command::Append(vec![NewMessage {
-            token,
-            room: message.room.clone(),
-            nickname: message.nickname.clone(),
-            text: message.text.clone(),
-            ts: message.ts,
             key: key.clone(),
-        }])));
+            lease: Some(lease),
+        };
+        actions.push(Action::Store(Command::Append(vec![message])));
         self.pending.insert(
             token,
             Pending::Post {
                 session: id,
-                message,
+                room,
                 key: key.map(|key| key.as_str().to_owned()),
             },
         );
@@ -649,12 +1010,13 @@ impl Chat {
         Ok(())
     }
 
-    /// The store answered a message: durable now (or before, under the same key), or refused.
+    /// The store answered a message: durable now (or before, under the same key), or refused. The
+    /// `ack` goes out once the room's feed has reached the message (at once, if it has).
     fn on_stored(
         &mut self,
         token: Token,
         session: SessionId,
-        mut message: ChatMessage,
+        room: &str,
         key: Option<String>,
         result: Result<Appended, store::StoreError>,
         actions: &mut Vec<Action>,
@@ -667,50 +1029,478 @@ impl Chat {
                 return;
             }
         };
-        message.id = appended.id();
-        let ack = Outbound::Ack {
-            id: message.id,
-            key: key.as_deref(),
+        let id = appended.id();
+        if let Some(entry) = self.rooms.get_mut(room)
+            && (!entry.feed.knows_where() || id > entry.feed.last_seen())
+        {
+            entry.parked.insert((id, token), Parked { session, key });
+            return;
         }
-        .json();
-        self.resolve(session, token, ack, actions);
-        if let Appended::Stored { .. } = appended {
-            self.accepted += 1;
-            let json = Outbound::Message(&message).json();
-            actions.push(Action::Send {
-                to: self.members(&message.room, Some(session)),
-                json,
-            });
-            self.history.push(Rc::new(message));
+        self.resolve(session, token, ack_json(id, key.as_deref()), actions);
+    }
+
+    /// A message the store announced.
+    fn on_posted(&mut self, posted: Posted, actions: &mut Vec<Action>) {
+        let room = posted.message.room.clone();
+        let Some(entry) = self.rooms.get_mut(&room) else {
+            return; // Not a room this process follows (any more).
+        };
+        let progress = entry.feed.posted(posted);
+        self.feed_progress(&room, progress, actions);
+    }
+
+    /// Acts on what the feed of `room` did: deliveries, holes announced, reads to issue; then the
+    /// acks it reached, and the sessions that can enter now.
+    fn feed_progress(&mut self, room: &str, progress: Progress, actions: &mut Vec<Action>) {
+        for step in progress.steps {
+            match step {
+                Step::Deliver(posted) => self.deliver_posted(room, posted, actions),
+                Step::Missed { after, until } => {
+                    let json = Outbound::Missed { room, after, until }.json();
+                    actions.push(Action::Send {
+                        to: self.members(room, None),
+                        json,
+                    });
+                }
+            }
+        }
+        if let Some(range) = progress.catch_up {
+            let token = self.next_token();
+            if let Some(entry) = self.rooms.get_mut(room) {
+                entry.feed.started(token);
+            }
+            self.read(token, room, range, CATCH_UP_PAGE, actions);
+            self.pending.insert(
+                token,
+                Pending::CatchUp {
+                    room: room.to_owned(),
+                },
+            );
+        }
+        if progress.load {
+            self.start_load(room, actions);
+        }
+        self.release_parked(room, actions);
+        self.try_admit(room, actions);
+    }
+
+    /// Shows a message of the feed to its room: `message` to the members, and to its sender (if it
+    /// is a client here) its `ack` in the message's place.
+    fn deliver_posted(&mut self, room: &str, posted: Posted, actions: &mut Vec<Action>) {
+        let id = posted.message.id;
+        let mut own = None;
+        if let Some(origin) = posted.origin
+            && matches!(self.pending.get(&origin), Some(Pending::Post { room: posted_in, .. }) if posted_in == room)
+            && let Some(Pending::Post { session, key, .. }) = self.pending.remove(&origin)
+        {
+            own = Some((session, origin, key));
+        }
+        if own.is_none()
+            && let Some(entry) = self.rooms.get_mut(room)
+            && let Some(&(parked_id, token)) = entry
+                .parked
+                .range((id, 0)..=(id, Token::MAX))
+                .next()
+                .map(|(k, _)| k)
+            && let Some(parked) = entry.parked.remove(&(parked_id, token))
+        {
+            own = Some((parked.session, token, parked.key));
+        }
+        let sender = own.as_ref().map(|(session, ..)| *session);
+        if let Some((session, token, key)) = own {
+            self.resolve(session, token, ack_json(id, key.as_deref()), actions);
+        }
+        self.accepted += 1;
+        let message = ChatMessage::from(posted.message);
+        let json = Outbound::Message(&message).json();
+        actions.push(Action::Send {
+            to: self.members(room, sender),
+            json,
+        });
+        self.history.push(Rc::new(message));
+    }
+
+    /// Sends the acks of stored posts the feed of `room` has reached.
+    fn release_parked(&mut self, room: &str, actions: &mut Vec<Action>) {
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if !entry.feed.knows_where() {
+            return;
+        }
+        let reached = entry.feed.last_seen();
+        let later = entry.parked.split_off(&(reached.saturating_add(1), 0));
+        let released = std::mem::replace(&mut entry.parked, later);
+        for ((id, token), parked) in released {
+            self.resolve(
+                parked.session,
+                token,
+                ack_json(id, parked.key.as_deref()),
+                actions,
+            );
         }
     }
 
+    // --- rooms ------------------------------------------------------------------------------------
+
     fn join(&mut self, id: SessionId, room: String, actions: &mut Vec<Action>) -> Result<(), Rejection> {
         if !self.rooms.contains_key(&room) && self.rooms.len() >= self.config.max_rooms {
-            self.forget_unused_rooms();
-            if self.rooms.len() >= self.config.max_rooms {
-                return Err(Rejection::new(
-                    ErrorCode::BadPayload,
-                    "too many rooms; join an existing one",
-                ));
-            }
+            return Err(Rejection::new(
+                ErrorCode::BadPayload,
+                "too many rooms; join an existing one",
+            ));
         }
         let Some(client) = self.clients.get(&id) else {
             return Ok(());
         };
-        let (old_room, nickname, entered) = (client.room.clone(), client.nickname.clone(), client.entered);
-        if old_room == room {
-            if entered {
+        if client.room == room {
+            if client.entered {
                 // Already there: a fresh welcome, without telling the room they left and came back.
                 let welcome = self.welcome(id, &room);
                 self.respond(id, welcome, actions);
             }
             return Ok(());
         }
-        self.leave_room(id, &old_room, &nickname, entered, actions);
+        let (old_room, nickname, owner, entered) = (
+            client.room.clone(),
+            client.nickname.clone(),
+            client.owner.clone(),
+            client.entered,
+        );
+        self.leave(id, &old_room, &nickname, &owner, entered, actions);
         self.enter_room(id, room, actions);
         Ok(())
     }
+
+    /// Puts `id` in `room`: at once if the room's feed is running and the cache holds its recent
+    /// history, otherwise once the store has read it (the session waits outside meanwhile, so it
+    /// misses nothing that comes after the read and sees nothing twice).
+    fn enter_room(&mut self, id: SessionId, room: String, actions: &mut Vec<Action>) {
+        let token = self.next_token();
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        client.room = room.clone();
+        client.entered = false;
+        client.answers.push_back(Answer::Waiting(token));
+        if !self.rooms.contains_key(&room) {
+            self.open_room(&room, actions);
+        }
+        if let Some(entry) = self.rooms.get_mut(&room) {
+            entry.entering.push((id, token));
+        }
+        self.try_admit(&room, actions);
+    }
+
+    /// The first session of this process enters `room`: follow its feed, load its recent history,
+    /// read who is there on other processes.
+    fn open_room(&mut self, room: &str, actions: &mut Vec<Action>) {
+        self.rooms.insert(room.to_owned(), Room::default());
+        actions.push(Action::Store(Command::Follow {
+            room: room.to_owned(),
+        }));
+        self.start_load(room, actions);
+        self.read_members(room, actions);
+    }
+
+    /// The last session of this process left `room`: stop following it, forget its cache (other
+    /// processes may add to it unheard), and send the acks that waited for its feed.
+    fn close_room_if_empty(&mut self, room: &str, actions: &mut Vec<Action>) {
+        let empty = self
+            .rooms
+            .get(room)
+            .is_some_and(|entry| entry.members.is_empty() && entry.entering.is_empty());
+        // The lobby is where every session starts: it is always followed.
+        if !empty || room == LOBBY {
+            return;
+        }
+        let Some(entry) = self.rooms.remove(room) else {
+            return;
+        };
+        actions.push(Action::Store(Command::Unfollow {
+            room: room.to_owned(),
+        }));
+        self.history.forget(room);
+        for ((id, token), parked) in entry.parked {
+            self.resolve(
+                parked.session,
+                token,
+                ack_json(id, parked.key.as_deref()),
+                actions,
+            );
+        }
+    }
+
+    /// Reads the room's recent history for its feed (first load, or a refill of the cache up to
+    /// where the feed is).
+    fn start_load(&mut self, room: &str, actions: &mut Vec<Action>) {
+        let token = self.next_token();
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let range = entry.feed.start_load(token);
+        // At least one message even with no history shown: the page's newest id is where the feed
+        // starts.
+        let limit = self.config.history_size.max(1);
+        self.read(token, room, range, limit, actions);
+        self.pending.insert(
+            token,
+            Pending::Load {
+                room: room.to_owned(),
+            },
+        );
+    }
+
+    fn read(&mut self, token: Token, room: &str, range: Range, limit: usize, actions: &mut Vec<Action>) {
+        actions.push(Action::Store(Command::Read(store::Read {
+            token,
+            room: room.to_owned(),
+            range,
+            limit,
+        })));
+    }
+
+    /// A load of a room's recent history arrived: the cache has it, the sessions waiting may enter
+    /// (with an error first if it failed), and the news that waited goes on.
+    fn on_loaded(
+        &mut self,
+        token: Token,
+        room: &str,
+        result: Result<store::Page, store::StoreError>,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let Some(progress) = entry.feed.loaded(token, result.as_ref().ok()) else {
+            return; // A load the feed gave up (the epoch changed).
+        };
+        match result {
+            Ok(page) => {
+                let messages = page.messages.into_iter().map(ChatMessage::from).collect();
+                self.history.fill(room, messages);
+                self.try_admit(room, actions);
+            }
+            Err(_) => {
+                let entering = std::mem::take(&mut entry.entering);
+                let message = "the room's history could not be read; it is shown from memory";
+                let json = error_json(ErrorCode::StoreUnavailable, message.into());
+                self.admit(entering, room, Some(json), actions);
+            }
+        }
+        self.feed_progress(room, progress, actions);
+    }
+
+    /// Lets the sessions waiting to enter `room` in, if everything their welcome shows is known:
+    /// the room's members everywhere, and its recent history up to where the feed is. Otherwise
+    /// starts what is missing.
+    fn try_admit(&mut self, room: &str, actions: &mut Vec<Action>) {
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if entry.entering.is_empty() || !entry.presence.loaded || entry.feed.is_loading() {
+            return;
+        }
+        let ready = entry.feed.knows_where() && self.history.knows(room);
+        if !ready {
+            // Unloaded (the first load failed), or the cache lost the room (memory budget): load,
+            // unless a catch-up is running, after which this is tried again.
+            if entry.feed.is_live() || !entry.feed.knows_where() {
+                self.start_load(room, actions);
+            }
+            return;
+        }
+        let entering = std::mem::take(&mut entry.entering);
+        self.admit(entering, room, None, actions);
+    }
+
+    /// Makes `entering` members of `room`: `welcome` to each (the answer owed for its token,
+    /// `error` first if given), `joined` to those who were there. Sessions that enter together
+    /// find each other in their welcome's online list rather than in `joined` notices, so a crowd
+    /// entering at once (a reconnect storm after a restart) costs one welcome each, not a notice
+    /// per pair.
+    fn admit(
+        &mut self,
+        entering: Vec<(SessionId, Token)>,
+        room: &str,
+        error: Option<Rc<str>>,
+        actions: &mut Vec<Action>,
+    ) {
+        let present = self.members(room, None);
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let mut admitted = Vec::with_capacity(entering.len());
+        let mut nicknames = Vec::with_capacity(entering.len());
+        for (id, token) in entering {
+            let Some(client) = self
+                .clients
+                .get_mut(&id)
+                .filter(|client| client.room == room && !client.entered)
+            else {
+                continue;
+            };
+            client.entered = true;
+            entry.members.insert(id);
+            actions.push(Action::Store(Command::Present {
+                room: room.to_owned(),
+                owner: client.owner.clone(),
+                nickname: client.nickname.clone(),
+            }));
+            if !entry.remote.values().any(|name| *name == client.nickname) {
+                nicknames.push(client.nickname.clone());
+            }
+            admitted.push((id, token));
+        }
+        for (id, token) in admitted {
+            if let Some(error) = &error {
+                self.respond_before(id, token, error.clone(), actions);
+            }
+            let welcome = self.welcome(id, room);
+            self.resolve(id, token, welcome, actions);
+            self.save_token(id, actions);
+        }
+        if present.is_empty() {
+            return;
+        }
+        for nickname in nicknames {
+            let joined = Outbound::Joined {
+                room,
+                nickname: &nickname,
+            }
+            .json();
+            actions.push(Action::Send {
+                to: present.clone(),
+                json: joined,
+            });
+        }
+    }
+
+    /// `client` (session `id`) leaves the room it is in or entering.
+    fn leave_room(&mut self, id: SessionId, client: &Client, actions: &mut Vec<Action>) {
+        self.leave(
+            id,
+            &client.room,
+            &client.nickname,
+            &client.owner,
+            client.entered,
+            actions,
+        );
+    }
+
+    fn leave(
+        &mut self,
+        id: SessionId,
+        room: &str,
+        nickname: &str,
+        owner: &str,
+        entered: bool,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if let Some(at) = entry.entering.iter().position(|(waiting, _)| *waiting == id) {
+            // It no longer wants this room's welcome.
+            let (_, token) = entry.entering.remove(at);
+            self.resolve_silently(id, token, actions);
+        }
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if entered && entry.members.remove(&id) {
+            actions.push(Action::Store(Command::Absent {
+                room: room.to_owned(),
+                owner: owner.to_owned(),
+            }));
+            // Still there on another process (a resume moving it): nobody left.
+            if !entry.remote.values().any(|name| name == nickname) {
+                let json = Outbound::Left { room, nickname }.json();
+                actions.push(Action::Send {
+                    to: self.members(room, None),
+                    json,
+                });
+            }
+        }
+        self.close_room_if_empty(room, actions);
+    }
+
+    // --- presence on every process ----------------------------------------------------------------
+
+    /// Reads who is in `room` on every process (one read at a time; asked during one, once more
+    /// after it).
+    fn read_members(&mut self, room: &str, actions: &mut Vec<Action>) {
+        let token = self.next_token();
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if entry.presence.reading.is_some() {
+            entry.presence.again = true;
+            return;
+        }
+        entry.presence.reading = Some(token);
+        actions.push(Action::Store(Command::Members {
+            token,
+            room: room.to_owned(),
+        }));
+        self.pending.insert(
+            token,
+            Pending::Members {
+                room: room.to_owned(),
+            },
+        );
+    }
+
+    /// The members of `room` on every process: those of other processes replace what was known,
+    /// and the room hears who came, went or changed name there.
+    fn on_members(
+        &mut self,
+        token: Token,
+        room: &str,
+        result: Result<Vec<Member>, store::StoreError>,
+        actions: &mut Vec<Action>,
+    ) {
+        let local: BTreeSet<String> = self
+            .members(room, None)
+            .iter()
+            .filter_map(|id| self.clients.get(id))
+            .map(|client| client.nickname.clone())
+            .collect();
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if entry.presence.reading != Some(token) {
+            return;
+        }
+        entry.presence.reading = None;
+        if let Ok(members) = result {
+            let remote: BTreeMap<String, String> = members
+                .into_iter()
+                .filter(|member| node_of(&member.owner) != self.node)
+                .map(|member| (member.owner, member.nickname))
+                .collect();
+            let notices = if entry.presence.loaded {
+                presence_notices(room, &entry.remote, &remote, &local)
+            } else {
+                Vec::new()
+            };
+            entry.remote = remote;
+            let to: Vec<SessionId> = entry.members.iter().copied().collect();
+            if !to.is_empty() {
+                for json in notices {
+                    actions.push(Action::Send { to: to.clone(), json });
+                }
+            }
+        }
+        // A failed read leaves the list as it was; the next change or refresh reads again.
+        entry.presence.loaded = true;
+        if std::mem::take(&mut entry.presence.again) {
+            self.read_members(room, actions);
+        }
+        self.try_admit(room, actions);
+    }
+
+    // --- history requests -------------------------------------------------------------------------
 
     /// Answers `history` from the store, which holds everything (the cache holds only the recent).
     fn replay(
@@ -732,12 +1522,7 @@ impl Chat {
             HistoryRange::Since(id) => Range::Since(id),
             HistoryRange::Before(id) => Range::Before(id),
         };
-        actions.push(Action::Store(Command::Read(store::Read {
-            token,
-            room: room.clone(),
-            range,
-            limit,
-        })));
+        self.read(token, &room, range, limit, actions);
         self.pending.insert(token, Pending::History { session: id, room });
         self.await_store(id, token);
     }
@@ -765,34 +1550,81 @@ impl Chat {
         self.resolve(session, token, json, actions);
     }
 
-    /// `resume`: this connection takes the place of the session that was given `token`.
-    fn resume(
-        &mut self,
-        id: SessionId,
-        token: &str,
-        now: Now,
-        actions: &mut Vec<Action>,
-    ) -> Result<(), Rejection> {
-        let failed = || {
-            Rejection::new(
-                ErrorCode::ResumeFailed,
-                "unknown, expired or already used resume token",
-            )
-        };
-        let token = u128::from_str_radix(token, 16).map_err(|_| failed())?;
-        self.forget_expired(now.instant);
+    // --- resume -----------------------------------------------------------------------------------
+
+    /// `resume`: this connection takes the place of the session that was given `token`: at once if
+    /// that session is live on this process, otherwise as the store remembers it.
+    fn resume(&mut self, id: SessionId, token: &str, actions: &mut Vec<Action>) -> Result<(), Rejection> {
+        let token = u128::from_str_radix(token, 16).map_err(|_| resume_failed())?;
         if let Some(&old) = self.resumable.get(&token) {
             if old == id {
-                return Err(failed());
+                return Err(resume_failed());
             }
             self.take_over(id, old, actions);
             return Ok(());
         }
-        let departed = self.departed.remove(&token).ok_or_else(failed)?;
-        // The earlier session is gone: this one takes its name if nobody else has, and its room.
-        let renamed = self.rename(id, &departed.nickname, actions);
-        self.join(id, departed.room, actions)?;
-        renamed
+        let read = self.next_token();
+        let Some(client) = self.clients.get_mut(&id) else {
+            return Ok(());
+        };
+        client.busy = Some(read);
+        actions.push(Action::Store(Command::TakeToken {
+            token: read,
+            resume: token_text(token),
+        }));
+        self.pending.insert(read, Pending::Resume { session: id });
+        Ok(())
+    }
+
+    /// The store said what a resume token stands for.
+    fn on_token(
+        &mut self,
+        token: Token,
+        session: SessionId,
+        result: Result<Option<Resumable>, store::StoreError>,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(client) = self
+            .clients
+            .get_mut(&session)
+            .filter(|client| client.busy == Some(token))
+        else {
+            return;
+        };
+        client.busy = None;
+        let own_owner = client.owner.clone();
+        match result {
+            Ok(Some(resumed)) if resumed.owner != own_owner => {
+                let live = self
+                    .clients
+                    .iter()
+                    .find(|(_, client)| client.owner == resumed.owner)
+                    .map(|(id, _)| *id);
+                match live {
+                    Some(old) => self.take_over(session, old, actions),
+                    None => {
+                        // It ended, or lives on another process: its name (taking the lease over
+                        // from it), then its room.
+                        let wanted = Nickname {
+                            key: NameKey::of(&resumed.nickname).as_str().to_owned(),
+                            display: resumed.nickname,
+                        };
+                        let purpose = ClaimFor::Adopt {
+                            room: resumed.room,
+                            from: resumed.owner.clone(),
+                            nickname: wanted.display.clone(),
+                        };
+                        self.claim(session, Some(wanted), Some(resumed.owner), purpose, actions);
+                    }
+                }
+            }
+            Ok(_) => {
+                let Rejection(code, message) = resume_failed();
+                self.reject(session, code, message, actions);
+            }
+            Err(error) => self.reject(session, ErrorCode::StoreUnavailable, error.to_string(), actions),
+        }
+        self.resume_inputs(session, actions);
     }
 
     /// Session `new` becomes `old`: `old`'s connection is closed, and `new` takes its nickname and
@@ -802,169 +1634,171 @@ impl Chat {
             return;
         };
         self.resumable.remove(&client.resume);
+        actions.push(Action::Store(Command::DropToken {
+            resume: token_text(client.resume),
+        }));
         actions.push(Action::Close {
             client: old,
             code: RESUMED_ELSEWHERE,
             reason: "resumed by a new connection".into(),
         });
-        // The new connection's own anonymous identity goes.
+        // The new connection's own identity goes.
         if let Some(current) = self.clients.remove(&new) {
-            self.nicknames.remove(&NameKey::of(&current.nickname));
             self.resumable.remove(&current.resume);
-            self.leave_room(new, &current.room, &current.nickname, current.entered, actions);
+            actions.push(Action::Store(Command::DropToken {
+                resume: token_text(current.resume),
+            }));
+            self.drop_name(new, &current, actions);
+            self.leave_room(new, &current, actions);
             // The session now lives on the new connection, and counts for its address.
             self.release_host(client.host);
             client.host = current.host;
             client.bucket = current.bucket;
         }
-        self.nicknames.insert(NameKey::of(&client.nickname), new);
-        if let Some(room) = self.rooms.get_mut(&client.room) {
-            if room.members.remove(&old) {
-                room.members.insert(new);
-            }
-            for waiting in &mut room.entering {
-                if *waiting == old {
-                    *waiting = new;
-                }
-            }
+        if !client.nickname.is_empty() {
+            self.nicknames.insert(NameKey::of(&client.nickname), new);
         }
+        self.rename_session(old, new);
         let (room, entered) = (client.room.clone(), client.entered);
         client.resume = self.new_resume_token(new);
-        // Answers ready for the old connection die with it. Those still waiting for the store go
-        // to the new one: the acks (with their keys) of what the old connection sent, and the
-        // welcome of a room it was entering.
+        // Answers ready for the old connection die with it, and so do its requests not yet
+        // handled. Those still waiting for the store go to the new one: the acks (with their keys)
+        // of what the old connection sent, and the welcome of a room it was entering.
         client
             .answers
             .retain(|answer| matches!(answer, Answer::Waiting(_)));
+        client.held.clear();
         self.clients.insert(new, client);
         if entered {
             let welcome = self.welcome(new, &room);
             self.respond(new, welcome, actions);
         }
+        self.save_token(new, actions);
     }
 
-    /// Puts `id` in `room`: at once if the cache holds the room's recent history, otherwise once the
-    /// store has read it (the session waits outside meanwhile, so it misses nothing that is
-    /// committed after the read and sees nothing twice).
-    fn enter_room(&mut self, id: SessionId, room: String, actions: &mut Vec<Action>) {
-        let Some(client) = self.clients.get_mut(&id) else {
-            return;
-        };
-        client.room = room.clone();
-        client.entered = false;
-        if self.history.knows(&room) {
-            self.admit(&[id], &room, None, actions);
-            return;
-        }
-        let entry = self.rooms.entry(room.clone()).or_default();
-        entry.entering.push(id);
-        let token = match entry.loading {
-            // The read is already in flight: this session waits for the same page.
-            Some(token) => token,
-            None => {
-                let token = self.next_token();
-                actions.push(Action::Store(Command::Read(store::Read {
-                    token,
-                    room: room.clone(),
-                    range: Range::Latest,
-                    limit: self.config.history_size,
-                })));
-                self.pending.insert(token, Pending::Enter { room: room.clone() });
-                if let Some(entry) = self.rooms.get_mut(&room) {
-                    entry.loading = Some(token);
+    /// Everything that names session `old` names `new` from now on: room places, awaited answers.
+    fn rename_session(&mut self, old: SessionId, new: SessionId) {
+        for entry in self.rooms.values_mut() {
+            if entry.members.remove(&old) {
+                entry.members.insert(new);
+            }
+            for (waiting, _) in &mut entry.entering {
+                if *waiting == old {
+                    *waiting = new;
                 }
-                token
             }
-        };
-        self.await_store(id, token);
+            for parked in entry.parked.values_mut() {
+                if parked.session == old {
+                    parked.session = new;
+                }
+            }
+        }
+        for pending in self.pending.values_mut() {
+            match pending {
+                Pending::Post { session, .. }
+                | Pending::History { session, .. }
+                | Pending::Claim { session, .. }
+                | Pending::Resume { session } => {
+                    if *session == old {
+                        *session = new;
+                    }
+                }
+                Pending::Load { .. } | Pending::CatchUp { .. } | Pending::Members { .. } => {}
+            }
+        }
     }
 
-    /// The recent history of a room arrived: every session waiting for it enters.
-    fn on_room_loaded(
-        &mut self,
-        token: Token,
-        room: &str,
-        result: Result<store::Page, store::StoreError>,
-        actions: &mut Vec<Action>,
-    ) {
-        let failed = result.is_err();
-        if let Ok(page) = result {
-            self.history
-                .fill(room, page.messages.into_iter().map(ChatMessage::from).collect());
-        }
-        let waiting = match self.rooms.get_mut(room) {
-            Some(entry) => {
-                entry.loading = None;
-                std::mem::take(&mut entry.entering)
-            }
-            None => Vec::new(),
+    /// Another process resumed the session `owner`: close it here (its name and room are the
+    /// other process's now; its token was used).
+    fn evicted(&mut self, owner: &str, actions: &mut Vec<Action>) {
+        let Some(id) = self
+            .clients
+            .iter()
+            .find(|(_, client)| client.owner == owner)
+            .map(|(id, _)| *id)
+        else {
+            return;
         };
-        // A session that moved on (or left) meanwhile no longer wants this room; it still owes
-        // nothing for this read.
-        let (entering, moved): (Vec<SessionId>, Vec<SessionId>) = waiting.into_iter().partition(|id| {
-            self.clients
-                .get(id)
-                .is_some_and(|client| client.room == room && !client.entered)
+        let Some(client) = self.clients.remove(&id) else {
+            return;
+        };
+        self.resumable.remove(&client.resume);
+        self.drop_name(id, &client, actions);
+        self.leave_room(id, &client, actions);
+        actions.push(Action::Close {
+            client: id,
+            code: RESUMED_ELSEWHERE,
+            reason: "resumed by a new connection".into(),
         });
-        for id in moved {
-            self.resolve_silently(id, token, actions);
-        }
-        if failed {
-            for &id in &entering {
-                let message = "the room's history could not be read; it is shown from memory";
-                let json = error_json(ErrorCode::StoreUnavailable, message.into());
-                self.respond_before(id, token, json, actions);
-            }
-        }
-        self.admit(&entering, room, Some(token), actions);
     }
 
-    /// Makes `entering` members of `room`: `welcome` to each (the answer owed for `token`, when
-    /// they waited for the room's history), `joined` to those who were there. Sessions that enter
-    /// together find each other in their welcome's online list rather than in `joined` notices, so
-    /// a crowd entering at once (a reconnect storm after a restart) costs one welcome each, not a
-    /// notice per pair.
-    fn admit(&mut self, entering: &[SessionId], room: &str, token: Option<Token>, actions: &mut Vec<Action>) {
-        let present = self.members(room, None);
-        let entry = self.rooms.entry(room.to_owned()).or_default();
-        let mut nicknames = Vec::with_capacity(entering.len());
-        for &id in entering {
-            if let Some(client) = self.clients.get_mut(&id) {
-                client.entered = true;
-                entry.members.insert(id);
-                nicknames.push(client.nickname.clone());
-            }
-        }
-        for &id in entering {
-            let welcome = self.welcome(id, room);
-            match token {
-                Some(token) => self.resolve(id, token, welcome, actions),
-                None => self.respond(id, welcome, actions),
-            }
-        }
-        if present.is_empty() {
+    /// The store's data is another history now: every room is loaded again, and every client gets
+    /// a fresh welcome naming the new epoch (the page then shows the new history, saying why).
+    fn new_epoch(&mut self, epoch: String, actions: &mut Vec<Action>) {
+        if epoch == self.epoch {
             return;
         }
-        for nickname in nicknames {
-            let joined = Outbound::Joined {
-                room,
-                nickname: &nickname,
+        self.epoch = epoch;
+        let rooms: Vec<String> = self.rooms.keys().cloned().collect();
+        for room in rooms {
+            self.history.forget(&room);
+            let Some(entry) = self.rooms.get_mut(&room) else {
+                continue;
+            };
+            // Acked under the old history; their ids mean nothing now, the acks still go.
+            let parked = std::mem::take(&mut entry.parked);
+            let members = std::mem::take(&mut entry.members);
+            entry.feed.reset();
+            entry.remote.clear();
+            entry.presence = PresenceRead::default();
+            for ((id, token), parked) in parked {
+                self.resolve(
+                    parked.session,
+                    token,
+                    ack_json(id, parked.key.as_deref()),
+                    actions,
+                );
             }
-            .json();
-            actions.push(Action::Send {
-                to: present.clone(),
-                json: joined,
-            });
+            for id in members {
+                let token = self.next_token();
+                if let Some(client) = self.clients.get_mut(&id) {
+                    client.entered = false;
+                    client.answers.push_back(Answer::Waiting(token));
+                }
+                if let Some(entry) = self.rooms.get_mut(&room) {
+                    entry.entering.push((id, token));
+                }
+            }
+            self.start_load(&room, actions);
+            self.read_members(&room, actions);
         }
     }
 
-    /// What a client is told on entering `room`: its name, who is there, the room's recent history
-    /// (as far as memory holds it), the store's epoch and its resume token.
+    /// Tells the store what `id`'s resume token stands for now (its name and room), kept while the
+    /// session runs.
+    fn save_token(&mut self, id: SessionId, actions: &mut Vec<Action>) {
+        let Some(client) = self.clients.get(&id).filter(|client| !client.nickname.is_empty()) else {
+            return;
+        };
+        actions.push(Action::Store(Command::PutToken {
+            resume: token_text(client.resume),
+            session: Resumable {
+                nickname: client.nickname.clone(),
+                room: client.room.clone(),
+                owner: client.owner.clone(),
+            },
+            ttl: self.config.resume_ttl,
+            live: true,
+        }));
+    }
+
+    /// What a client is told on entering `room`: its name, who is there (on every process), the
+    /// room's recent history (as far as memory holds it), the store's epoch and its resume token.
     fn welcome(&self, id: SessionId, room: &str) -> Rc<str> {
         let Some(client) = self.clients.get(&id) else {
             return Rc::from("");
         };
-        let resume = format!("{:032x}", client.resume);
+        let resume = token_text(client.resume);
         Outbound::Welcome {
             nickname: &client.nickname,
             room,
@@ -1066,57 +1900,6 @@ impl Chat {
         }
     }
 
-    fn leave_room(
-        &mut self,
-        id: SessionId,
-        room: &str,
-        nickname: &str,
-        entered: bool,
-        actions: &mut Vec<Action>,
-    ) {
-        let Some(entry) = self.rooms.get_mut(room) else {
-            return;
-        };
-        let was_waiting = entry.entering.contains(&id);
-        entry.entering.retain(|waiting| *waiting != id);
-        if let (true, Some(token)) = (was_waiting, entry.loading) {
-            // It leaves before the room's history arrived: that read owes it no welcome, and the
-            // answers queued behind it must not wait for one.
-            self.resolve_silently(id, token, actions);
-            return;
-        }
-        let Some(entry) = self.rooms.get_mut(room) else {
-            return;
-        };
-        if !entered || !entry.members.remove(&id) {
-            return;
-        }
-        let json = Outbound::Left { room, nickname }.json();
-        actions.push(Action::Send {
-            to: self.members(room, None),
-            json,
-        });
-    }
-
-    /// Rooms nobody is in or entering hold nothing the store does not have: forget them, their
-    /// cached history first, least recently active first.
-    fn forget_unused_rooms(&mut self) {
-        let mut unused: Vec<(u64, String)> = self
-            .rooms
-            .iter()
-            .filter(|(name, room)| {
-                name.as_str() != LOBBY && room.members.is_empty() && room.entering.is_empty()
-            })
-            .map(|(name, _)| (self.history.newest_id(name), name.clone()))
-            .collect();
-        unused.sort();
-        let excess = (self.rooms.len() + 1).saturating_sub(self.config.max_rooms);
-        for (_, name) in unused.into_iter().take(excess.max(1)) {
-            self.rooms.remove(&name);
-            self.history.forget(&name);
-        }
-    }
-
     fn members(&self, room: &str, except: Option<SessionId>) -> Vec<SessionId> {
         self.rooms.get(room).map_or_else(Vec::new, |room| {
             // Sized once: a filtered iterator would grow the vector by doubling.
@@ -1131,27 +1914,21 @@ impl Chat {
         })
     }
 
+    /// Who is in `room`, here and on every other process, each name once.
     fn online(&self, room: &str) -> Vec<&str> {
-        let mut names: Vec<&str> = self.rooms.get(room).map_or_else(Vec::new, |room| {
-            room.members
-                .iter()
-                .filter_map(|member| self.clients.get(member))
-                .map(|client| client.nickname.as_str())
-                .collect()
-        });
+        let Some(entry) = self.rooms.get(room) else {
+            return Vec::new();
+        };
+        let here = entry
+            .members
+            .iter()
+            .filter_map(|member| self.clients.get(member))
+            .map(|client| client.nickname.as_str());
+        let names: BTreeSet<&str> = here.chain(entry.remote.values().map(String::as_str)).collect();
+        let mut names: Vec<&str> = names.into_iter().collect();
         // Lower-case each name once, not at every comparison.
         names.sort_by_cached_key(|name| name.to_lowercase());
         names
-    }
-
-    fn fresh_anonymous_name(&mut self) -> String {
-        loop {
-            self.anonymous_count += 1;
-            let name = format!("Anonymous{}", self.anonymous_count);
-            if !self.nicknames.contains_key(&NameKey::of(&name)) {
-                return name;
-            }
-        }
     }
 
     fn next_token(&mut self) -> Token {
@@ -1159,32 +1936,78 @@ impl Chat {
         self.last_token
     }
 
-    /// A fresh resume token for `id`, never one in use or remembered.
+    /// A fresh resume token for `id`, never one in use here (the store's are 128 random bits, so
+    /// another process's collide with a chance of one in 2^128).
     fn new_resume_token(&mut self, id: SessionId) -> u128 {
         loop {
             let token = (self.tokens)();
-            if !self.resumable.contains_key(&token) && !self.departed.contains_key(&token) {
-                self.resumable.insert(token, id);
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.resumable.entry(token) {
+                slot.insert(id);
                 return token;
             }
         }
     }
+}
 
-    fn forget_expired(&mut self, now: Instant) {
-        while let Some(&(expires, token)) = self.expiring.front() {
-            if expires > now {
-                break;
-            }
-            self.expiring.pop_front();
-            if self
-                .departed
-                .get(&token)
-                .is_some_and(|departed| departed.expires <= now)
-            {
-                self.departed.remove(&token);
-            }
+/// What the room hears when the members of other processes change from `old` to `new` (owner →
+/// nickname): `joined`, `left` and `renamed`, except for names that stay present (a session
+/// moving between processes, or a name also held here: `local`).
+fn presence_notices(
+    room: &str,
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+    local: &BTreeSet<String>,
+) -> Vec<Rc<str>> {
+    let names = |map: &BTreeMap<String, String>| -> BTreeSet<String> { map.values().cloned().collect() };
+    let (before, after) = (names(old), names(new));
+    let mut notices = Vec::new();
+    for (owner, nickname) in new {
+        if let Some(was) = old.get(owner)
+            && was != nickname
+        {
+            notices.push(
+                Outbound::Renamed {
+                    room,
+                    from: was,
+                    to: nickname,
+                }
+                .json(),
+            );
         }
     }
+    let renamed_from: BTreeSet<&String> = new.keys().filter_map(|owner| old.get(owner)).collect();
+    let renamed_to: BTreeSet<&String> = new
+        .iter()
+        .filter(|(owner, nickname)| old.get(*owner).is_some_and(|was| was != *nickname))
+        .map(|(_, nickname)| nickname)
+        .collect();
+    for nickname in before.difference(&after) {
+        if !local.contains(nickname) && !renamed_from.contains(nickname) {
+            notices.push(Outbound::Left { room, nickname }.json());
+        }
+    }
+    for nickname in after.difference(&before) {
+        if !local.contains(nickname) && !renamed_to.contains(nickname) {
+            notices.push(Outbound::Joined { room, nickname }.json());
+        }
+    }
+    notices
+}
+
+fn taken(nickname: &str) -> Rejection {
+    Rejection::new(ErrorCode::NicknameTaken, format!("{nickname:?} is taken"))
+}
+
+fn resume_failed() -> Rejection {
+    Rejection::new(
+        ErrorCode::ResumeFailed,
+        "unknown, expired or already used resume token",
+    )
+}
+
+/// An `ack` event.
+fn ack_json(id: u64, key: Option<&str>) -> Rc<str> {
+    Outbound::Ack { id, key }.json()
 }
 
 /// An `error` event.

@@ -94,6 +94,13 @@ pub enum Outbound<'a> {
         /// Whether the store holds further messages in the direction asked for.
         more: bool,
     },
+    /// The room's messages with ids above `after`, up to `until`, were pruned from the store before
+    /// this server could show them: they will never be shown (never a silent hole).
+    Missed {
+        room: &'a str,
+        after: u64,
+        until: u64,
+    },
     Error {
         code: ErrorCode,
         message: String,

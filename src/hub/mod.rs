@@ -273,6 +273,11 @@ impl Hub {
         &self.config
     }
 
+    /// Names this process among those sharing the store ([`Chat::set_node`]).
+    pub fn set_node(&mut self, node: &str) {
+        self.chat.set_node(node);
+    }
+
     /// What `head`, which came in on `listener`, gets: a page, an upgrade, or a refusal.
     /// `refusal`: the connection was accepted only to be told this.
     pub fn route(&self, head: &RequestHead, listener: Listener, refusal: Option<&RouteError>) -> Route {

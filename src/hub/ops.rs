@@ -23,7 +23,7 @@ use log::warn;
 use crate::conn::per_ip::{LogLimiter, PerAddress, Refused, Slot};
 use crate::http::RequestHead;
 use crate::metrics::{ChatFigures, Metrics, Refusal};
-use crate::store::Outcome;
+use crate::store::{Outcome, StoreError};
 
 use super::Hub;
 
@@ -200,11 +200,46 @@ impl Hub {
         self.ops.store_error = Some(error);
     }
 
-    /// What an answer of the store says about its health.
+    /// The store's own word on its health (Redis: both connections up), each turn it is known.
+    pub fn store_health(&mut self, health: Result<(), String>) {
+        match health {
+            Ok(()) => {
+                // Cleared only if the error was the connection's: an answer's error stands until
+                // an answer succeeds.
+                if self
+                    .ops
+                    .store_error
+                    .as_deref()
+                    .is_some_and(|error| error.starts_with("redis "))
+                {
+                    self.ops.store_error = None;
+                }
+            }
+            Err(why) => self.ops.store_error = Some(why),
+        }
+    }
+
+    /// What an answer of the store says about its health. A refusal that is the sender's own
+    /// (it no longer holds its nickname) says nothing about the store; news carries no health.
     pub(super) fn note_store_health(&mut self, outcome: &Outcome) {
+        fn health<T>(result: &Result<T, StoreError>) -> Option<String> {
+            match result {
+                Ok(_) | Err(StoreError::NotOwner) => None,
+                Err(error) => Some(error.to_string()),
+            }
+        }
         self.ops.store_error = match outcome {
-            Outcome::Append { result, .. } => result.as_ref().err().map(ToString::to_string),
-            Outcome::Read { result, .. } => result.as_ref().err().map(ToString::to_string),
+            Outcome::Append { result, .. } => health(result),
+            Outcome::Read { result, .. } => health(result),
+            Outcome::Claim { result, .. } => health(result),
+            Outcome::Members { result, .. } => health(result),
+            Outcome::Token { result, .. } => health(result),
+            Outcome::Posted(_)
+            | Outcome::Following { .. }
+            | Outcome::PresenceChanged { .. }
+            | Outcome::LeaseLost { .. }
+            | Outcome::Evicted { .. }
+            | Outcome::Epoch(_) => return,
         };
     }
 }

@@ -419,7 +419,7 @@ fn now() -> Now {
 /// queued so far.
 fn drain(hub: &mut Hub, store: &mut MemoryStore) -> Vec<Output> {
     while hub.has_store_commands() {
-        for outcome in store.execute(hub.take_store_commands()) {
+        for outcome in store.execute(hub.take_store_commands(), now().instant) {
             hub.store_outcome(outcome, now().instant);
         }
     }

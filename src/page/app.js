@@ -562,6 +562,12 @@ const handlers = {
     addNote(`${p.nickname} left`);
   },
 
+  missed(p) {
+    // The server could not show these before they were pruned: say so rather than leave a hole.
+    if (p.room !== state.shownRoom) return;
+    addNote(`messages ${p.after + 1}–${p.until} of this room were lost before they could be shown`);
+  },
+
   renamed(p) {
     if (p.from === state.me) {
       // Our own rename: the answer to a `nickname`, or part of a `resume` (whose welcome follows).

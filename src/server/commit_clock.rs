@@ -72,6 +72,7 @@ mod tests {
                     text: "t".into(),
                     ts: 0,
                     key: None,
+                    lease: None,
                 })
                 .collect(),
         )

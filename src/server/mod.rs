@@ -16,6 +16,7 @@
 
 mod commit_clock;
 mod driver;
+mod redis;
 
 use std::fmt;
 use std::io;
@@ -38,8 +39,11 @@ use crate::chat::Now;
 use crate::config::Config;
 use crate::conn::tls::{self, TlsConfigError};
 use crate::hub::{Hub, Listener};
+use crate::store::local::Coordination;
+use crate::store::redis::RedisConfig;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
-use crate::store::{OpenError, StoreHandle};
+use crate::store::{Command, OpenError, StoreHandle};
+use redis::RedisBackend;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 /// `--metrics-listen`.
@@ -47,6 +51,11 @@ const METRICS_LISTENER: Token = Token(usize::MAX - 4);
 const SIGNALS: Token = Token(usize::MAX - 2);
 /// The store's writer thread wakes the loop through this when it has answers.
 const STORE: Token = Token(usize::MAX - 3);
+/// The Redis store's command connection and subscription.
+const REDIS_LINK: Token = Token(usize::MAX - 5);
+const REDIS_SUB: Token = Token(usize::MAX - 6);
+/// How long the start waits for Redis to answer (connect, scripts, epoch) before it gives up.
+const REDIS_START_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a shutdown waits for close handshakes to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
@@ -94,6 +103,8 @@ pub enum StartError {
     Io(io::Error),
     Store(OpenError),
     Tls(TlsLoadError),
+    /// `--redis` is not a Redis URL, or Redis did not answer in time.
+    Redis(String),
 }
 
 impl fmt::Display for StartError {
@@ -102,6 +113,7 @@ impl fmt::Display for StartError {
             Self::Io(error) => error.fmt(f),
             Self::Store(error) => error.fmt(f),
             Self::Tls(error) => error.fmt(f),
+            Self::Redis(why) => write!(f, "--redis: {why}"),
         }
     }
 }
@@ -183,11 +195,25 @@ pub struct Server {
     metrics_listener: Option<TcpListener>,
     signals: Signals,
     driver: Driver<TcpStream>,
-    store: StoreHandle,
-    commit_clock: CommitClock,
+    backend: Backend,
     shutdown_deadline: Option<Instant>,
     /// Where the TLS configuration comes from (reloaded on SIGHUP); `None` serves plain TCP.
     tls: Option<TlsFiles>,
+}
+
+/// Where the chat's store commands go.
+// One value per process: the size of its variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Backend {
+    /// One process: SQLite on its writer thread for messages, the coordination in the loop.
+    Local {
+        store: StoreHandle,
+        /// Leases, presence and resume tokens of this one process, answered in the loop.
+        coordination: Coordination,
+        commit_clock: CommitClock,
+    },
+    /// Many processes: everything in Redis.
+    Redis(Box<RedisBackend>),
 }
 
 impl Server {
@@ -208,7 +234,7 @@ impl Server {
             .map(TlsFiles::load)
             .transpose()
             .map_err(StartError::Tls)?;
-        let poll = Poll::new()?;
+        let mut poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), STORE)?);
         let wake = Box::new(move || {
             // Only fails if the poll is gone, when nobody is left to wake.
@@ -218,20 +244,52 @@ impl Server {
             .ok()
             .and_then(NonZeroUsize::new)
             .unwrap_or(NonZeroUsize::MIN);
-        let (store, info) = SqliteStore::open(&config.db, SqliteOptions { keep_per_room }, wake)
-            .map_err(StartError::Store)?;
-        info!(
-            "message store {}: epoch {}, last id {}",
-            config.db.display(),
-            info.epoch,
-            info.last_id
-        );
-        let mut listener = listen(config.listen)?;
+        let node = config
+            .node
+            .clone()
+            .unwrap_or_else(|| format!("{:012x}", os_random() >> 80));
+        let (backend, epoch) = match &config.redis {
+            None => {
+                let (store, info) = SqliteStore::open(&config.db, SqliteOptions { keep_per_room }, wake)
+                    .map_err(StartError::Store)?;
+                info!(
+                    "message store {}: epoch {}, last id {}",
+                    config.db.display(),
+                    info.epoch,
+                    info.last_id
+                );
+                let backend = Backend::Local {
+                    store,
+                    coordination: Coordination::new(),
+                    commit_clock: CommitClock::default(),
+                };
+                (backend, info.epoch.to_string())
+            }
+            Some(url) => {
+                let mut redis =
+                    RedisConfig::from_url(url).map_err(|error| StartError::Redis(error.to_string()))?;
+                redis.keep_per_room = keep_per_room.get();
+                redis.pipeline = !config.redis_no_pipeline;
+                let backend = connect_redis(&mut poll, &redis, &node)?;
+                let epoch = backend
+                    .store
+                    .epoch()
+                    .map(|epoch| epoch.to_string())
+                    .unwrap_or_default();
+                info!(
+                    "message store redis://{}/{}: epoch {epoch}, node {node}",
+                    redis.address(),
+                    redis.db
+                );
+                (Backend::Redis(Box::new(backend)), epoch)
+            }
+        };
+        let mut listener = listen(config.listen, config.reuse_port)?;
         poll.registry()
             .register(&mut listener, LISTENER, MioInterest::READABLE)?;
         let metrics_listener = match config.metrics_listen {
             Some(addr) => {
-                let mut metrics = listen(addr)?;
+                let mut metrics = listen(addr, false)?;
                 poll.registry()
                     .register(&mut metrics, METRICS_LISTENER, MioInterest::READABLE)?;
                 info!("metrics on http://{}/metrics", metrics.local_addr()?);
@@ -250,12 +308,8 @@ impl Server {
         signal_hook::flag::register(SIGXFSZ, Arc::new(std::sync::atomic::AtomicBool::new(false)))?;
         poll.registry()
             .register(&mut signals, SIGNALS, MioInterest::READABLE)?;
-        let hub = Hub::new(
-            config.hub(),
-            info.epoch.to_string(),
-            Box::new(os_random),
-            clock().instant,
-        );
+        let mut hub = Hub::new(config.hub(), epoch, Box::new(os_random), clock().instant);
+        hub.set_node(&node);
         let mut driver = Driver::new(config.stack(), hub, config.max_connections);
         if let Some(tls_config) = tls_config {
             driver.set_tls(tls_config);
@@ -266,8 +320,7 @@ impl Server {
             metrics_listener,
             signals,
             driver,
-            store,
-            commit_clock: CommitClock::default(),
+            backend,
             shutdown_deadline: None,
             tls,
         })
@@ -294,30 +347,25 @@ impl Server {
                 && (self.driver.is_empty() || now.instant >= deadline)
             {
                 info!("shutdown complete, {} connection(s) cut off", self.driver.len());
-                // Whatever the store still has queued is committed before the process ends.
-                if let Err(error) = self.store.close() {
-                    warn!("message store: {error}");
-                }
                 info!(
                     "socket bytes in/out by protocol: {}",
                     self.driver.hub().metrics().wire_summary()
                 );
-                let stats = self.store.stats();
-                info!(
-                    "message store: {} messages in {} commits ({:.1} per commit, at most {}), {} failed commits, {} pruned",
-                    stats.messages,
-                    stats.commits,
-                    stats.messages as f64 / stats.commits.max(1) as f64,
-                    stats.largest_commit,
-                    stats.failed_commits,
-                    stats.pruned
-                );
+                self.close_store(now);
                 return Ok(());
             }
-            let wake = [self.driver.poll_timeout(now.instant), self.shutdown_deadline]
-                .into_iter()
-                .flatten()
-                .min();
+            let redis_timeout = match &self.backend {
+                Backend::Redis(redis) => redis.store.poll_timeout(),
+                Backend::Local { .. } => None,
+            };
+            let wake = [
+                self.driver.poll_timeout(now.instant),
+                self.shutdown_deadline,
+                redis_timeout,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let timeout = wake.map(|at| at.saturating_duration_since(now.instant));
             if let Err(error) = self.poll.poll(&mut events, timeout) {
                 if error.kind() == io::ErrorKind::Interrupted {
@@ -333,11 +381,21 @@ impl Server {
                     METRICS_LISTENER => self.accept(Listener::Metrics, now),
                     SIGNALS => self.on_signal(now),
                     STORE => {
-                        for outcome in self.store.try_results() {
-                            if let Some(latency) = self.commit_clock.answered(&outcome, now.instant) {
-                                self.driver.hub_mut().metrics_mut().store_commit(latency);
+                        if let Backend::Local {
+                            store, commit_clock, ..
+                        } = &mut self.backend
+                        {
+                            for outcome in store.try_results() {
+                                if let Some(latency) = commit_clock.answered(&outcome, now.instant) {
+                                    self.driver.hub_mut().metrics_mut().store_commit(latency);
+                                }
+                                self.driver.store_outcome(outcome, now);
                             }
-                            self.driver.store_outcome(outcome, now);
+                        }
+                    }
+                    token @ (REDIS_LINK | REDIS_SUB) => {
+                        if let Backend::Redis(redis) = &mut self.backend {
+                            redis.drive(self.poll.registry(), Some(token), now.instant);
                         }
                     }
                     Token(index) => {
@@ -355,17 +413,114 @@ impl Server {
                 }
             }
             self.driver.end_turn(now);
-            self.register();
-            // Everything the chat asked of the store this turn goes in one batch: one commit.
-            let commands = self.driver.take_store_commands();
-            if !commands.is_empty() {
-                self.commit_clock.submitted(&commands, now.instant);
-                if let Err(error) = self.store.submit(commands) {
-                    // The writer is gone; its handle answers every command with this error.
-                    warn!("message store: {error}");
-                    self.driver.hub_mut().store_failed(error.to_string());
+            match &mut self.backend {
+                Backend::Local { .. } => {
+                    let commands = self.settle_coordination(now);
+                    self.register();
+                    self.submit_local(commands, now);
+                }
+                Backend::Redis(_) => {
+                    self.settle_redis(now);
+                    self.register();
                 }
             }
+        }
+    }
+
+    /// Everything the chat asked of the store this turn goes to the writer in one batch: one
+    /// commit.
+    fn submit_local(&mut self, commands: Vec<Command>, now: Now) {
+        let Backend::Local {
+            store, commit_clock, ..
+        } = &mut self.backend
+        else {
+            return;
+        };
+        if !commands.is_empty() {
+            commit_clock.submitted(&commands, now.instant);
+            if let Err(error) = store.submit(commands) {
+                // The writer is gone; its handle answers every command with this error.
+                warn!("message store: {error}");
+                self.driver.hub_mut().store_failed(error.to_string());
+            }
+        }
+    }
+
+    /// Hands the turn's commands to Redis (pipelined: one write per connection per pass), runs
+    /// its timers, and feeds back what it answered, until the chat asks for no more this turn.
+    fn settle_redis(&mut self, now: Now) {
+        let Backend::Redis(redis) = &mut self.backend else {
+            return;
+        };
+        if redis.store.poll_timeout().is_some_and(|at| at <= now.instant) {
+            redis.store.handle_timeout(now.instant);
+        }
+        loop {
+            let commands = self.driver.take_store_commands();
+            for command in commands {
+                redis.store.execute(command, now.instant);
+            }
+            redis.drive(self.poll.registry(), None, now.instant);
+            self.driver.hub_mut().store_health(redis.store.health());
+            let mut answered = false;
+            while let Some(outcome) = redis.store.poll_outcome() {
+                answered = true;
+                self.driver.store_outcome(outcome, now);
+            }
+            if !answered && !self.driver.hub().has_store_commands() {
+                return;
+            }
+            self.driver.end_turn(now);
+        }
+    }
+
+    /// The end: SQLite commits what it still has queued; Redis is told this node is gone (its
+    /// members unlisted and its leases given back at once).
+    fn close_store(&mut self, now: Now) {
+        match &mut self.backend {
+            Backend::Local { store, .. } => {
+                if let Err(error) = store.close() {
+                    warn!("message store: {error}");
+                }
+                let stats = store.stats();
+                info!(
+                    "message store: {} messages in {} commits ({:.1} per commit, at most {}), {} failed commits, {} pruned",
+                    stats.messages,
+                    stats.commits,
+                    stats.messages as f64 / stats.commits.max(1) as f64,
+                    stats.largest_commit,
+                    stats.failed_commits,
+                    stats.pruned
+                );
+            }
+            Backend::Redis(redis) => {
+                redis.store.shutdown(now.instant);
+                redis.drive(self.poll.registry(), None, now.instant);
+            }
+        }
+    }
+
+    /// Answers the turn's coordination commands here and now (one process needs no round trip for
+    /// them), until the chat asks for no more; returns the storage commands, in order, for the
+    /// writer thread.
+    fn settle_coordination(&mut self, now: Now) -> Vec<Command> {
+        let mut storage = Vec::new();
+        loop {
+            let mut outcomes = Vec::new();
+            for command in self.driver.take_store_commands() {
+                if command.is_storage() {
+                    storage.push(command);
+                } else if let Backend::Local { coordination, .. } = &mut self.backend {
+                    coordination.execute(command, now.instant, &mut outcomes);
+                }
+            }
+            if outcomes.is_empty() {
+                return storage;
+            }
+            for outcome in outcomes {
+                self.driver.store_outcome(outcome, now);
+            }
+            self.driver.end_turn(now);
         }
     }
 
@@ -465,15 +620,64 @@ impl Server {
     }
 }
 
+/// Connects to Redis and waits (a few seconds at most) until it is usable: the scripts loaded, the
+/// epoch read, the subscription up. A start against a Redis that is not there, or not Redis, stops
+/// with one line rather than serve a chat that cannot store anything.
+fn connect_redis(poll: &mut Poll, config: &RedisConfig, node: &str) -> Result<RedisBackend, StartError> {
+    let start = clock().instant;
+    let seed = os_random() as u64;
+    let mut backend = RedisBackend::new(config, node, seed, [REDIS_LINK, REDIS_SUB], start);
+    let mut events = Events::with_capacity(16);
+    let mut ready = None;
+    loop {
+        let now = clock().instant;
+        backend.drive(poll.registry(), ready.take(), now);
+        for event in events.iter() {
+            backend.drive(poll.registry(), Some(event.token()), now);
+        }
+        if backend.store.epoch().is_some() && backend.store.health().is_ok() {
+            return Ok(backend);
+        }
+        if now >= start + REDIS_START_TIMEOUT {
+            let why = backend
+                .store
+                .health()
+                .err()
+                .unwrap_or_else(|| "no epoch read".to_owned());
+            return Err(StartError::Redis(format!(
+                "no usable Redis at {} within {:?}: {why}",
+                config.address(),
+                REDIS_START_TIMEOUT
+            )));
+        }
+        if backend.store.poll_timeout().is_some_and(|at| at <= now) {
+            backend.store.handle_timeout(now);
+        }
+        // Short waits: the connections' own timers (connect timeout, backoff) run meanwhile.
+        let wait = backend
+            .store
+            .poll_timeout()
+            .map_or(START_POLL, |at| at.saturating_duration_since(now).min(START_POLL));
+        poll.poll(&mut events, Some(wait))?;
+    }
+}
+
+/// The longest single wait while the start waits for Redis.
+const START_POLL: Duration = Duration::from_millis(50);
+
 /// Connections the kernel may hold for us to accept. mio's `bind` asks for 128, which a burst of
 /// clients (a reconnect storm after a restart, a benchmark opening thousands) overflows: the
 /// dropped SYNs are retried only after a second. The kernel caps it at `net.core.somaxconn`.
 const LISTEN_BACKLOG: i32 = 4096;
 
-/// A non-blocking listening socket with `SO_REUSEADDR` (restarts do not wait out TIME_WAIT).
-fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+/// A non-blocking listening socket with `SO_REUSEADDR` (restarts do not wait out TIME_WAIT), and
+/// `SO_REUSEPORT` if asked (several processes on one address, the kernel spreading connections).
+fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;

@@ -10,11 +10,13 @@
 //! disk flush acknowledges many messages, and a quiet server still answers a lone message after one
 //! flush. The thread then sends all the turn's outcomes and calls the wake-up callback once.
 //!
-//! Every implementation (today [`sqlite`]; a Redis store is planned) keeps these promises:
+//! Every implementation ([`sqlite`] behind a writer thread, [`redis`] in the event loop, and
+//! [`memory`] for tests) keeps these promises:
 //!
 //! - **Durable before acked.** An [`Appended`] outcome is sent only after the transaction that holds
 //!   the message is on disk. A batch either commits whole or every message in it fails with the
-//!   same [`StoreError`]; nothing is ever partly acknowledged.
+//!   same [`StoreError`]; nothing is ever partly acknowledged. (Redis: as durable as its
+//!   `appendfsync` setting; see [`redis`].)
 //! - **Ids strictly increase** across restarts and are never reused, even after their message was
 //!   pruned, so "messages after id N" means the same thing before and after a restart.
 //! - **Exactly once.** A message carrying an [`IdempotencyKey`] its room already accepted is not
@@ -24,13 +26,44 @@
 //! - **Retention.** Each room keeps its newest N messages; older ones are pruned in the background.
 //! - **One history per [`Epoch`].** The epoch is drawn at random when the store is created and never
 //!   changes; a client that sees a different epoch knows its ids refer to another history.
+//!
+//! ## The feed: one order per room
+//!
+//! A stored message is not shown by the one who stored it. Every store also *announces* what it
+//! stored, as [`Outcome::Posted`] carrying the id of the room's previous message, and the chat shows
+//! a message to its room only when the announcement arrives. With one process that is the writer
+//! thread telling the loop right after its commit; with many processes sharing Redis it is Redis's
+//! pub/sub, heard by every process. So every client of a room, on every process, sees the room's
+//! messages in the one order the store gave them, and a process that notices a hole (an
+//! announcement whose previous id is not the last it showed) reads the hole from the history before
+//! showing more ([`Range::Since`]; [`Page::prev`] says whether the history still reaches back to it).
+//! A process *follows* the rooms its clients are in ([`Command::Follow`]); [`Outcome::Following`]
+//! says "from here on you hear every announcement; read what came before".
+//!
+//! ## Coordination: what many processes must agree on
+//!
+//! Besides messages, the chat asks the store for the rules that hold across processes, so that one
+//! code path serves one process and many ([`local::Coordination`] keeps them in memory for one
+//! process; [`redis`] keeps them in Redis for many):
+//!
+//! - **Nicknames are leases** ([`Command::Claim`], [`Command::Release`]): exactly one owner at a
+//!   time, whole cluster. A store that holds them remotely renews them; if it cannot, it says so
+//!   ([`Outcome::LeaseLost`]) and the chat closes that client.
+//! - **Presence** ([`Command::Present`], [`Command::Absent`], [`Command::Members`]): who is in a room
+//!   on every process; [`Outcome::PresenceChanged`] says a room's list should be read again.
+//! - **Resume tokens** ([`Command::PutToken`], [`Command::TakeToken`]): a session's name and room,
+//!   taken once, by any process; [`Command::Evict`] asks the process holding a taken-over session to
+//!   close it ([`Outcome::Evicted`]).
+//! - **Epoch changes** ([`Outcome::Epoch`]): the store lost its data and started another history.
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
+pub mod local;
 pub mod memory;
 pub mod redis;
 pub mod sqlite;
@@ -114,6 +147,18 @@ pub struct NewMessage {
     /// Unix time in milliseconds when the server accepted it.
     pub ts: u64,
     pub key: Option<IdempotencyKey>,
+    /// The sender's nickname lease: a store that keeps leases refuses the message unless this owner
+    /// still holds it ([`StoreError::NotOwner`]). `None`: no check.
+    pub lease: Option<LeaseRef>,
+}
+
+/// A nickname lease and the owner that claims to hold it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LeaseRef {
+    /// The nickname's comparison key ([`crate::chat::names::NameKey`]): look-alikes share it.
+    pub key: String,
+    /// Who holds it: a session, named uniquely across processes (`<node>.<session>`).
+    pub owner: String,
 }
 
 /// A message as the store holds it. Its idempotency key stays inside the store: it is the sender's
@@ -130,10 +175,112 @@ pub struct StoredMessage {
 /// One piece of a turn's work.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Store these messages; each gets its own [`Outcome::Append`].
+    /// Store these messages; each gets its own [`Outcome::Append`], and each one stored is also
+    /// announced ([`Outcome::Posted`]) to those following its room.
     Append(Vec<NewMessage>),
     /// Read part of a room's history; answered by one [`Outcome::Read`].
     Read(Read),
+    /// Announce the room's messages to this process from now on; answered (now, and again after
+    /// any interruption) by [`Outcome::Following`].
+    Follow { room: String },
+    /// Stop announcing the room's messages to this process. No outcome.
+    Unfollow { room: String },
+    /// Take a nickname's lease; answered by [`Outcome::Claim`].
+    Claim(Claim),
+    /// Give a lease back, if `owner` holds it. No outcome.
+    Release(LeaseRef),
+    /// `owner` (a session) is in `room` under `nickname` (also: its nickname changed). No outcome.
+    Present {
+        room: String,
+        owner: String,
+        nickname: String,
+    },
+    /// `owner` left `room`. No outcome.
+    Absent { room: String, owner: String },
+    /// Who is in the room, on every process; answered by [`Outcome::Members`].
+    Members { token: Token, room: String },
+    /// Remember what a resume token stands for. `live`: its session is running, so the token is
+    /// kept as long as it runs (a store shared by processes renews it); otherwise it is kept for
+    /// `ttl`. No outcome.
+    PutToken {
+        resume: String,
+        session: Resumable,
+        ttl: Duration,
+        live: bool,
+    },
+    /// Take what a resume token stands for, and forget it (a token works once); answered by
+    /// [`Outcome::Token`].
+    TakeToken { token: Token, resume: String },
+    /// Forget a resume token. No outcome.
+    DropToken { resume: String },
+    /// The session `owner` was taken over by a resume elsewhere: the process that holds it closes
+    /// it ([`Outcome::Evicted`] there). No outcome here.
+    Evict { owner: String },
+}
+
+impl Command {
+    /// Whether the command is about stored messages (appends, reads), as opposed to coordination.
+    pub fn is_storage(&self) -> bool {
+        matches!(self, Self::Append(_) | Self::Read(_))
+    }
+}
+
+/// A request for a nickname's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub token: Token,
+    /// The nickname wanted, or `None` for the next free anonymous one (`Anonymous<N>`).
+    pub nickname: Option<Nickname>,
+    /// The session that would hold it.
+    pub owner: String,
+    /// A session whose lease this one may take over (a resume).
+    pub replacing: Option<String>,
+}
+
+/// A nickname as shown, and its comparison key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nickname {
+    pub display: String,
+    pub key: String,
+}
+
+/// What a claim got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// The owner holds the lease of this nickname now.
+    Held { nickname: String },
+    /// Another owner holds it.
+    Taken,
+}
+
+/// The first anonymous nickname a store gives, and the form of all of them.
+pub fn anonymous_nickname(number: u64) -> String {
+    format!("Anonymous{number}")
+}
+
+/// What a resume token stands for: a session's nickname, room and owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resumable {
+    pub nickname: String,
+    pub room: String,
+    pub owner: String,
+}
+
+/// One member of a room, on some process.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Member {
+    pub owner: String,
+    pub nickname: String,
+}
+
+/// A stored message, announced to the processes following its room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posted {
+    pub message: StoredMessage,
+    /// The id of the room's message before this one (0: none).
+    pub prev_id: u64,
+    /// The token of the [`NewMessage`] if this process stored it.
+    pub origin: Option<Token>,
 }
 
 /// A read of one room's history.
@@ -157,7 +304,8 @@ pub enum Range {
     Latest,
 }
 
-/// What the store did with one command (or one message of an append).
+/// What the store did with one command (or one message of an append), or what it tells of its own
+/// accord (the feed, and the coordination's news).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Append {
@@ -168,12 +316,49 @@ pub enum Outcome {
         token: Token,
         result: Result<Page, StoreError>,
     },
+    Claim {
+        token: Token,
+        result: Result<Claimed, StoreError>,
+    },
+    Members {
+        token: Token,
+        result: Result<Vec<Member>, StoreError>,
+    },
+    /// What a resume token stood for; `None` if it is unknown, expired or already taken.
+    Token {
+        token: Token,
+        result: Result<Option<Resumable>, StoreError>,
+    },
+    /// A message stored in a followed room.
+    Posted(Posted),
+    /// Announcements of `room` reach this process from here on; anything stored before may have
+    /// been missed (read it).
+    Following { room: String },
+    /// The room's members may have changed on another process: read them again.
+    PresenceChanged { room: String },
+    /// The store could not keep `owner`'s lease: somebody else may hold the nickname now.
+    LeaseLost { owner: String },
+    /// The session `owner` was resumed elsewhere: close it.
+    Evicted { owner: String },
+    /// The store's data is another history now (lost, flushed): ids known before mean nothing.
+    Epoch(Epoch),
 }
 
 impl Outcome {
-    pub fn token(&self) -> Token {
+    /// The token of the command this answers; `None` for what the store tells of its own accord.
+    pub fn token(&self) -> Option<Token> {
         match self {
-            Self::Append { token, .. } | Self::Read { token, .. } => *token,
+            Self::Append { token, .. }
+            | Self::Read { token, .. }
+            | Self::Claim { token, .. }
+            | Self::Members { token, .. }
+            | Self::Token { token, .. } => Some(*token),
+            Self::Posted(_)
+            | Self::Following { .. }
+            | Self::PresenceChanged { .. }
+            | Self::LeaseLost { .. }
+            | Self::Evicted { .. }
+            | Self::Epoch(_) => None,
         }
     }
 }
@@ -206,6 +391,10 @@ pub struct Page {
     /// Whether the room holds further messages in the direction read (newer for `Since`, older for
     /// `Before` and `Latest`), so the client knows whether to ask again.
     pub more: bool,
+    /// The id of the room's message before the first one of the page (0: none), if the store
+    /// knows it. A `Since(n)` page whose `prev` is above `n` starts after a hole: the messages in
+    /// between were pruned. `None`: the store cannot tell.
+    pub prev: Option<u64>,
 }
 
 /// Why a command failed at run time. The store keeps running: a later turn may succeed.
@@ -223,6 +412,8 @@ pub enum StoreError {
     Stopped,
     /// The test hook [`StoreHandle::simulate_disk_failure`] is on.
     SimulatedFailure,
+    /// The sender does not hold its nickname's lease (it expired, or another session took it).
+    NotOwner,
     /// Anything else the storage engine reported.
     Other(String),
 }
@@ -236,6 +427,7 @@ impl fmt::Display for StoreError {
             Self::Corrupt(detail) => write!(f, "message store unavailable: damaged data ({detail})"),
             Self::Stopped => write!(f, "message store unavailable: its writer thread has stopped"),
             Self::SimulatedFailure => write!(f, "message store unavailable: simulated disk failure"),
+            Self::NotOwner => write!(f, "refused: the sender no longer holds its nickname"),
             Self::Other(detail) => write!(f, "message store unavailable: {detail}"),
         }
     }
@@ -571,6 +763,26 @@ pub(crate) fn fail_all(commands: &[Command], error: &StoreError) -> Vec<Outcome>
                 token: read.token,
                 result: Err(error.clone()),
             }),
+            Command::Claim(claim) => outcomes.push(Outcome::Claim {
+                token: claim.token,
+                result: Err(error.clone()),
+            }),
+            Command::Members { token, .. } => outcomes.push(Outcome::Members {
+                token: *token,
+                result: Err(error.clone()),
+            }),
+            Command::TakeToken { token, .. } => outcomes.push(Outcome::Token {
+                token: *token,
+                result: Err(error.clone()),
+            }),
+            Command::Follow { .. }
+            | Command::Unfollow { .. }
+            | Command::Release(_)
+            | Command::Present { .. }
+            | Command::Absent { .. }
+            | Command::PutToken { .. }
+            | Command::DropToken { .. }
+            | Command::Evict { .. } => {}
         }
     }
     outcomes

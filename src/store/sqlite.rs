@@ -53,8 +53,8 @@ use rusqlite::{
 };
 
 use super::{
-    Appended, Backend, Command, Epoch, MAX_PAGE_LEN, NewMessage, OpenError, OpenInfo, Outcome, Page, Range,
-    Read, Shared, StoreError, StoreHandle, StoredMessage, Wake, fail_all,
+    Appended, Backend, Command, Epoch, MAX_PAGE_LEN, NewMessage, OpenError, OpenInfo, Outcome, Page, Posted,
+    Range, Read, Shared, StoreError, StoreHandle, StoredMessage, Wake, fail_all,
 };
 
 /// Marks a file as a wschat store in the SQLite header ("wsch" in ASCII).
@@ -221,11 +221,26 @@ impl SqliteBackend {
             match command {
                 Command::Append(messages) => {
                     for message in messages {
-                        let result = Ok(append(&tx, message)?);
+                        let (appended, prev) = append(&tx, message)?;
                         outcomes.push(Outcome::Append {
                             token: message.token,
-                            result,
+                            result: Ok(appended),
                         });
+                        // Announced in the same answer, right after the commit: the feed of one
+                        // process is the writer's own order.
+                        if let (Appended::Stored { id }, Some(prev_id)) = (appended, prev) {
+                            outcomes.push(Outcome::Posted(Posted {
+                                message: StoredMessage {
+                                    id,
+                                    room: message.room.clone(),
+                                    nickname: message.nickname.clone(),
+                                    text: message.text.clone(),
+                                    ts: message.ts,
+                                },
+                                prev_id,
+                                origin: Some(message.token),
+                            }));
+                        }
                     }
                 }
                 Command::Read(read) => {
@@ -241,6 +256,8 @@ impl SqliteBackend {
                         result,
                     });
                 }
+                // Coordination is the loop's own (`store::local`), never sent here.
+                _ => {}
             }
         }
         if writes && shared.failure_simulated() {
@@ -256,11 +273,11 @@ impl SqliteBackend {
         let mut outcomes = Vec::new();
         for command in commands {
             match command {
-                Command::Append(_) => outcomes.extend(fail_all(std::slice::from_ref(command), error)),
                 Command::Read(read) => outcomes.push(Outcome::Read {
                     token: read.token,
                     result: read_page(&self.conn, read),
                 }),
+                other => outcomes.extend(fail_all(std::slice::from_ref(other), error)),
             }
         }
         outcomes
@@ -310,7 +327,7 @@ impl Backend for SqliteBackend {
             .iter()
             .map(|command| match command {
                 Command::Append(messages) => messages.len() as u64,
-                Command::Read(_) => 0,
+                _ => 0,
             })
             .sum();
         match self.try_turn(&commands, messages > 0, shared) {
@@ -469,17 +486,24 @@ fn read_rooms(conn: &Connection) -> rusqlite::Result<BTreeSet<String>> {
     Ok(rooms)
 }
 
-/// Stores `message`, or finds the message its key already names.
-fn append(conn: &Connection, message: &NewMessage) -> Result<Appended, StoreError> {
+/// Stores `message`, or finds the message its key already names. A message stored now comes with
+/// the id of its room's message before it (0: none).
+fn append(conn: &Connection, message: &NewMessage) -> Result<(Appended, Option<u64>), StoreError> {
     if let Some(key) = &message.key {
         let original = conn
             .prepare_cached("SELECT id FROM messages WHERE room = ?1 AND key = ?2")?
             .query_row(params![message.room, key.as_str()], |row| unsigned(row, 0))
             .optional()?;
         if let Some(id) = original {
-            return Ok(Appended::Duplicate { id });
+            return Ok((Appended::Duplicate { id }, None));
         }
     }
+    // The room's newest message is never pruned (retention keeps at least one), so this is the
+    // message before the new one. One step down the (room, id) index.
+    let prev: Option<i64> = conn
+        .prepare_cached("SELECT max(id) FROM messages WHERE room = ?1")?
+        .query_row(params![message.room], |row| row.get(0))?;
+    let prev = prev.and_then(|id| u64::try_from(id).ok()).unwrap_or(0);
     conn.prepare_cached("INSERT INTO messages (room, nickname, text, ts, key) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![
             message.room,
@@ -490,7 +514,7 @@ fn append(conn: &Connection, message: &NewMessage) -> Result<Appended, StoreErro
         ])?;
     let id =
         u64::try_from(conn.last_insert_rowid()).map_err(|_| StoreError::Corrupt("negative id".to_owned()))?;
-    Ok(Appended::Stored { id })
+    Ok((Appended::Stored { id }, Some(prev)))
 }
 
 /// Answers a read. One query serves all three ranges: `Latest` is "before the end".
@@ -515,7 +539,13 @@ fn read_page(conn: &Connection, read: &Read) -> Result<Page, StoreError> {
     if newest_first {
         messages.reverse();
     }
-    Ok(Page { messages, more })
+    // The previous id of a page is not known here (pruning takes it); it is never needed: one
+    // process's feed comes from this thread in order, and has no holes to find.
+    Ok(Page {
+        messages,
+        more,
+        prev: None,
+    })
 }
 
 const BEFORE_SQL: &str =

@@ -96,13 +96,14 @@ impl TestServer {
     }
 }
 
-/// `[wrapper...] wschat --listen 127.0.0.1:0 [defaults the test did not name] <args>`, logging at
+/// `[wrapper...] wschat [defaults the test did not name, --listen 127.0.0.1:0 first] <args>`, logging at
 /// info level.
 fn wschat_command(wrapper: &[&str], args: &[&str]) -> Command {
     // Tests run in parallel: each server keeps its messages in memory unless the test names a
     // database of its own. Every test client comes from 127.0.0.1, so the per-address limits are
     // lifted unless the test is about them.
     let defaults = [
+        ("--listen", "127.0.0.1:0"),
         ("--db", ":memory:"),
         ("--max-connections-per-ip", "1000000"),
         ("--ip-rate-limit", "1000000"),
@@ -122,7 +123,6 @@ fn wschat_command(wrapper: &[&str], args: &[&str]) -> Command {
         None => Command::new(binary),
     };
     command
-        .args(["--listen", "127.0.0.1:0"])
         .args(unnamed)
         .args(args)
         .env("RUST_LOG", "info")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Redis layer against a real Redis: starts a throw-away redis-server on a free loopback port
 # (its own temporary directory, no persistence), runs the ignored tests of tests/redis_link.rs
-# against it, and stops it by its pid whatever happens.
+# against it, and stops it by its pid whatever happens; then the multi-process scenarios of
+# tests/redis_cluster.rs, which start redis-servers of their own.
 #
 # Installs Debian's redis-server if it is missing (apt-get; needs root, as on the CI machine).
 # A redis-server still missing after that is a failure, never a skip.
@@ -74,3 +75,10 @@ echo "redis: $(redis-server --version | cut -d' ' -f3) on 127.0.0.1:$port (pid $
 
 WSCHAT_REDIS_URL="redis://127.0.0.1:$port" \
     cargo test --test redis_link -- --ignored --test-threads=1
+# The HTTP transports (Server-Sent Events, long-polling) and WebSocket, each on its own node.
+WSCHAT_REDIS_URL="redis://127.0.0.1:$port" \
+    cargo test --test fallback -- --ignored
+
+# Several wschat processes, one chat: each test starts its own redis-server (on a free port, in a
+# temporary directory, killed by its pid) and its own nodes, so they need only the binary here.
+cargo test --test redis_cluster -- --ignored

@@ -44,6 +44,11 @@ impl Keys {
         format!("{}epoch", self.prefix)
     }
 
+    /// String (integer): the last number given to an anonymous nickname.
+    pub fn anonymous(&self) -> String {
+        format!("{}anonymous", self.prefix)
+    }
+
     /// String (integer): the highest message id ever given.
     pub fn last_id(&self) -> String {
         format!("{}last_id", self.prefix)

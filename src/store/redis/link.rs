@@ -44,7 +44,7 @@ use super::ops::{self, Answer, Call, Context, Reply, Request, RoomPayload, Scrip
 use super::resp::{self, Decoder, Frame};
 use super::scripts::{self, Script};
 use super::{DownReason, RedisConfig, RedisError, RemoteMessage, Timeouts};
-use crate::store::{Command, Epoch, NewMessage};
+use crate::store::{Command, Epoch};
 
 /// What the event loop must do with the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,8 +268,9 @@ pub enum Event {
     /// The data's epoch, when first read and whenever it changes: a change means Redis lost its
     /// data, and ids known before belong to another history.
     Epoch(Epoch),
-    /// One request's answer, in submission order.
-    Reply(Reply),
+    /// One request's answer, in submission order (boxed: a reply carries its request, far larger
+    /// than the other events).
+    Reply(Box<Reply>),
 }
 
 /// The command connection.
@@ -279,6 +280,8 @@ pub struct Link {
     keys: Keys,
     db: u32,
     keep_per_room: usize,
+    /// [`RedisConfig::pipeline`].
+    pipeline: bool,
     /// Each script with its digest, computed once.
     shas: Vec<(&'static Script, String)>,
     epoch: Option<Epoch>,
@@ -305,6 +308,7 @@ impl Link {
             keys: config.keys(),
             db: config.db,
             keep_per_room: config.keep_per_room,
+            pipeline: config.pipeline,
             shas: scripts::ALL
                 .iter()
                 .map(|script| (*script, script.sha()))
@@ -325,6 +329,11 @@ impl Link {
     }
 
     /// The data's epoch, once read.
+    /// Why the connection last went down (meaningful while it is not ready).
+    pub fn last_down(&self) -> &DownReason {
+        &self.conn.last_down
+    }
+
     pub fn epoch(&self) -> Option<Epoch> {
         self.epoch
     }
@@ -433,28 +442,27 @@ impl Link {
                 let error = RedisError::Unavailable(self.conn.last_down.clone());
                 self.complete(seq, Err(error));
             }
-            LinkState::Ready if self.retry.is_empty() => self.send_request(seq, false, now),
+            LinkState::Ready if self.retry.is_empty() && (self.pipeline || !self.request_due()) => {
+                self.send_request(seq, false, now)
+            }
             _ => self.unsent.push_back(seq),
         }
         self.deliver();
     }
 
-    /// Queues a store command: each message is published (with the lease owner `owner_of` names,
-    /// if any), a read is read; each reply's [`Reply::route`] gives the store's outcome.
-    pub fn submit_command(
-        &mut self,
-        command: Command,
-        mut owner_of: impl FnMut(&NewMessage) -> Option<String>,
-        now: Instant,
-    ) {
+    /// Queues a storage command: each message is published (checked against its sender's lease, if
+    /// it names one), a read is read; each reply's [`Reply::route`] gives the store's outcome.
+    /// Coordination commands are not one request each; [`super::store::RedisStore`] runs them.
+    pub fn submit_command(&mut self, command: Command, now: Instant) {
         match command {
             Command::Append(messages) => {
                 for message in messages {
-                    let owner = owner_of(&message);
+                    let owner = message.lease.as_ref().map(|lease| lease.owner.clone());
                     self.submit(message.token, Request::Publish { message, owner }, now);
                 }
             }
             Command::Read(read) => self.submit(read.token, Request::Read(read), now),
+            _ => {}
         }
     }
 
@@ -533,7 +541,7 @@ impl Link {
             {
                 self.first_seq += 1;
                 self.events
-                    .push_back(Event::Reply(Reply { tag, request, result }));
+                    .push_back(Event::Reply(Box::new(Reply { tag, request, result })));
             }
         }
     }
@@ -564,7 +572,13 @@ impl Link {
                     log::warn!("redis: PING answered {message}");
                 }
             }
-            Wire::Request(seq) => self.on_reply(seq, frame, now),
+            Wire::Request(seq) => {
+                self.on_reply(seq, frame, now);
+                if !self.pipeline && self.retry.is_empty() && self.conn.state == LinkState::Ready {
+                    // One at a time: the next one goes now that this one is answered.
+                    self.flush_unsent(now);
+                }
+            }
         }
         self.deliver();
     }
@@ -639,9 +653,17 @@ impl Link {
     }
 
     fn flush_unsent(&mut self, now: Instant) {
-        while let Some(seq) = self.unsent.pop_front() {
+        while self.pipeline || !self.request_due() {
+            let Some(seq) = self.unsent.pop_front() else {
+                return;
+            };
             self.send_request(seq, false, now);
         }
+    }
+
+    /// Whether a request's reply is due.
+    fn request_due(&self) -> bool {
+        self.wire.iter().any(|wire| matches!(wire, Wire::Request(_)))
     }
 
     fn go_down(&mut self, reason: DownReason, now: Instant, by_us: bool) {
@@ -720,6 +742,11 @@ impl Subscriber {
 
     pub fn state(&self) -> LinkState {
         self.conn.state
+    }
+
+    /// Why the connection last went down (meaningful while it is not ready).
+    pub fn last_down(&self) -> &DownReason {
+        &self.conn.last_down
     }
 
     pub fn rooms(&self) -> impl Iterator<Item = &str> {

@@ -85,12 +85,14 @@ pub mod link;
 pub mod ops;
 pub mod resp;
 pub mod scripts;
+pub mod store;
 
 pub use keys::{Channel, Keys};
-pub use link::{Action, Event, Link, SubEvent, Subscriber};
+pub use link::{Action, Event, Link, LinkState, SubEvent, Subscriber};
 pub use ops::{
     Answer, Continuity, Lease, Member, Published, RemoteMessage, Reply, Request, Routed, Session, Tag,
 };
+pub use store::RedisStore;
 
 /// The Redis port when the URL names none.
 pub const DEFAULT_PORT: u16 = 6379;
@@ -111,6 +113,9 @@ pub struct RedisConfig {
     /// Retention: each room's stream keeps at least this many messages.
     pub keep_per_room: usize,
     pub timeouts: Timeouts,
+    /// Send every request at once (true), or one at a time, each after the previous one's reply
+    /// (false: only to measure what pipelining buys).
+    pub pipeline: bool,
 }
 
 impl RedisConfig {
@@ -149,6 +154,7 @@ impl RedisConfig {
             prefix: DEFAULT_PREFIX.to_owned(),
             keep_per_room: crate::store::sqlite::DEFAULT_KEEP_PER_ROOM.get(),
             timeouts: Timeouts::default(),
+            pipeline: true,
         })
     }
 

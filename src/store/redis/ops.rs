@@ -33,6 +33,8 @@ pub enum Request {
     Read(Read),
     /// The highest id ever given (0 if none).
     LastId,
+    /// The next number for an anonymous nickname (`Anonymous<N>`), counted for the whole cluster.
+    NextAnonymous,
     /// The data's epoch, created if absent.
     Epoch,
     /// Take a nickname's lease for `owner` for `ttl`; also succeeds if `owner` already holds it, or
@@ -47,6 +49,11 @@ pub enum Request {
     Renew {
         nickname: String,
         owner: String,
+        ttl: Duration,
+    },
+    /// Extend each lease (nickname key, owner) for `ttl`, if its owner still holds it.
+    RenewMany {
+        leases: Vec<(String, String)>,
         ttl: Duration,
     },
     /// Give the lease back, if `owner` holds it.
@@ -92,6 +99,7 @@ impl Request {
                 | Self::Epoch
                 | Self::Acquire { .. }
                 | Self::Renew { .. }
+                | Self::RenewMany { .. }
                 | Self::Release { .. }
                 | Self::Leave { .. }
                 | Self::Members { .. }
@@ -104,6 +112,9 @@ impl Request {
 pub struct Session {
     pub nickname: String,
     pub room: String,
+    /// The session that held the nickname's lease (`<node>.<session>`): a resume elsewhere takes
+    /// the lease over from it, and its node is asked to close it.
+    pub owner: String,
 }
 
 /// What the publish script did with a message.
@@ -144,10 +155,14 @@ pub enum Answer {
     Page(Page),
     /// To [`Request::LastId`].
     LastId(u64),
+    /// To [`Request::NextAnonymous`].
+    Anonymous(u64),
     /// To [`Request::Epoch`].
     Epoch(Epoch),
     /// To [`Request::Acquire`], [`Request::Renew`], [`Request::Release`].
     Lease(Lease),
+    /// To [`Request::RenewMany`]: whether each lease was renewed, in order.
+    Renewed(Vec<bool>),
     /// To [`Request::Members`].
     Members(Vec<Member>),
     /// To [`Request::TakeToken`]: the session, or `None` if the token is unknown or expired.
@@ -201,9 +216,7 @@ impl Reply {
                 result: match result {
                     Ok(Answer::Published(Published::Stored { id })) => Ok(Appended::Stored { id }),
                     Ok(Answer::Published(Published::Duplicate { id })) => Ok(Appended::Duplicate { id }),
-                    Ok(Answer::Published(Published::NotOwner)) => Err(StoreError::Other(
-                        "the sender no longer holds its nickname".to_owned(),
-                    )),
+                    Ok(Answer::Published(Published::NotOwner)) => Err(StoreError::NotOwner),
                     Ok(other) => Err(failed(unexpected("a publish answer", &other))),
                     Err(error) => Err(failed(error)),
                 },
@@ -331,7 +344,13 @@ pub fn call(request: &Request, context: &Context<'_>) -> Result<Call, Answer> {
                     keys.last_id().as_bytes(),
                     keys.history(&message.room).as_bytes(),
                     keys.dedup(&message.room).as_bytes(),
-                    keys.lease(&message.nickname).as_bytes(),
+                    keys.lease(
+                        message
+                            .lease
+                            .as_ref()
+                            .map_or(&message.nickname, |lease| &lease.key),
+                    )
+                    .as_bytes(),
                 ],
                 [
                     epoch.as_bytes(),
@@ -348,6 +367,7 @@ pub fn call(request: &Request, context: &Context<'_>) -> Result<Call, Answer> {
         }
         Request::Read(read) => return read_call(read, keys),
         Request::LastId => plain([b"GET", keys.last_id().as_bytes()]),
+        Request::NextAnonymous => plain([b"INCR", keys.anonymous().as_bytes()]),
         Request::Epoch => script(
             &scripts::EPOCH,
             [keys.epoch().as_bytes()],
@@ -372,6 +392,19 @@ pub fn call(request: &Request, context: &Context<'_>) -> Result<Call, Answer> {
             [keys.lease(nickname).as_bytes()],
             [owner.as_bytes(), millis(*ttl).as_bytes()],
         ),
+        Request::RenewMany { leases, ttl } => {
+            let ttl = millis(*ttl);
+            let mut args = vec![ttl.into_bytes()];
+            args.extend(leases.iter().map(|(_, owner)| owner.as_bytes().to_vec()));
+            Call::Script {
+                script: &scripts::LEASE_RENEW_MANY,
+                keys: leases
+                    .iter()
+                    .map(|(key, _)| keys.lease(key).into_bytes())
+                    .collect(),
+                args,
+            }
+        }
         Request::Release { nickname, owner } => script(
             &scripts::LEASE_RELEASE,
             [keys.lease(nickname).as_bytes()],
@@ -474,6 +507,9 @@ pub fn parse(request: &Request, frame: Frame) -> Result<Answer, RedisError> {
             Frame::Null => Ok(Answer::LastId(0)),
             other => number(other).map(Answer::LastId).ok_or_else(|| shape("an id")),
         },
+        Request::NextAnonymous => number(&frame)
+            .map(Answer::Anonymous)
+            .ok_or_else(|| shape("a count")),
         Request::Epoch => resp::text(&frame)
             .and_then(Epoch::parse)
             .map(Answer::Epoch)
@@ -482,6 +518,19 @@ pub fn parse(request: &Request, frame: Frame) -> Result<Answer, RedisError> {
             Frame::Integer(1) => Ok(Answer::Lease(Lease::Held)),
             Frame::Integer(0) => Ok(Answer::Lease(Lease::NotOwner)),
             _ => Err(shape("0 or 1")),
+        },
+        Request::RenewMany { leases, .. } => match &frame {
+            Frame::Array(items) if items.len() == leases.len() => items
+                .iter()
+                .map(|item| match item {
+                    Frame::Integer(1) => Some(true),
+                    Frame::Integer(0) => Some(false),
+                    _ => None,
+                })
+                .collect::<Option<Vec<bool>>>()
+                .map(Answer::Renewed)
+                .ok_or_else(|| shape("0 or 1 per lease")),
+            _ => Err(shape("0 or 1 per lease")),
         },
         Request::Release { .. } => match frame {
             Frame::Integer(1) => Ok(Answer::Lease(Lease::Released)),
@@ -568,11 +617,16 @@ fn parse_page(read: &Read, frame: &Frame) -> Option<Page> {
         // XREVRANGE gave them newest first.
         messages.reverse();
     }
-    Some(Page { messages, more })
+    // Each entry records its room's previous id (`p`), so a page says whether the history still
+    // reaches back to where a reader stands.
+    let prev = messages.first().map(|(_, prev)| *prev);
+    let messages = messages.into_iter().map(|(message, _)| message).collect();
+    Some(Page { messages, more, prev })
 }
 
-/// One stream entry: `[id, [field, value, ...]]`.
-fn parse_entry(room: &str, entry: &Frame) -> Option<StoredMessage> {
+/// One stream entry: `[id, [field, value, ...]]`, and the id of its room's message before it (0 if
+/// the entry predates the `p` field).
+fn parse_entry(room: &str, entry: &Frame) -> Option<(StoredMessage, u64)> {
     let Frame::Array(parts) = entry else {
         return None;
     };
@@ -587,6 +641,7 @@ fn parse_entry(room: &str, entry: &Frame) -> Option<StoredMessage> {
         text: String::new(),
         ts: 0,
     };
+    let mut prev = 0;
     for pair in fields.chunks(2) {
         let [name, value] = pair else {
             return None;
@@ -596,11 +651,12 @@ fn parse_entry(room: &str, entry: &Frame) -> Option<StoredMessage> {
             b"n" => value.clone_into(&mut message.nickname),
             b"t" => value.clone_into(&mut message.text),
             b"ts" => message.ts = value.parse().ok()?,
+            b"p" => prev = value.parse().ok()?,
             // A field a later version added: not ours to refuse.
             _ => {}
         }
     }
-    Some(message)
+    Some((message, prev))
 }
 
 fn parse_members(frame: &Frame) -> Option<Vec<Member>> {
@@ -632,16 +688,18 @@ fn uncounted(text: &str) -> Option<(&str, &str)> {
     Some((rest.get(..len)?, rest.get(len..)?))
 }
 
-/// A resume token's value: the session's nickname and room.
+/// A resume token's value: the session's nickname, room and owner.
 pub fn encode_session(session: &Session) -> String {
-    counted(&session.nickname, &session.room)
+    counted(&session.nickname, &counted(&session.room, &session.owner))
 }
 
 pub fn decode_session(text: &str) -> Option<Session> {
-    let (nickname, room) = uncounted(text)?;
+    let (nickname, rest) = uncounted(text)?;
+    let (room, owner) = uncounted(rest)?;
     Some(Session {
         nickname: nickname.to_owned(),
         room: room.to_owned(),
+        owner: owner.to_owned(),
     })
 }
 

@@ -49,11 +49,12 @@ impl Script {
 }
 
 /// Every script, in the order a connection loads them.
-pub const ALL: [&Script; 7] = [
+pub const ALL: [&Script; 8] = [
     &PUBLISH,
     &EPOCH,
     &LEASE_ACQUIRE,
     &LEASE_RENEW,
+    &LEASE_RENEW_MANY,
     &LEASE_RELEASE,
     &PRESENCE_LEAVE,
     &PRESENCE_MEMBERS,
@@ -114,7 +115,8 @@ end
 
 -- 4. The room's previous message id, read before appending. Subscribers compare it with the last
 --    id they saw in this room: a mismatch means they missed a message (their subscription dropped,
---    or they subscribed late) and must read the gap from the history stream.
+--    or they subscribed late) and must read the gap from the history stream. The entry keeps it
+--    too ('p'), so a history read tells whether trimming took what came before its first entry.
 local prev = '0'
 local newest = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
 if newest[1] then
@@ -129,7 +131,7 @@ local id = string.format('%d', redis.call('INCR', KEYS[2]))
 --    are plain id ranges. MAXLEN ~ keeps at least the room's quota; the "~" lets Redis trim whole
 --    internal nodes only, which is much cheaper than trimming to the exact count.
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], id .. '-0',
-  'n', ARGV[5], 't', ARGV[6], 'ts', ARGV[7])
+  'n', ARGV[5], 't', ARGV[6], 'ts', ARGV[7], 'p', prev)
 
 -- 7. Remember the key for exactly as long as the room keeps messages it could name: forget every
 --    key whose message is older than the oldest one left in the stream.
@@ -195,6 +197,27 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return 1
 end
 return 0
+"#,
+};
+
+/// Extends many leases in one call, each only if its owner still holds it: a node renews all its
+/// sessions' leases with one script per round instead of one command per lease.
+///
+/// `KEYS`: the leases. `ARGV`: 1 the new life in ms, then one owner per key, in order. Answers one
+/// 1 (renewed) or 0 (gone, or someone else's) per key, in order.
+pub const LEASE_RENEW_MANY: Script = Script {
+    name: "lease_renew_many",
+    body: r#"-- wschat lease renew, many at once: the same check as lease_renew, key by key.
+local renewed = {}
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[i + 1] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[1])
+    renewed[i] = 1
+  else
+    renewed[i] = 0
+  end
+end
+return renewed
 "#,
 };
 

@@ -221,6 +221,7 @@ fn message(key: Option<&str>) -> NewMessage {
         text: "hi there\n".to_owned(),
         ts: 1_700_000_000_123,
         key: key.map(|key| IdempotencyKey::new(key).expect("valid")),
+        lease: None,
     }
 }
 
@@ -376,10 +377,11 @@ mod commands {
                     session: Session {
                         nickname: "al ice".to_owned(),
                         room: "lobby".to_owned(),
+                        owner: "n1.4".to_owned(),
                     },
                     ttl,
                 },
-                vec!["SET", "wschat:resume:t", "6 al icelobby", "PX", "1500"],
+                vec!["SET", "wschat:resume:t", "6 al ice5 lobbyn1.4", "PX", "1500"],
             ),
             (
                 Request::TakeToken {
@@ -637,6 +639,8 @@ mod replies {
         ];
         for (request, frame, ids, more) in cases {
             let expected = Page {
+                // These entries predate the `p` field: their previous id reads as 0.
+                prev: (!ids.is_empty()).then_some(0),
                 messages: ids.into_iter().map(stored).collect(),
                 more,
             };
@@ -706,10 +710,11 @@ mod replies {
             (take.clone(), Frame::Null, Answer::Session(None)),
             (
                 take,
-                bulk("5 alicelobby"),
+                bulk("5 alice5 lobbyn1.4"),
                 Answer::Session(Some(Session {
                     nickname: "alice".to_owned(),
                     room: "lobby".to_owned(),
+                    owner: "n1.4".to_owned(),
                 })),
             ),
             (
@@ -793,9 +798,7 @@ mod outcomes {
             ),
             (
                 Ok(Answer::Published(Published::NotOwner)),
-                Err(StoreError::Other(
-                    "the sender no longer holds its nickname".to_owned(),
-                )),
+                Err(StoreError::NotOwner),
             ),
             (
                 Err(RedisError::Disconnected(DownReason::Closed)),
@@ -912,6 +915,7 @@ mod payloads {
             let session = Session {
                 nickname: nickname.to_owned(),
                 room: room.to_owned(),
+                owner: format!("{room}.{nickname}"),
             };
             assert_eq!(ops::decode_session(&ops::encode_session(&session)), Some(session));
         }

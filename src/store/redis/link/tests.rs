@@ -9,7 +9,7 @@ use redis_protocol::resp2::types::Resp2Frame as _;
 use super::*;
 use crate::store::redis::ops::Published;
 use crate::store::redis::resp::{Decoder, Frame};
-use crate::store::{IdempotencyKey, Page, Range, Read, StoredMessage};
+use crate::store::{IdempotencyKey, LeaseRef, NewMessage, Page, Range, Read, StoredMessage};
 
 const EPOCH: Epoch = Epoch(0x0123_4567_89ab_cdef);
 
@@ -79,7 +79,7 @@ fn replies(link: &mut Link) -> Vec<Reply> {
     take_events(link)
         .into_iter()
         .filter_map(|event| match event {
-            Event::Reply(reply) => Some(reply),
+            Event::Reply(reply) => Some(*reply),
             _ => None,
         })
         .collect()
@@ -116,6 +116,7 @@ fn message(token: u64, text: &str) -> NewMessage {
         text: text.to_owned(),
         ts: 1000 + token,
         key: Some(IdempotencyKey::new(format!("k{token}")).expect("valid")),
+        lease: None,
     }
 }
 
@@ -240,10 +241,7 @@ mod setup {
             assert!(detail.starts_with(step), "{detail}");
             assert!(matches!(
                 &events[1],
-                Event::Reply(Reply {
-                    result: Err(RedisError::Unavailable(DownReason::Setup(_))),
-                    ..
-                })
+                Event::Reply(reply) if matches!(reply.result, Err(RedisError::Unavailable(DownReason::Setup(_))))
             ));
             assert_eq!(link.poll_action(), Some(Action::Disconnect));
             assert_eq!(link.state(), LinkState::Backoff);
@@ -312,6 +310,7 @@ mod requests {
                         text: "text 1".to_owned(),
                         ts: 1001,
                     }],
+                    prev: Some(0),
                     more: false,
                 })),
             ),
@@ -362,11 +361,39 @@ mod requests {
     }
 
     #[test]
+    fn without_pipelining_a_request_is_sent_only_after_the_previous_reply() {
+        let now = Instant::now();
+        let mut unpipelined = config(0);
+        unpipelined.pipeline = false;
+        let mut link = Link::new(&unpipelined, 7, now);
+        assert_eq!(link.poll_action(), Some(Action::Connect));
+        link.connected(now);
+        link.consume_output(link.output().len());
+        link.receive(&wire(&setup_answers(0)), now);
+        take_events(&mut link);
+        link.submit(1, publish(1), now);
+        link.submit(2, publish(2), now);
+        assert_eq!(take_commands(&mut link).len(), 1, "one at a time");
+        link.receive(&wire(&[stored(1)]), now);
+        assert_eq!(take_commands(&mut link).len(), 1, "the next after the reply");
+        link.receive(&wire(&[stored(2)]), now);
+        let tags: Vec<Tag> = replies(&mut link).iter().map(|reply| reply.tag).collect();
+        assert_eq!(tags, [1, 2]);
+    }
+
+    #[test]
     fn a_store_command_becomes_one_request_per_message_with_its_owner() {
         let now = Instant::now();
         let mut link = ready_link(0, now);
-        let command = Command::Append(vec![message(10, "a"), message(11, "b")]);
-        link.submit_command(command, |message| Some(format!("owner-{}", message.token)), now);
+        let owned = |token: u64, text: &str| NewMessage {
+            lease: Some(LeaseRef {
+                key: "alice".to_owned(),
+                owner: format!("owner-{token}"),
+            }),
+            ..message(token, text)
+        };
+        let command = Command::Append(vec![owned(10, "a"), owned(11, "b")]);
+        link.submit_command(command, now);
         link.submit_command(
             Command::Read(Read {
                 token: 12,
@@ -374,7 +401,6 @@ mod requests {
                 range: Range::Since(3),
                 limit: 5,
             }),
-            |_| None,
             now,
         );
         let written = take_commands(&mut link);
@@ -385,7 +411,7 @@ mod requests {
         let outcomes: Vec<_> = replies(&mut link)
             .into_iter()
             .map(|reply| reply.route().outcome().expect("store outcomes"))
-            .map(|outcome| outcome.token())
+            .filter_map(|outcome| outcome.token())
             .collect();
         assert_eq!(outcomes, [10, 11, 12]);
     }
@@ -466,10 +492,7 @@ mod requests {
         assert_eq!(events[0], Event::Epoch(next));
         assert!(matches!(
             &events[1],
-            Event::Reply(Reply {
-                result: Err(RedisError::EpochChanged { current: Some(epoch) }),
-                ..
-            }) if *epoch == next
+            Event::Reply(reply) if reply.result == Err(RedisError::EpochChanged { current: Some(next) })
         ));
         assert_eq!(link.epoch(), Some(next));
         link.submit(2, publish(2), now);

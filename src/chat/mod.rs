@@ -26,7 +26,8 @@
 //!
 //! **Requests in order.** A client's requests are handled one after another. While one waits for a
 //! nickname claim or a resume token, the requests after it wait too (held, at most
-//! [`MAX_HELD_INPUTS`]); answers go out in the order of the requests ([`Chat::respond`]).
+//! [`MAX_HELD_INPUTS`]); answers go out in the order of the requests (`Chat::respond` queues each
+//! behind those still owed).
 //!
 //! **What stays in memory**: this process's sessions, the rooms they are in, and a cache of each
 //! room's recent messages within one byte budget ([`history::HistoryCache`]). A `welcome` is

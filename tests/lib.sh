@@ -49,3 +49,29 @@ python_venv() {
     "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps -r "$requirements"
     echo "$stamp" >"$venv/.stamp"
 }
+
+# nginx_conf PREFIX HTTP_BODY: writes PREFIX/nginx.conf for an nginx run in the foreground (`-p
+# PREFIX`) with every file it writes (pid, logs, temp paths) under PREFIX, and HTTP_BODY inside its
+# http block. PREFIX/tmp is made writable by nginx's workers (`nobody`, when run as root).
+nginx_conf() {
+    local prefix="$1" body="$2"
+    mkdir -p "$prefix/tmp"
+    chmod 755 "$prefix"
+    chmod 1777 "$prefix/tmp"
+    cat >"$prefix/nginx.conf" <<CONF
+daemon off;
+worker_processes 1;
+pid $prefix/nginx.pid;
+error_log $prefix/error.log info;
+events { worker_connections 64; }
+http {
+    access_log $prefix/access.log;
+    client_body_temp_path $prefix/tmp/body;
+    proxy_temp_path $prefix/tmp/proxy;
+    fastcgi_temp_path $prefix/tmp/fastcgi;
+    uwsgi_temp_path $prefix/tmp/uwsgi;
+    scgi_temp_path $prefix/tmp/scgi;
+$body
+}
+CONF
+}

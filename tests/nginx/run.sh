@@ -105,10 +105,7 @@ free_port() {
 start_nginx() {
     local name="$1" upstream="$2" read_timeout="${3:-}" prefix="$OUT/$1" i
     rm -rf "$prefix"
-    mkdir -p "$prefix/tmp"
-    # Run as root, nginx's workers become `nobody`: they must be able to use the temp paths.
-    chmod 755 "$prefix"
-    chmod 1777 "$prefix/tmp"
+    mkdir -p "$prefix"
     NGINX_PORT="$(free_port)"
     local sed_args=(
         -e "s|server 127\.0\.0\.1:8080;|server 127.0.0.1:$upstream;|"
@@ -122,22 +119,7 @@ start_nginx() {
     if [[ -n "$read_timeout" ]]; then
         grep -q "proxy_read_timeout ${read_timeout}s;" "$prefix/wschat.conf" || die "sed did not find proxy_read_timeout"
     fi
-    cat >"$prefix/nginx.conf" <<CONF
-daemon off;
-worker_processes 1;
-pid $prefix/nginx.pid;
-error_log $prefix/error.log info;
-events { worker_connections 64; }
-http {
-    access_log $prefix/access.log;
-    client_body_temp_path $prefix/tmp/body;
-    proxy_temp_path $prefix/tmp/proxy;
-    fastcgi_temp_path $prefix/tmp/fastcgi;
-    uwsgi_temp_path $prefix/tmp/uwsgi;
-    scgi_temp_path $prefix/tmp/scgi;
-    include $prefix/wschat.conf;
-}
-CONF
+    nginx_conf "$prefix" "    include $prefix/wschat.conf;"
     "$NGINX" -t -q -p "$prefix" -c "$prefix/nginx.conf" -e "$prefix/error.log" ||
         { cat "$prefix/error.log" >&2; die "nginx -t refused the config"; }
     "$NGINX" -p "$prefix" -c "$prefix/nginx.conf" -e "$prefix/error.log" >"$prefix/stdout.log" 2>&1 </dev/null &

@@ -131,29 +131,10 @@ log "wschat on 127.0.0.1:$WSCHAT_PORT"
 # block, `location / { proxy_pass http://127.0.0.1:WSCHAT_PORT; EXTRA }`.
 start_nginx() {
     local name="$1" port="$2" extra="$3" prefix="$SCRATCH/$1"
-    mkdir -p "$prefix/tmp"
-    # Run as root, nginx's workers become `nobody`: they must be able to use the temp paths.
-    chmod 755 "$prefix"
-    chmod 1777 "$prefix/tmp"
-    cat >"$prefix/nginx.conf" <<CONF
-daemon off;
-worker_processes 1;
-pid $prefix/nginx.pid;
-error_log $prefix/error.log info;
-events { worker_connections 64; }
-http {
-    access_log $prefix/access.log;
-    client_body_temp_path $prefix/tmp/body;
-    proxy_temp_path $prefix/tmp/proxy;
-    fastcgi_temp_path $prefix/tmp/fastcgi;
-    uwsgi_temp_path $prefix/tmp/uwsgi;
-    scgi_temp_path $prefix/tmp/scgi;
-    server {
+    nginx_conf "$prefix" "    server {
         listen 127.0.0.1:$port;
         location / { proxy_pass http://127.0.0.1:$WSCHAT_PORT; $extra}
-    }
-}
-CONF
+    }"
     "$NGINX" -t -q -p "$prefix" -c "$prefix/nginx.conf" -e "$prefix/error.log" ||
         { cat "$prefix/error.log" >&2; die "nginx -t refused the config of $name"; }
     "$NGINX" -p "$prefix" -c "$prefix/nginx.conf" -e "$prefix/error.log" >>"$prefix/stdout.log" 2>&1 </dev/null &

@@ -30,6 +30,7 @@ import {
   say,
   setNickname,
   shown,
+  stepsOf,
   waitMessage,
   waitOnline,
   waitStatus,
@@ -302,19 +303,7 @@ const isData = (frame) => frame.opcode === 'TEXT' || frame.opcode === 'BINARY';
 // ---- the test ----
 
 test('two people chat in headless Chromium, through server restarts', { timeout: 170_000 }, async (t) => {
-  // Steps build on each other: after a failure, skip the rest rather than pile up timeouts.
-  let failed = false;
-  const step = async (name, body) => {
-    await t.test(name, { skip: failed && 'an earlier step failed' }, async () => {
-      try {
-        await body();
-      } catch (error) {
-        failed = true;
-        throw error;
-      }
-      log(`ok: ${name}`);
-    });
-  };
+  const step = stepsOf(t, log);
 
   await step('alice and bob open the page and pick nicknames', async () => {
     const alice = await openChat('alice');

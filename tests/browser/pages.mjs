@@ -199,3 +199,22 @@ export async function assertOnce(person, texts) {
   const most = await person.page.evaluate((texts) => texts.map((text) => window.__mostCopies[text]), texts);
   assert.deepEqual(most, texts.map(() => 1), `${person.name}: never shown twice`);
 }
+
+/**
+ * Runs the subtests of `t` as steps that build on each other: after a failure the rest are skipped
+ * rather than pile up timeouts. Each passed step is logged with `log`.
+ */
+export function stepsOf(t, log) {
+  let failed = false;
+  return async (name, body) => {
+    await t.test(name, { skip: failed && 'an earlier step failed' }, async () => {
+      try {
+        await body();
+      } catch (error) {
+        failed = true;
+        throw error;
+      }
+      log(`ok: ${name}`);
+    });
+  };
+}

@@ -26,6 +26,7 @@ import {
   say,
   setNickname,
   status,
+  stepsOf,
   waitMessage,
   waitStatus,
   waitUntil,
@@ -196,19 +197,7 @@ async function startNginx() {
 // ---- the test ----
 
 test('the page falls back through proxies that block WebSocket, and chats with a direct page', { timeout: 170_000 }, async (t) => {
-  // Steps build on each other: after a failure, skip the rest rather than pile up timeouts.
-  let failed = false;
-  const step = async (name, body) => {
-    await t.test(name, { skip: failed && 'an earlier step failed' }, async () => {
-      try {
-        await body();
-      } catch (error) {
-        failed = true;
-        throw error;
-      }
-      log(`ok: ${name}`);
-    });
-  };
+  const step = stepsOf(t, log);
 
   await step('alice, without a proxy, is on a WebSocket', async () => {
     const alice = await open('alice', direct, DIRECT_URL);
